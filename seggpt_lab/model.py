@@ -1,0 +1,363 @@
+"""SegGPT: a ViT that paints the query half of a two-image canvas from an in-context example.
+
+Faithful to the official release (baaivision/Painter, SegGPT/SegGPT_inference/models_seggpt.py)
+and to the Hugging Face port (transformers.models.seggpt); see shared/reference/seggpt_reference.md.
+
+Dimension letters used in shapes below:
+    B  pairs in the batch (prompt/query pairs; with a feature ensemble, prompts of one query)
+    H, W  canvas height and width in pixels (H = two W-sized halves stacked, prompt on top)
+    h, w  patch grid (H // p, W // p); L = h * w tokens per canvas
+    p  patch size, C  embed_dim, D  decoder_embed_dim
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from timm.layers import DropPath, LayerNorm2d, Mlp, PatchEmbed, resample_abs_pos_embed, trunc_normal_
+from timm.models.vision_transformer_sam import Attention, get_rel_pos
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+EnsembleMode = Literal["official", "huggingface"]
+
+
+def feature_ensemble(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Replace the query half (bottom h/2 patch rows) of x (B, h, w, C) by its mean over prompts.
+
+    The batch is `groups` consecutive groups (the image and target streams before the merge,
+    one group after it); the mean is taken within each group. Prompt halves are left as they are.
+    """
+    prompt, query = x.split(x.shape[1] // 2, dim=1)  # (B, h/2, w, C) each
+    shape = query.shape
+    query = query.reshape(groups, shape[0] // groups, -1)  # (groups, prompts, h/2 * w * C)
+    # the mean taken about the first prompt is exact when prompts agree: N copies of one prompt give
+    # exactly the one-prompt features (a plain mean of three equal floats need not return them)
+    first = query[:, :1]
+    query = (first + (query - first).mean(dim=1, keepdim=True)).expand_as(query).reshape(shape)
+    return torch.cat([prompt, query], dim=1)
+
+
+def per_canvas(module: nn.Module, x: torch.Tensor, enabled: bool = True) -> torch.Tensor:
+    """module(x), one batch item at a time when `enabled`.
+
+    oneDNN chooses convolution algorithms by batch size, so a batched convolution makes a canvas's
+    prediction depend (at ~1e-7) on its batch-mates; at inference we keep predictions batch-invariant.
+    """
+    if not enabled or x.shape[0] == 1:
+        return module(x)
+    return torch.cat([module(x[i : i + 1]) for i in range(x.shape[0])])  # slices keep the memory format
+
+
+BIAS_CHUNK_BYTES = 16 * 2**20  # below glibc's largest mmap threshold (32 MiB), so chunk buffers are reused
+
+
+class RelPosAttention(Attention):
+    """timm's SAM attention (official parameter names), with the relative-position bias built in row chunks.
+
+    timm adds two permuted einsum outputs into a full (B*heads, L, L) bias, which the kernel then
+    copies into a contiguous layout: on CPU that was a third of SegGPT-L's forward time. Here the
+    decomposed terms are made contiguous first and the fused path runs over chunks of query rows,
+    so each chunk's bias is small enough to be recycled by the allocator instead of page-faulted in.
+    The unfused path keeps the explicit softmax((q k^T) * scale + bias) v as the reference.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, h, w, C) -> (B, h, w, C)."""
+        B, h, w, _ = x.shape
+        qkv = self.qkv(x.reshape(B, h * w, -1)).view(B, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # (B, heads, L, d) each
+        # decomposed relative position (MViTv2; official add_decomposed_rel_pos), unscaled q
+        q_grid = q.reshape(B, self.num_heads, h, w, -1)
+        rel_h = torch.einsum("bnhwc,hkc->bnhwk", q_grid, get_rel_pos(h, h, self.rel_pos_h)).contiguous()
+        rel_w = torch.einsum("bnhwc,wkc->bnhwk", q_grid, get_rel_pos(w, w, self.rel_pos_w)).contiguous()
+
+        def bias(rows: slice) -> torch.Tensor:  # (B, heads, rows * w, L)
+            b = rel_h[:, :, rows].unsqueeze(-1) + rel_w[:, :, rows].unsqueeze(-2)  # (B, n, r, w, h, w)
+            return b.reshape(B, self.num_heads, -1, h * w)
+
+        if self.fused_attn:
+            dropout = self.attn_drop.p if self.training else 0.0
+            rows = max(1, BIAS_CHUNK_BYTES // (B * self.num_heads * w * h * w * q.element_size()))
+            x = torch.cat([F.scaled_dot_product_attention(
+                q[:, :, r * w:(r + rows) * w], k, v, attn_mask=bias(slice(r, r + rows)), dropout_p=dropout)
+                for r in range(0, h, rows)], dim=2)  # (B, heads, L, d)
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1) + bias(slice(None))
+            x = self.attn_drop(attn.softmax(dim=-1)) @ v
+        x = x.transpose(1, 2).reshape(B, h, w, -1)
+        return self.proj_drop(self.proj(x))
+
+
+class Block(nn.Module):
+    """Pre-norm ViT block with global decomposed-rel-pos attention (timm SAM `Attention`).
+
+    Our own block rather than timm's because the feature ensemble sits between attention and
+    its residual add (official `Block.forward`, HF `SegGptLayer.forward`).
+    """
+
+    def __init__(self, dim: int, num_heads: int, grid_size: tuple[int, int], mlp_ratio: float = 4.0,
+                 drop_path: float = 0.0, fused_attn: bool = True) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = RelPosAttention(dim, num_heads=num_heads, qkv_bias=True, use_rel_pos=True, input_size=grid_size)
+        self.attn.fused_attn = fused_attn
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU)
+
+    def forward(self, x: torch.Tensor, ensemble_groups: int = 0) -> torch.Tensor:
+        """x (B, h, w, C) -> (B, h, w, C); ensemble_groups > 0 averages query halves in that many groups."""
+        a = self.attn(self.norm1(x))
+        if ensemble_groups:
+            a = feature_ensemble(a, ensemble_groups)
+        x = x + self.drop_path(a)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class SegGPT(nn.Module):
+    """SegGPT encoder-decoder. Defaults are the released ViT-L (896x448 canvas, 370,723,203 parameters).
+
+    Args:
+        img_size: canvas (H, W); both halves' sizes must be multiples of `patch_size`.
+        patch_size: patch size p.
+        embed_dim: transformer width C.
+        depth: number of blocks.
+        num_heads: attention heads.
+        mlp_ratio: MLP hidden width / C.
+        merge_index: block after which the image and target streams are averaged into one.
+        feature_indices: blocks whose (normed) outputs feed the decoder.
+        decoder_embed_dim: decoder width D.
+        pretrain_img_size: side of the square grid the absolute position embedding was trained on, in pixels.
+        drop_path_rate: stochastic depth, linear over depth (training only).
+        fused_attn: scaled-dot-product attention kernel; False keeps the explicit softmax(QK^T) reference path.
+        grad_checkpointing: recompute block activations in the backward pass to save memory.
+        ensemble_mode: feature-ensemble semantics, "official" (per-stream mean up to the merge) or
+            "huggingface" (transformers' `feature_ensemble=True`, which averages both streams at the merge block).
+    """
+
+    def __init__(
+        self,
+        img_size: tuple[int, int] = (896, 448),
+        patch_size: int = 16,
+        embed_dim: int = 1024,
+        depth: int = 24,
+        num_heads: int = 16,
+        mlp_ratio: float = 4.0,
+        merge_index: int = 2,  # official models_seggpt.py merge_idx
+        feature_indices: Sequence[int] = (5, 11, 17, 23),
+        decoder_embed_dim: int = 64,
+        pretrain_img_size: int = 224,
+        drop_path_rate: float = 0.1,
+        fused_attn: bool = True,
+        grad_checkpointing: bool = False,
+        ensemble_mode: EnsembleMode = "official",
+    ) -> None:
+        super().__init__()
+        img_size = tuple(img_size)
+        if img_size[0] % (2 * patch_size) or img_size[1] % patch_size:
+            raise ValueError(f"img_size {img_size}: each half must be a multiple of patch_size={patch_size}")
+        feature_indices = tuple(feature_indices)
+        if not feature_indices or merge_index > min(feature_indices) or max(feature_indices) >= depth:
+            raise ValueError(f"need merge_index <= min(feature_indices) and max(feature_indices) < depth={depth}; "
+                             f"got merge_index={merge_index}, feature_indices={feature_indices}")
+        if ensemble_mode not in ("official", "huggingface"):
+            raise ValueError(f"ensemble_mode must be 'official' or 'huggingface', got {ensemble_mode!r}")
+        # the constructor arguments, so that checkpoints can rebuild the architecture
+        self.config = {
+            "img_size": img_size, "patch_size": patch_size, "embed_dim": embed_dim, "depth": depth,
+            "num_heads": num_heads, "mlp_ratio": mlp_ratio, "merge_index": merge_index,
+            "feature_indices": feature_indices, "decoder_embed_dim": decoder_embed_dim,
+            "pretrain_img_size": pretrain_img_size, "drop_path_rate": drop_path_rate,
+        }
+        self.img_size, self.patch_size = img_size, patch_size
+        self.grid_size = (img_size[0] // patch_size, img_size[1] // patch_size)
+        self.merge_index, self.feature_indices = merge_index, feature_indices
+        self.pretrain_grid = pretrain_img_size // patch_size
+        self.decoder_embed_dim = decoder_embed_dim
+        self.grad_checkpointing = grad_checkpointing
+        self.ensemble_mode = ensemble_mode
+
+        # one patch embedding shared by the image and the target canvas
+        self.patch_embed = PatchEmbed(img_size, patch_size, 3, embed_dim, output_fmt="NHWC", strict_img_size=True)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, embed_dim))
+        self.segment_token_x = nn.Parameter(torch.zeros(1, 1, 1, embed_dim))  # image stream
+        self.segment_token_y = nn.Parameter(torch.zeros(1, 1, 1, embed_dim))  # target stream
+        self.type_token_cls = nn.Parameter(torch.zeros(1, 1, 1, embed_dim))  # seg_type 0: semantic
+        self.type_token_ins = nn.Parameter(torch.zeros(1, 1, 1, embed_dim))  # seg_type 1: instance
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.pretrain_grid**2 + 1, embed_dim))  # + unused cls slot
+
+        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linear, as torch.linspace
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, self.grid_size, mlp_ratio, dpr[i], fused_attn) for i in range(depth))
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+
+        self.decoder_embed = nn.Linear(embed_dim * len(feature_indices), patch_size**2 * decoder_embed_dim)
+        self.decoder_pred = nn.Sequential(
+            nn.Conv2d(decoder_embed_dim, decoder_embed_dim, kernel_size=3, padding=1),
+            LayerNorm2d(decoder_embed_dim, eps=1e-6),
+            nn.GELU(),
+            nn.Conv2d(decoder_embed_dim, 3, kernel_size=1),
+        )
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Initialisation of the official code (MAE style): trunc-normal tokens, xavier linears."""
+        trunc_normal_(self.pos_embed, std=0.02)
+        for token in (self.mask_token, self.segment_token_x, self.segment_token_y,
+                      self.type_token_cls, self.type_token_ins):
+            nn.init.normal_(token, std=0.02)
+        w = self.patch_embed.proj.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size[0] * self.grid_size[1]
+
+    def query_mask(self, batch_size: int = 1, device: torch.device | str | None = None) -> torch.Tensor:
+        """The inference mask: every patch of the query (bottom) half masked. Returns (B, L) bool."""
+        mask = torch.zeros(self.grid_size, dtype=torch.bool, device=device)
+        mask[self.grid_size[0] // 2:] = True
+        return mask.flatten().expand(batch_size, -1)
+
+    def forward(self, image_canvas: torch.Tensor, target_canvas: torch.Tensor, bool_masked_pos: torch.Tensor,
+                seg_type: torch.Tensor, feature_ensemble: bool = False) -> torch.Tensor:
+        """Canvases (B, 3, H, W); bool_masked_pos (B, L) or (1, L); seg_type (B,) with 0 semantic, 1 instance.
+
+        With `feature_ensemble` the B pairs are B prompts of one query whose features are averaged.
+        Returns the predicted target canvas (B, 3, H, W), ImageNet-normalised (no output activation).
+        """
+        x = self.embed(image_canvas, target_canvas, bool_masked_pos, seg_type)  # (2B, h, w, C)
+        features = self.forward_encoder(x, feature_ensemble)  # (B, h, w, C * len(feature_indices))
+        return self.forward_decoder(features)  # (B, 3, H, W)
+
+    def embed(self, image_canvas: torch.Tensor, target_canvas: torch.Tensor, bool_masked_pos: torch.Tensor,
+              seg_type: torch.Tensor) -> torch.Tensor:
+        """Both streams as separate batch items: (2B, h, w, C), image stream first."""
+        B = image_canvas.shape[0]
+        x = per_canvas(self.patch_embed, image_canvas, not self.training)  # (B, h, w, C)
+        y = per_canvas(self.patch_embed, target_canvas, not self.training)  # (B, h, w, C)
+        # mask tokens go in before the additive embeddings (official forward_encoder)
+        m = bool_masked_pos.reshape(-1, *self.grid_size, 1).to(y.dtype)  # (B or 1, h, w, 1)
+        y = y * (1 - m) + self.mask_token * m
+        pos = resample_abs_pos_embed(self.pos_embed, list(self.grid_size), num_prefix_tokens=1, antialias=False)
+        pos = pos[:, 1:].reshape(1, *self.grid_size, -1)  # (1, h, w, C), cls slot dropped
+        seg_type = seg_type.reshape(B, 1, 1, 1)
+        type_token = torch.where(seg_type == 0, self.type_token_cls, self.type_token_ins)  # (B, 1, 1, C)
+        x = x + self.segment_token_x + pos + type_token
+        y = y + self.segment_token_y + pos + type_token
+        return torch.cat([x, y], dim=0)
+
+    def _ensemble_groups(self, index: int, batch: int, enabled: bool) -> int:
+        """How many groups block `index` averages its query half over (0: none). batch = items in the block."""
+        if not enabled:
+            return 0
+        before_merge = index <= self.merge_index
+        if self.ensemble_mode == "official":
+            # official seggpt_engine: ensemble only with more than one prompt, per stream up to the merge
+            prompts = batch // 2 if before_merge else batch
+            return (2 if before_merge else 1) if prompts > 1 else 0
+        # transformers SegGptLayer: ensemble_cond = 2 if merge_index > i else 1, applied if batch // 2 >= cond
+        cond = 2 if index < self.merge_index else 1
+        return cond if batch // 2 >= cond else 0
+
+    def forward_encoder(self, x: torch.Tensor, feature_ensemble: bool = False) -> torch.Tensor:
+        """x (2B, h, w, C) -> concatenated normed features (B, h, w, C * len(feature_indices))."""
+        features = []
+        for i, block in enumerate(self.blocks):
+            groups = self._ensemble_groups(i, x.shape[0], feature_ensemble)
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(block, x, groups, use_reentrant=False)
+            else:
+                x = block(x, groups)
+            if i == self.merge_index:
+                x = (x[: x.shape[0] // 2] + x[x.shape[0] // 2:]) * 0.5  # (B, h, w, C)
+            if i in self.feature_indices:
+                features.append(self.norm(x))
+        return torch.cat(features, dim=-1)
+
+    def forward_decoder(self, features: torch.Tensor) -> torch.Tensor:
+        """features (B, h, w, F) -> canvas (B, 3, H, W)."""
+        B, h, w, _ = features.shape
+        p, D = self.patch_size, self.decoder_embed_dim
+        x = self.decoder_embed(features)  # (B, h, w, p*p*D), channel fastest: index (py*p + px)*D + d
+        x = x.reshape(B, h, w, p, p, D).permute(0, 1, 3, 2, 4, 5).reshape(B, h * p, w * p, D)  # (B, H, W, D)
+        # an NHWC tensor seen as NCHW (channels_last): convolutions and the channel norm need no more copies
+        x = per_canvas(self.decoder_pred, x.permute(0, 3, 1, 2), not self.training)  # (B, 3, H, W)
+        return x.contiguous()
+
+    def forward_loss(self, image_canvas: torch.Tensor, target_canvas: torch.Tensor, bool_masked_pos: torch.Tensor,
+                     seg_type: torch.Tensor, gt_canvas: torch.Tensor, valid: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward pass and masked smooth-l1 loss. Returns (loss scalar, predicted canvas (B, 3, H, W))."""
+        pred = self(image_canvas, target_canvas, bool_masked_pos, seg_type)
+        return masked_smooth_l1(pred, gt_canvas, bool_masked_pos, self.patch_size, valid), pred
+
+
+def patch_mask_to_pixels(bool_masked_pos: torch.Tensor, grid_size: tuple[int, int], patch_size: int) -> torch.Tensor:
+    """(B, L) patch mask -> (B, 1, h*p, w*p) float pixel mask."""
+    m = bool_masked_pos.reshape(-1, 1, *grid_size).float()
+    return m.repeat_interleave(patch_size, dim=2).repeat_interleave(patch_size, dim=3)
+
+
+def masked_smooth_l1(pred: torch.Tensor, gt_canvas: torch.Tensor, bool_masked_pos: torch.Tensor,
+                     patch_size: int = 16, valid: torch.Tensor | None = None, beta: float = 0.01) -> torch.Tensor:
+    """Smooth-l1 (beta 0.01, official loss_func="smoothl1") averaged over masked patches and channels.
+
+    pred, gt_canvas (B, 3, H, W); bool_masked_pos (B, L) or (1, L), broadcast over the batch before
+    normalising (transformers' SegGptLoss divides by one sample's count instead); valid: optional
+    per-pixel weights (B, 1 or 3, H, W) that multiply the mask, as the official forward_loss does.
+    """
+    B, _, H, W = pred.shape
+    grid = (H // patch_size, W // patch_size)
+    weight = patch_mask_to_pixels(bool_masked_pos.expand(B, -1), grid, patch_size).to(pred.dtype)
+    weight = weight.expand(B, 3, H, W)
+    if valid is not None:
+        weight = weight * valid
+    loss = F.smooth_l1_loss(pred, gt_canvas, reduction="none", beta=beta)
+    return (loss * weight).sum() / weight.sum().clamp_min(1e-12)
+
+
+PRESETS: dict[str, dict] = {
+    "seggpt_vit_large": {"embed_dim": 1024, "depth": 24, "num_heads": 16, "feature_indices": (5, 11, 17, 23)},
+    "seggpt_vit_base": {"embed_dim": 768, "depth": 12, "num_heads": 12, "feature_indices": (2, 5, 8, 11)},
+    "seggpt_vit_small": {"embed_dim": 384, "depth": 12, "num_heads": 6, "feature_indices": (2, 5, 8, 11)},
+    "seggpt_vit_tiny": {"embed_dim": 192, "depth": 12, "num_heads": 3, "feature_indices": (2, 5, 8, 11)},
+}
+
+
+def create_model(name: str, **overrides) -> SegGPT:
+    """A preset by name (see PRESETS) with any SegGPT argument overridden."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown SegGPT preset {name!r}; choose one of {sorted(PRESETS)}")
+    return SegGPT(**{**PRESETS[name], **overrides})
+
+
+def seggpt_vit_large(**overrides) -> SegGPT:
+    """The released model: ViT-L, 896x448 canvas, 370,723,203 parameters."""
+    return create_model("seggpt_vit_large", **overrides)
+
+
+def seggpt_vit_base(**overrides) -> SegGPT:
+    """ViT-B width and depth."""
+    return create_model("seggpt_vit_base", **overrides)
+
+
+def seggpt_vit_small(**overrides) -> SegGPT:
+    """ViT-S width and depth."""
+    return create_model("seggpt_vit_small", **overrides)
+
+
+def seggpt_vit_tiny(**overrides) -> SegGPT:
+    """ViT-Ti width and depth: for CPU demos and tests."""
+    return create_model("seggpt_vit_tiny", **overrides)

@@ -1,0 +1,213 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seggpt_lab.canvas import make_canvas
+from seggpt_lab.model import SegGPT, create_model, masked_smooth_l1, seggpt_vit_large
+
+TINY = {"img_size": (64, 32), "patch_size": 8, "embed_dim": 32, "depth": 5, "num_heads": 4,
+        "merge_index": 1, "feature_indices": (1, 3, 4), "decoder_embed_dim": 8, "pretrain_img_size": 32}
+
+
+def tiny(**overrides) -> SegGPT:
+    torch.manual_seed(0)
+    model = SegGPT(**{**TINY, **overrides}).eval()
+    with torch.no_grad():  # random everywhere, so that no parameter can be silently ignored
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+def inputs(batch: int, size=(32, 32), seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    prompt, query, mask = (torch.randn(batch, 3, *size, generator=g) for _ in range(3))
+    return make_canvas(prompt, query), make_canvas(mask, mask)
+
+
+def test_released_vit_large_has_the_published_parameter_count():
+    with torch.device("meta"):
+        model = seggpt_vit_large()
+    assert sum(p.numel() for p in model.parameters()) == 370_723_203
+    assert model.blocks[0].attn.rel_pos_h.shape == (111, 64)
+    assert model.blocks[0].attn.rel_pos_w.shape == (55, 64)
+
+
+@pytest.mark.parametrize("name", ["seggpt_vit_base", "seggpt_vit_small", "seggpt_vit_tiny"])
+def test_presets_run_on_any_canvas_of_patch_multiples(name):
+    model = create_model(name, img_size=(64, 32), patch_size=16, depth=3, feature_indices=(2,)).eval()
+    image, target = inputs(2)
+    out = model(image, target, model.query_mask(2), torch.tensor([0, 1]))
+    assert out.shape == (2, 3, 64, 32)
+    assert model.blocks[0].attn.rel_pos_h.shape[0] == 2 * 4 - 1
+
+
+def test_bad_sizes_are_rejected_with_a_message():
+    with pytest.raises(ValueError, match="multiple of patch_size"):
+        SegGPT(**{**TINY, "img_size": (60, 32)})
+    with pytest.raises(ValueError, match="merge_index"):
+        SegGPT(**{**TINY, "merge_index": 3})
+    with pytest.raises(ValueError, match="unknown SegGPT preset"):
+        create_model("seggpt_vit_huge")
+
+
+def test_query_mask_covers_exactly_the_bottom_half():
+    model = tiny()
+    mask = model.query_mask(3)
+    assert mask.shape == (3, 32)
+    assert mask[:, :16].sum() == 0 and mask[:, 16:].all()
+
+
+def test_seg_type_selects_the_type_token_per_sample():
+    model = tiny()
+    image, target = inputs(2)
+    image, target = image[:1].expand(2, -1, -1, -1), target[:1].expand(2, -1, -1, -1)
+    with torch.no_grad():
+        out = model(image, target, model.query_mask(2), torch.tensor([0, 1]))
+        sem = model(image[:1], target[:1], model.query_mask(1), torch.tensor([0]))
+        ins = model(image[:1], target[:1], model.query_mask(1), torch.tensor([1]))
+    torch.testing.assert_close(out[0], sem[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(out[1], ins[0], rtol=0, atol=1e-5)
+    assert (sem - ins).abs().max() > 1e-3
+
+
+def test_masked_target_content_is_ignored_but_visible_target_matters():
+    model = tiny()
+    image, target = inputs(1)
+    other = target.clone()
+    other[:, :, 32:] = torch.randn_like(other[:, :, 32:])  # change only the masked query half
+    seg = torch.tensor([1])
+    with torch.no_grad():
+        a = model(image, target, model.query_mask(1), seg)
+        b = model(image, other, model.query_mask(1), seg)
+        c = model(image, other, torch.zeros(1, 32, dtype=torch.bool), seg)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert (a - c).abs().max() > 1e-3
+
+
+def test_fused_and_unfused_attention_agree():
+    fused, unfused = tiny(fused_attn=True), tiny(fused_attn=False)
+    unfused.load_state_dict(fused.state_dict())
+    image, target = inputs(2)
+    args = (image, target, fused.query_mask(2), torch.tensor([0, 1]))
+    with torch.no_grad():
+        torch.testing.assert_close(fused(*args), unfused(*args), rtol=0, atol=1e-5)
+
+
+def test_attention_bias_chunks_agree_with_one_chunk(monkeypatch):
+    import seggpt_lab.model as model_module
+
+    model = tiny()
+    image, target = inputs(2)
+    args = (image, target, model.query_mask(2), torch.tensor([0, 1]))
+    with torch.no_grad():
+        whole = model(*args)
+        monkeypatch.setattr(model_module, "BIAS_CHUNK_BYTES", 1)  # one patch row per chunk
+        chunked = model(*args)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-6)
+
+
+def test_official_ensemble_of_identical_prompts_is_the_single_prompt_output():
+    model = tiny()
+    image, target = inputs(1)
+    seg = torch.tensor([1])
+    with torch.no_grad():
+        single = model(image, target, model.query_mask(1), seg, feature_ensemble=True)
+        for n in (2, 3, 4):
+            many = model(image.expand(n, -1, -1, -1), target.expand(n, -1, -1, -1), model.query_mask(n),
+                         seg.expand(n), feature_ensemble=True)
+            assert torch.equal(many[0], single[0]), n
+
+
+def test_ensemble_averages_the_query_half_over_prompts():
+    model = tiny()
+    image, target = inputs(3)
+    query = image[:1, :, 32:].expand(3, -1, -1, -1)
+    image = torch.cat([image[:, :, :32], query], dim=2)
+    args = (image, target, model.query_mask(3), torch.ones(3, dtype=torch.long))
+    with torch.no_grad():
+        off = model(*args, feature_ensemble=True)
+        model.ensemble_mode = "huggingface"
+        hf = model(*args, feature_ensemble=True)
+        plain = model(*args)
+    # every prompt now sees the same query features: predictions agree below the boundary row
+    for out in (off, hf):
+        torch.testing.assert_close(out[1:, :, 33:], out[:1, :, 33:].expand(2, -1, -1, -1), rtol=0, atol=1e-5)
+    assert (plain[0, :, 33:] - plain[1, :, 33:]).abs().max() > 1e-3
+    assert (off - hf).abs().max() > 1e-4  # the two semantics differ at the merge block
+
+
+def test_huggingface_mode_mixes_streams_even_with_one_prompt():
+    model = tiny()
+    image, target = inputs(1)
+    args = (image, target, model.query_mask(1), torch.tensor([0]))
+    with torch.no_grad():
+        plain = model(*args)
+        torch.testing.assert_close(model(*args, feature_ensemble=True), plain, rtol=0, atol=0)
+        model.ensemble_mode = "huggingface"
+        assert (model(*args, feature_ensemble=True) - plain).abs().max() > 1e-4
+
+
+def test_loss_is_the_mean_over_masked_patches_and_channels():
+    torch.manual_seed(0)
+    pred, gt = torch.randn(2, 3, 64, 32), torch.randn(2, 3, 64, 32)
+    mask = torch.zeros(2, 8, 4, dtype=torch.bool)
+    mask[0, 5, 1] = True
+    mask[1, 6:, :] = True
+    per_pixel = torch.nn.functional.smooth_l1_loss(pred, gt, reduction="none", beta=0.01)
+    expected = torch.cat([per_pixel[0, :, 40:48, 8:16].flatten(), per_pixel[1, :, 48:, :].flatten()]).mean()
+    torch.testing.assert_close(masked_smooth_l1(pred, gt, mask.flatten(1), 8), expected)
+
+
+def test_loss_broadcasts_a_single_mask_over_the_batch():
+    torch.manual_seed(0)
+    pred, gt = torch.randn(4, 3, 64, 32), torch.randn(4, 3, 64, 32)
+    mask = torch.rand(1, 32) < 0.5
+    torch.testing.assert_close(masked_smooth_l1(pred, gt, mask, 8), masked_smooth_l1(pred, gt, mask.expand(4, -1), 8))
+
+
+def test_loss_valid_weights_drop_pixels_from_numerator_and_denominator():
+    torch.manual_seed(0)
+    pred, gt = torch.randn(1, 3, 64, 32), torch.randn(1, 3, 64, 32)
+    mask = torch.ones(1, 32, dtype=torch.bool)
+    valid = torch.zeros(1, 1, 64, 32)
+    valid[..., :10, :] = 1
+    per_pixel = torch.nn.functional.smooth_l1_loss(pred, gt, reduction="none", beta=0.01)
+    torch.testing.assert_close(masked_smooth_l1(pred, gt, mask, 8, valid), per_pixel[..., :10, :].mean())
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    plain, ckpt = tiny(drop_path_rate=0.0), tiny(drop_path_rate=0.0, grad_checkpointing=True)
+    image, target = inputs(2)
+    grads = []
+    for model in (plain, ckpt):
+        model.train()
+        loss, _ = model.forward_loss(image, target, model.query_mask(2), torch.tensor([0, 1]), target)
+        loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-7)
+    assert grads[0].abs().sum() > 0
+
+
+def test_drop_path_acts_in_training_only():
+    model = tiny(drop_path_rate=0.5)
+    image, target = inputs(2)
+    args = (image, target, model.query_mask(2), torch.tensor([0, 1]))
+    with torch.no_grad():
+        a, b = model(*args), model(*args)
+        model.train()
+        torch.manual_seed(0)
+        c = model(*args)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert (a - c).abs().max() > 1e-4
+
+
+def test_eval_predictions_do_not_depend_on_batch_mates():
+    model = tiny()
+    image, target = inputs(3)
+    seg = torch.tensor([0, 1, 1])
+    with torch.no_grad():
+        batched = model(image, target, model.query_mask(3), seg)
+        for i in range(3):
+            alone = model(image[i : i + 1], target[i : i + 1], model.query_mask(1), seg[i : i + 1])
+            assert torch.equal(batched[i], alone[0]), i
