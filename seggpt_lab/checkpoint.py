@@ -73,8 +73,15 @@ def hf_key_map(our_keys: list[str], with_head: bool = True) -> dict[str, str]:
     return mapping
 
 
+HF_FIXED = {"hidden_act": "gelu", "qkv_bias": True, "use_relative_position_embeddings": True,
+            "layer_norm_eps": 1e-6, "num_channels": 3}  # what every SegGPT release uses, and all we build
+
+
 def config_from_hf(hf: dict) -> dict:
     """SegGPT kwargs from a transformers SegGptConfig dict."""
+    unsupported = {k: hf[k] for k, v in HF_FIXED.items() if hf.get(k, v) != v}
+    if unsupported:
+        raise CheckpointError(f"unsupported SegGptConfig values {unsupported}; supported: {HF_FIXED}")
     image_size = hf.get("image_size", [896, 448])
     image_size = tuple(image_size) if isinstance(image_size, list | tuple) else (image_size, image_size)
     hidden = hf.get("hidden_size", 1024)

@@ -205,16 +205,14 @@ class SegGPT(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
-        """Initialisation of the official code (MAE style): trunc-normal tokens, xavier linears."""
+        """The official models_seggpt.py initialisation: normal(0.02) tokens, trunc-normal(0.02) linears."""
         trunc_normal_(self.pos_embed, std=0.02)
         for token in (self.mask_token, self.segment_token_x, self.segment_token_y,
                       self.type_token_cls, self.type_token_ins):
             nn.init.normal_(token, std=0.02)
-        w = self.patch_embed.proj.weight
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         for m in self.modules():
             if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
+                trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)

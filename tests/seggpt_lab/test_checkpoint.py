@@ -45,10 +45,10 @@ def check_parity(hf, ours, side: int, batch: int, atol: float) -> None:
     random_mask = torch.rand(batch, ours.num_patches, generator=g) < 0.75
     for embedding_type, seg_type in (("instance", 1), ("semantic", 0)):
         seg = torch.full((batch,), seg_type)
-        with torch.no_grad():
-            theirs = hf(pixel_values=query, prompt_pixel_values=prompt, prompt_masks=mask,
+        with torch.no_grad():  # the default query mask on one pair; random per-sample masks on the batch
+            theirs = hf(pixel_values=query[:1], prompt_pixel_values=prompt[:1], prompt_masks=mask[:1],
                         embedding_type=embedding_type).pred_masks
-            mine = ours(image, target, ours.query_mask(batch), seg)
+            mine = ours(image[:1], target[:1], ours.query_mask(1), seg[:1])
             assert (theirs - mine).abs().max() <= atol, embedding_type
 
             out = hf(pixel_values=query, prompt_pixel_values=prompt, prompt_masks=mask, labels=label,
@@ -202,3 +202,30 @@ def test_missing_paths_and_foreign_directories_say_what_is_wrong(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "vit"}')
     with pytest.raises(CheckpointError, match="model_type is 'vit'"):
         load_pretrained(tmp_path)
+
+
+def test_unsupported_hf_options_are_refused(tiny_pair, tmp_path):
+    hf, _ = tiny_pair
+    hf.config.hidden_act = "relu"
+    try:
+        hf.save_pretrained(tmp_path)
+    finally:
+        hf.config.hidden_act = "gelu"
+    with pytest.raises(CheckpointError, match="unsupported SegGptConfig values {'hidden_act': 'relu'}"):
+        load_pretrained(tmp_path)
+
+
+def test_single_mask_broadcast_is_normalised_per_batch_unlike_transformers(tiny_pair):
+    hf, path = tiny_pair
+    ours = load_pretrained(path).eval()
+    query, prompt, mask, label = pair_inputs(4, 32)
+    one_mask = torch.rand(1, ours.num_patches, generator=torch.Generator().manual_seed(3)) < 0.5
+    gt = make_canvas(mask, label)
+    with torch.no_grad():
+        theirs = hf(pixel_values=query, prompt_pixel_values=prompt, prompt_masks=mask, labels=label,
+                    bool_masked_pos=one_mask).loss
+        loss, _ = ours.forward_loss(make_canvas(prompt, query), gt, one_mask, torch.ones(4).long(), gt)
+        per_sample, _ = ours.forward_loss(make_canvas(prompt, query), gt, one_mask.expand(4, -1),
+                                          torch.ones(4).long(), gt)
+    torch.testing.assert_close(loss, per_sample)
+    torch.testing.assert_close(loss * 4, theirs, rtol=1e-5, atol=0)  # theirs divides by one sample's count

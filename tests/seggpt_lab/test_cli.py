@@ -9,6 +9,11 @@ from seggpt_lab.model import PRESETS, SegGPT, create_model
 from tests.conftest import REPO
 
 
+@pytest.fixture(autouse=True)
+def bare_argv(monkeypatch):
+    monkeypatch.setattr("sys.argv", ["seggpt-lab"])  # pytest's own arguments are not the CLI's
+
+
 def test_help_lists_the_lightning_subcommands(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--help"])
@@ -36,5 +41,5 @@ def test_model_recipes_build_their_preset(name):
     parser.add_subclass_arguments(SegGPT, "model")
     cfg = parser.parse_args(["--model", str(REPO / "recipes" / "models" / f"{name}.yaml")])
     with torch.device("meta"):
-        model = parser.instantiate_classes(cfg).model
+        model = parser.instantiate(cfg).model
         assert model.config == create_model(name).config
