@@ -30,9 +30,15 @@ def test_print_config_dumps_the_trainer_defaults(capsys):
     assert "max_steps: 7" in out and "accelerator: auto" in out
 
 
-def test_data_tool_starts(capsys):
-    data_main([])
-    assert "seggpt-lab-data" in capsys.readouterr().out
+def test_data_tool_lists_its_commands_and_sources(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        data_main(["--help"])
+    assert exit_.value.code == 0 and "{convert,inspect}" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        data_main(["convert", "--help"])
+    out = capsys.readouterr().out
+    for flag in ("--shard-size", "--workers", "--skip-bad", "--root", "--split", "--out", "synthetic", "youtube-vos"):
+        assert flag in out
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -1,0 +1,137 @@
+"""The one shard schema: every source becomes samples of this form.
+
+One sample = one annotated image, stored as tar members named `<key>.<ext>` (webdataset groups
+members by the part of the name before the first dot, so keys hold no dots):
+
+    <key>.jpg | <key>.png   the image: the original file's bytes when it is a JPEG (which may be
+                            greyscale; readers convert to RGB) or an RGB PNG, otherwise an RGB PNG
+    <key>.sem.png           semantic label map, 16-bit PNG: 0 = background, 1..K = classes,
+                            IGNORE (65535) = void pixels that no loss or metric may use; absent when
+                            the source has no semantic labels
+    <key>.ins.png           instance id map, 16-bit PNG: 0 = no instance, 1..N = instances; absent when
+                            the source has no instances
+    <key>.json              metadata, see `Meta`
+
+`key` is `<source>__<image id>`. Class ids are the source's own ids shifted as its converter
+documents, so that 0 is background everywhere.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import dataclass
+from typing import Literal, TypedDict
+
+import numpy as np
+from PIL import Image
+
+SCHEMA_VERSION = 1
+IGNORE = 65535  # void pixels in sem.png; the largest 16-bit value, so any class id below it is usable
+Task = Literal["semantic", "instance", "panoptic"]
+TASKS = ("semantic", "instance", "panoptic")
+IMAGE_EXTS = ("jpg", "png")
+PNG_COMPRESS_LEVEL = 6  # fixed, so that shards are byte-identical from run to run
+
+
+class InstanceMeta(TypedDict):
+    category: int  # class id in the sem.png id space
+    iscrowd: bool
+
+
+class VideoMeta(TypedDict):
+    id: str
+    frame: int
+
+
+class Meta(TypedDict, total=False):
+    source: str
+    split: str
+    task: Task
+    classes: dict[str, str]  # {class id: name} for the classes present in this sample (0 excluded)
+    instances: dict[str, InstanceMeta]  # {instance id: ...} for the instances in ins.png
+    size: list[int]  # [H, W] of the image as stored
+    file: str  # the native image file, relative to the dataset root
+    video: VideoMeta  # video sources: one sample per frame, in frame order
+
+
+class SampleError(ValueError):
+    """One input that cannot become a sample; the message names the file and says what is wrong."""
+
+    def __init__(self, file: object, problem: str) -> None:
+        super().__init__(f"{file}: {problem}")
+        self.file, self.problem = str(file), problem
+
+
+_KEY_BAD = re.compile(r"[^A-Za-z0-9_\-]")
+
+
+def make_key(source: str, *parts: object) -> str:
+    """`<source>__<parts joined by '-'>` with every character outside [A-Za-z0-9_-] replaced by '_'."""
+    return f"{source}__" + "-".join(_KEY_BAD.sub("_", str(p)) for p in parts)
+
+
+@dataclass
+class Sample:
+    """One annotated image. `sem` / `ins` are (H, W) integer arrays or None."""
+
+    key: str
+    image: bytes
+    image_ext: Literal["jpg", "png"]
+    meta: Meta
+    sem: np.ndarray | None = None
+    ins: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if "." in self.key or not self.key:
+            raise ValueError(f"sample key {self.key!r} must be non-empty and hold no dots")
+        if self.image_ext not in IMAGE_EXTS:
+            raise ValueError(f"image_ext must be one of {IMAGE_EXTS}, got {self.image_ext!r}")
+        if self.meta.get("task") not in TASKS:
+            raise ValueError(f"{self.key}: meta task must be one of {TASKS}, got {self.meta.get('task')!r}")
+
+    def rgb(self) -> np.ndarray:
+        """The image as (H, W, 3) uint8."""
+        return np.asarray(Image.open(io.BytesIO(self.image)).convert("RGB"))
+
+
+def encode_png16(label: np.ndarray) -> bytes:
+    """(H, W) integer array with values in [0, 65535] -> 16-bit greyscale PNG bytes."""
+    if label.ndim != 2:
+        raise ValueError(f"label maps are 2-D, got shape {label.shape}")
+    if label.size and (label.min() < 0 or label.max() > IGNORE):
+        raise ValueError(f"label values must lie in [0, {IGNORE}], got [{label.min()}, {label.max()}]")
+    buf = io.BytesIO()
+    Image.fromarray(label.astype(np.uint16)).save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buf.getvalue()
+
+
+def decode_png16(data: bytes) -> np.ndarray:
+    """16-bit greyscale PNG bytes -> (H, W) int32 array."""
+    return np.asarray(Image.open(io.BytesIO(data))).astype(np.int32)
+
+
+def encode(sample: Sample) -> dict[str, bytes | str]:
+    """Sample -> the tar members of one webdataset sample (`__key__` plus extension -> bytes)."""
+    out: dict[str, bytes | str] = {"__key__": sample.key, sample.image_ext: sample.image,
+                                   "json": json.dumps(sample.meta, sort_keys=True).encode()}
+    if sample.sem is not None:
+        out["sem.png"] = encode_png16(sample.sem)
+    if sample.ins is not None:
+        out["ins.png"] = encode_png16(sample.ins)
+    return out
+
+
+def decode(raw: dict[str, bytes]) -> Sample:
+    """Tar members of one sample (as webdataset yields them, undecoded) -> Sample."""
+    ext = next((e for e in IMAGE_EXTS if e in raw), None)
+    key = raw["__key__"]
+    if ext is None or "json" not in raw:
+        raise SampleError(key, f"sample has members {sorted(k for k in raw if not k.startswith('__'))}; "
+                               "needs an image (jpg or png) and json")
+    return Sample(
+        key=key, image=raw[ext], image_ext=ext, meta=json.loads(raw["json"]),
+        sem=decode_png16(raw["sem.png"]) if "sem.png" in raw else None,
+        ins=decode_png16(raw["ins.png"]) if "ins.png" in raw else None,
+    )

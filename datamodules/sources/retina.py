@@ -1,0 +1,190 @@
+"""Retinal vessel datasets (DRIVE, CHASE_DB1, HRF, STARE): fundus photographs with one class, 1 = "vessel".
+
+All four are binary semantic sources: every pixel an annotator marked as vessel becomes 1, every other
+pixel 0 (background). DRIVE and HRF ship a field-of-view (FOV) mask, the disc of the retina inside the
+black camera border, and their protocols score only pixels inside it (Staal et al. 2004; the HRF page
+gives the masks for evaluation), so pixels outside the FOV become IGNORE here, whatever the annotation
+says there (DRIVE's first annotator marks a few vessel pixels just outside the mask: 7 to 67 per image
+in the 8 images of ../shared/data). CHASE_DB1 and STARE ship no FOV mask: every pixel keeps its label.
+
+Only DRIVE has an official train/test split. For the others this module uses the split that
+mmsegmentation's converters fix (tools/dataset_converters/{chase_db1,hrf,stare}.py, open-mmlab
+/mmsegmentation); each class docstring states it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from datamodules.schema import IGNORE, Sample, SampleError
+from datamodules.sources.base import Source, binary, read_image, read_label
+
+
+def _listing(folder: Path) -> list[Path]:
+    """Files in `folder`, sorted; a missing folder is an error, so a wrong --root never yields an empty split."""
+    if not folder.is_dir():
+        raise SampleError(folder, "no such directory")
+    return sorted(p for p in folder.iterdir() if p.is_file())
+
+
+def _white(path: Path) -> np.ndarray:
+    """A black/white annotation -> (H, W) bool. Files hold 0/255 (thresholded at 128, as mmsegmentation's
+    converters do for the few non-standard greys) or, for 1-bit images, 0/1."""
+    label = read_label(path)
+    return binary(label, threshold=128 if label.max() > 1 else 1).astype(bool)
+
+
+class _Retina(Source):
+    """What the four vessel datasets share: one class, and FOV masks turned into IGNORE."""
+
+    task = "semantic"
+    classes = {1: "vessel"}
+
+    def vessel_sample(self, image_id: str, image_file: Path, label_file: Path, fov_file: Path | None = None) -> Sample:
+        """The Sample of one fundus image: vessels 1, background 0, and IGNORE outside `fov_file` if given."""
+        image = read_image(image_file)
+        sem = _white(label_file).astype(np.int32)
+        if fov_file is not None:
+            fov = _white(fov_file)
+            if fov.shape != image[2]:
+                raise SampleError(fov_file, f"field-of-view mask is {fov.shape[1]}x{fov.shape[0]} but the image "
+                                            f"{self.relative(image_file)} is {image[2][1]}x{image[2][0]}")
+            if sem.shape == fov.shape:  # a label of the wrong size is reported by `sample` below
+                sem[~fov] = IGNORE
+        return self.sample(image_id, image, image_file, sem=sem, label_file=label_file)
+
+
+class DRIVE(_Retina):
+    """DRIVE (Staal et al., IEEE TMI 2004; https://drive.grand-challenge.org): 40 images 565x584, 20 training + 20 test.
+
+    Layout of the official `training.zip` / `test.zip`, unpacked under one folder (give it as --root):
+
+        DRIVE/{training,test}/images/NN_{training,test}.tif       RGB TIFF
+        DRIVE/{training,test}/1st_manual/NN_manual1.gif           first annotator, L {0 background, 255 vessel}
+        DRIVE/{training,test}/mask/NN_{training,test}_mask.gif    FOV, L {0 outside, 255 inside}
+
+    Training images are numbered 21-40, test images 01-20. The second annotator (`test/2nd_manual`) is
+    not converted: the first one is the ground truth of the DRIVE protocol.
+
+    Mapping: 255 -> 1 "vessel", 0 -> 0, any pixel outside the FOV mask -> IGNORE.
+    Splits: "train" = training/, "test" = test/.
+    """
+
+    name = "drive"
+    splits = ("train", "test")
+    licence = "DRIVE: research use, cite Staal et al. 2004 (https://drive.grand-challenge.org)"
+    _FOLDERS = {"train": "training", "test": "test"}  # split -> the official folder name
+
+    def items(self) -> list[str]:
+        folder = self.root / self._FOLDERS[self.split] / "images"
+        return [p.name for p in _listing(folder) if p.suffix.lower() in (".tif", ".tiff")]
+
+    def load(self, item: str) -> Sample:
+        split_dir = self.root / self._FOLDERS[self.split]
+        stem = Path(item).stem  # "21_training"
+        number = stem.split("_")[0]
+        return self.vessel_sample(stem, split_dir / "images" / item, split_dir / "1st_manual" / f"{number}_manual1.gif",
+                                  split_dir / "mask" / f"{stem}_mask.gif")
+
+
+class CHASE(_Retina):
+    """CHASE_DB1 (Fraz et al., IEEE TBME 2012; https://researchdata.kingston.ac.uk/96/): 28 images 999x960.
+
+    Layout of the official `CHASEDB1.zip`, unpacked into one flat folder (give it as --root):
+
+        Image_NN{L,R}.jpg             left/right eye of child NN = 01..14, RGB JPEG
+        Image_NN{L,R}_1stHO.png       first human observer: vessel pixels white (1 in 1-bit files, 255 in 8-bit)
+        Image_NN{L,R}_2ndHO.png       second observer, not converted (the first is the usual ground truth)
+
+    There is no official split and no FOV mask. Split convention: mmsegmentation's chase_db1.py sorts the
+    files and takes the first 20 images (children 01-10) for training and the last 8 (children 11-14) for
+    testing; "train" and "test" here are exactly those.
+
+    Mapping: 255 (or 1 in 1-bit files) -> 1 "vessel", 0 -> 0; no IGNORE.
+    """
+
+    name = "chase"
+    splits = ("train", "test")
+    licence = "CHASE_DB1: terms at https://researchdata.kingston.ac.uk/96/, cite Fraz et al. 2012"
+    _IMAGE = re.compile(r"Image_(\d\d)[LR]\.jpg", re.IGNORECASE)
+    _LAST_TRAIN_CHILD = 10  # mmsegmentation chase_db1.py: TRAINING_LEN = 60 files = 20 images = children 01-10
+
+    def items(self) -> list[str]:
+        names = [(p.name, self._IMAGE.fullmatch(p.name)) for p in _listing(self.root)]
+        return [name for name, m in names if m and (int(m[1]) <= self._LAST_TRAIN_CHILD) == (self.split == "train")]
+
+    def load(self, item: str) -> Sample:
+        stem = Path(item).stem
+        return self.vessel_sample(stem, self.root / item, self.root / f"{stem}_1stHO.png")
+
+
+class HRF(_Retina):
+    """HRF, High-Resolution Fundus (Budai et al., Int. J. Biomed. Imaging 2013;
+    https://www5.cs.fau.de/research/data/fundus-images/): 45 images 3504x2336, 15 each healthy (h),
+    glaucomatous (g) and diabetic retinopathy (dr).
+
+    Layout of the official `all.zip` (give its top folder as --root):
+
+        images/NN_{h,g,dr}.{jpg,JPG}      RGB JPEG (the dr files have an upper-case extension)
+        manual1/NN_{h,g,dr}.tif           vessel annotation, {0 background, 255 vessel}
+        mask/NN_{h,g,dr}_mask.tif         FOV mask, {0 outside, 255 inside}
+
+    There is no official split. Split convention: mmsegmentation's hrf.py takes, in each of the three groups,
+    the first 5 images (NN = 01-05) for training and the other 10 for testing (the split of Orlando et al.,
+    IEEE TBME 2017, too): "train" = 15 images, "test" = 30.
+
+    Mapping: 255 -> 1 "vessel", 0 -> 0, any pixel outside the FOV mask -> IGNORE.
+    """
+
+    name = "hrf"
+    splits = ("train", "test")
+    licence = "HRF: research use, cite Budai et al. 2013 (https://www5.cs.fau.de/research/data/fundus-images/)"
+    _IMAGE = re.compile(r"(\d\d)_(h|g|dr)\.jpe?g", re.IGNORECASE)
+    _LAST_TRAIN_NUMBER = 5  # mmsegmentation hrf.py: TRAINING_LEN = 5 of HRF_LEN = 15 per group
+
+    def items(self) -> list[str]:
+        names = [(p.name, self._IMAGE.fullmatch(p.name)) for p in _listing(self.root / "images")]
+        return [name for name, m in names if m and (int(m[1]) <= self._LAST_TRAIN_NUMBER) == (self.split == "train")]
+
+    def load(self, item: str) -> Sample:
+        stem = Path(item).stem
+        return self.vessel_sample(stem, self.root / "images" / item, self.root / "manual1" / f"{stem}.tif",
+                                  self.root / "mask" / f"{stem}_mask.tif")
+
+
+class STARE(_Retina):
+    """STARE vessel subset (Hoover et al., IEEE TMI 2000; https://cecas.clemson.edu/~ahoover/stare/probing/):
+    20 hand-labelled images 700x605.
+
+    Layout of the official `stare-images.tar`, `labels-ah.tar`, `labels-vk.tar`, each unpacked into a folder of
+    that name and gunzipped (the tars hold `.ppm.gz` files), under one --root:
+
+        stare-images/imNNNN.ppm           RGB PPM (the full 400-image set may be there too: only labelled ones count)
+        labels-ah/imNNNN.ah.ppm           Adam Hoover's labels, {0 background, 255 vessel}: the ground truth
+        labels-vk/imNNNN.vk.ppm           Valentina Kouznetsova's labels, not converted
+
+    There is no official split and no FOV mask. Split convention: mmsegmentation's stare.py sorts the 20
+    labelled images and takes the first 10 for training, the last 10 for testing.
+
+    Mapping: 255 -> 1 "vessel", 0 -> 0; no IGNORE.
+    """
+
+    name = "stare"
+    splits = ("train", "test")
+    licence = "STARE: research use, cite Hoover et al. 2000 (https://cecas.clemson.edu/~ahoover/stare/)"
+    # the first 10 of the 20 sorted labelled ids (mmsegmentation stare.py: TRAINING_LEN = 10)
+    _TRAIN = ("im0001", "im0002", "im0003", "im0004", "im0005", "im0044", "im0077", "im0081", "im0082", "im0139")
+
+    def items(self) -> list[str]:
+        files = _listing(self.root / "labels-ah")
+        ids = [p.name[: -len(".ah.ppm")] for p in files if p.name.endswith(".ah.ppm")]
+        if not ids and any(p.name.endswith(".gz") for p in files):
+            raise SampleError(self.root / "labels-ah", "holds .ppm.gz files: gunzip them (and stare-images/) first")
+        return [i for i in ids if (i in self._TRAIN) == (self.split == "train")]
+
+    def load(self, item: str) -> Sample:
+        return self.vessel_sample(item, self.root / "stare-images" / f"{item}.ppm",
+                                  self.root / "labels-ah" / f"{item}.ah.ppm")

@@ -1,0 +1,242 @@
+"""Video object segmentation datasets (DAVIS, YouTube-VOS, MOSE): one sample per frame, in frame order.
+
+All three store a video as a folder of JPEG frames beside a folder of PNG annotations with the same file
+stems, object ids as palette indices (DAVIS-2017, YouTube-VOS, MOSE) or a black/white mask (DAVIS-2016).
+Every converter here has task "instance": `ins.png` holds the object ids as the dataset numbers them, and
+`sem.png` the class of each object's pixels. Each sample's `video` metadata is `{id: video folder, frame:
+the frame number in the file name}` (DAVIS 0, 1, 2...; YouTube-VOS every fifth frame, 0, 5, 10...), so a
+video's samples sort into frame order by it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from datamodules.schema import IGNORE, InstanceMeta, Sample, SampleError
+from datamodules.sources.base import Source, binary, read_image, read_json, read_label, read_lines
+
+VOID = 255  # DAVIS-2017 toolkit (davis2017/davis.py): palette index 255 marks void pixels
+
+
+def _subfolders(folder: Path) -> list[str]:
+    """Names of the folders inside `folder`, sorted; a missing folder is an error, not an empty split."""
+    if not folder.is_dir():
+        raise SampleError(folder, "no such directory")
+    return sorted(p.name for p in folder.iterdir() if p.is_dir())
+
+
+def _frames(folder: Path) -> list[str]:
+    """The stems of the JPEG frames in one video folder, in frame order; each must be the frame's number."""
+    if not folder.is_dir():
+        raise SampleError(folder, "no such directory: the video is listed but has no frames")
+    stems = [p.stem for p in folder.iterdir() if p.suffix.lower() == ".jpg"]
+    for stem in stems:
+        if not stem.isdigit():
+            raise SampleError(folder / f"{stem}.jpg", "frame files must be named by their frame number")
+    return sorted(stems, key=int)
+
+
+def _palette_ids(path: Path) -> np.ndarray:
+    """An annotation of object ids -> (H, W) int array; a colour (RGB) PNG is an error, since ids would be lost."""
+    label = read_label(path)
+    if label.ndim != 2:
+        raise SampleError(path, "expected a palette or greyscale PNG of object ids, got a colour image")
+    return label
+
+
+class _VideoFolders(Source):
+    """What the three layouts share: `<frames>/<video>/<frame>.jpg` beside `<labels>/<video>/<frame>.png`.
+
+    A frame without an annotation is stored without label maps (YouTube-VOS and MOSE annotate only the
+    first frame of each object in their validation sets); in the splits of `annotated_splits` every frame
+    must have one, and a missing file is an error.
+    """
+
+    task = "instance"
+    annotated_splits: tuple[str, ...] = ()
+
+    def frames_dir(self) -> Path:
+        """The folder of video folders of JPEG frames (YouTube-VOS and MOSE: `<split>/JPEGImages`)."""
+        return self.root / self.split / "JPEGImages"
+
+    def labels_dir(self) -> Path:
+        """The folder of video folders of PNG annotations (YouTube-VOS and MOSE: `<split>/Annotations`)."""
+        return self.root / self.split / "Annotations"
+
+    def videos(self) -> list[str]:
+        """The split's video folder names, sorted."""
+        raise NotImplementedError
+
+    def decode(self, video: str, label_file: Path) -> tuple[np.ndarray, np.ndarray, dict[int, InstanceMeta]]:
+        """One annotation -> (sem, ins, {instance id: category and crowd flag})."""
+        raise NotImplementedError
+
+    def items(self) -> list[tuple[str, str]]:
+        """(video, frame stem) pairs, sorted by video then frame."""
+        return [(video, frame) for video in self.videos() for frame in _frames(self.frames_dir() / video)]
+
+    def load(self, item: tuple[str, str]) -> Sample:
+        video, frame = item
+        image_file = self.frames_dir() / video / f"{frame}.jpg"
+        label_file = self.labels_dir() / video / f"{frame}.png"
+        image = read_image(image_file)
+        sem = ins = instances = None
+        if self.split in self.annotated_splits or label_file.exists():
+            sem, ins, instances = self.decode(video, label_file)
+        return self.sample(f"{video}-{frame}", image, image_file, sem=sem, ins=ins, instances=instances,
+                           label_file=label_file, video={"id": video, "frame": int(frame)})
+
+
+def _objects(ins: np.ndarray, category: Mapping[int, int] | int) -> dict[int, InstanceMeta]:
+    """{id: meta} for the ids present in `ins`; an id with no category is left out for `sample` to report."""
+    ids = [int(i) for i in np.unique(ins) if i > 0]
+    if isinstance(category, int):
+        return {i: {"category": category, "iscrowd": False} for i in ids}
+    return {i: {"category": category[i], "iscrowd": False} for i in ids if i in category}
+
+
+class DAVIS(_VideoFolders):
+    """DAVIS-2016 and DAVIS-2017 (Perazzi et al. CVPR 2016; Pont-Tuset et al. arXiv:1704.00675; davischallenge.org).
+
+    Layout of the official downloads (`DAVIS-data.zip` for 2016, `DAVIS-2017-trainval-480p.zip` for 2017; the
+    2017 one is what the DAVIS-2017 evaluation toolkit davisvideochallenge/davis2017-evaluation reads); give
+    the `DAVIS` folder as --root:
+
+        DAVIS/JPEGImages/480p/<sequence>/%05d.jpg
+        DAVIS/Annotations/480p/<sequence>/%05d.png
+        DAVIS/ImageSets/2016/{train,val}.txt     sequence names, one a line (in the 2017 download)
+        DAVIS/ImageSets/2017/{train,val}.txt
+
+    Splits "2016-train", "2016-val", "2017-train", "2017-val": the year picks the task and the sequence list
+    `ImageSets/<year>/<set>.txt`; without that file, every sequence under JPEGImages/480p is converted (the
+    DAVIS-2016 download has no such lists). Every frame of train and val is annotated; a missing PNG is an error.
+
+    Annotations come in two encodings, told apart by the PNG mode:
+      - `L` (DAVIS-2016): {0 background, 255 object}, thresholded at 128 -> object id 1.
+      - `P` (DAVIS-2017): palette index = object id 1..N, 0 background, 255 void (toolkit `davis2017/davis.py`).
+    The 2016 task is single-object, so in the "2016-*" splits the objects of a palette annotation are merged
+    into id 1 (the 2017 download annotates some 2016 sequences with several objects).
+
+    Mapping: ins = object ids (0 on void); sem = 1 "object" wherever an object is, IGNORE on void, 0 elsewhere;
+    every instance has category 1 and iscrowd False.
+    """
+
+    name = "davis"
+    splits = ("2016-train", "2016-val", "2017-train", "2017-val")
+    licence = "DAVIS: CC BY 4.0 (davischallenge.org); videos under their sources' terms"
+    classes = {1: "object"}
+    annotated_splits = splits
+    resolution = "480p"  # the resolution the DAVIS-2017 toolkit evaluates at
+
+    def frames_dir(self) -> Path:
+        return self.root / "JPEGImages" / self.resolution
+
+    def labels_dir(self) -> Path:
+        return self.root / "Annotations" / self.resolution
+
+    def videos(self) -> list[str]:
+        year, subset = self.split.split("-")
+        listing = self.root / "ImageSets" / year / f"{subset}.txt"
+        return sorted(read_lines(listing)) if listing.exists() else _subfolders(self.frames_dir())
+
+    def decode(self, video: str, label_file: Path) -> tuple[np.ndarray, np.ndarray, dict[int, InstanceMeta]]:
+        label = _palette_ids(label_file)
+        with Image.open(label_file) as im:  # read_label has opened it already, so it exists and decodes
+            palette = im.mode == "P"
+        void = label == VOID if palette else np.zeros(label.shape, dtype=bool)
+        ins = np.where(void, 0, label) if palette else binary(label).astype(np.int32)
+        if self.split.startswith("2016"):
+            ins = (ins > 0).astype(np.int32)
+        sem = (ins > 0).astype(np.int32)
+        sem[void] = IGNORE
+        return sem, ins, _objects(ins, 1)
+
+
+class YouTubeVOS(_VideoFolders):
+    """YouTube-VOS 2018/2019 (Xu et al., arXiv:1809.03327; youtube-vos.org/dataset/vos).
+
+    Layout of the official `train.zip` / `valid.zip` / `test.zip` of one year, unpacked under one folder (give it
+    as --root), as the challenge's data page and the meta.json it ships describe:
+
+        <split>/JPEGImages/<video>/<frame>.jpg     every fifth frame of the video, five-digit frame numbers
+        <split>/Annotations/<video>/<frame>.png    palette PNG, index = object id (0 background)
+        <split>/meta.json                          {"videos": {<video>: {"objects": {<object id>:
+                                                       {"category": <name>, "frames": [<frame>, ...]}}}}}
+
+    In train every JPEG frame has an annotation (a missing one is an error). In valid and test an object is
+    annotated only in the frame where it first appears, so 0 in such a PNG means "not annotated here" rather
+    than certain background; frames without a PNG become samples without label maps. The videos converted
+    are those meta.json lists.
+
+    Classes: the category names in the split's meta.json, sorted, become ids 1..K (an object without a
+    "category" falls under "object"). Mapping: ins = the PNG's object ids; sem = the category id of each
+    object's pixels, 0 elsewhere; iscrowd False. An id in a PNG that meta.json does not list is an error.
+    """
+
+    name = "youtube-vos"
+    splits = ("train", "valid", "test")
+    licence = "YouTube-VOS: annotations CC BY 4.0 (youtube-vos.org); videos under YouTube's terms"
+    annotated_splits = ("train",)
+
+    def __init__(self, root: str | Path | None, split: str) -> None:
+        super().__init__(root, split)
+        meta_file = self.root / split / "meta.json"
+        meta = read_json(meta_file)
+        try:
+            objects = {video: {int(i): o.get("category", "object") for i, o in v["objects"].items()}
+                       for video, v in meta["videos"].items()}
+        except (KeyError, TypeError, AttributeError, ValueError) as e:
+            raise SampleError(meta_file, f"not the YouTube-VOS meta.json layout "
+                                         f"{{'videos': {{video: {{'objects': {{id: {{...}}}}}}}}}}: {e!r}") from None
+        names = sorted({name for video in objects.values() for name in video.values()})
+        self.classes = {i + 1: name for i, name in enumerate(names)}
+        ids = {name: i for i, name in self.classes.items()}
+        self.categories = {video: {i: ids[name] for i, name in objs.items()} for video, objs in objects.items()}
+
+    def videos(self) -> list[str]:
+        return sorted(self.categories)
+
+    def decode(self, video: str, label_file: Path) -> tuple[np.ndarray, np.ndarray, dict[int, InstanceMeta]]:
+        ins = _palette_ids(label_file)
+        instances = _objects(ins, self.categories[video])
+        lookup = np.zeros(int(ins.max()) + 1, dtype=np.int32)
+        for i, meta in instances.items():
+            lookup[i] = meta["category"]
+        return lookup[ins], ins, instances
+
+
+class MOSE(_VideoFolders):
+    """MOSE v1 (Ding et al., ICCV 2023, arXiv:2302.01872; henghuiding.github.io/MOSE).
+
+    Layout of the official `train.tar.gz` / `valid.tar.gz`, unpacked under one folder (give it as --root), as
+    the README of henghuiding/MOSE-api describes it ("a similar structure as DAVIS and Youtube-VOS"):
+
+        <split>/JPEGImages/<video>/%05d.jpg
+        <split>/Annotations/<video>/%05d.png     "color-palette mode PNGs like DAVIS": index = object id
+
+    "Annotations for all frames in the training set are provided, annotations for the validation set will
+    only include the first frame": in train a missing PNG is an error, in valid the frames after the first
+    become samples without label maps. The release documents no per-object categories (the `meta_*.json`
+    that MOSE-api's training loader reads lists only each object's frames), so none is read: every video
+    folder under JPEGImages is converted, and every object is of class 1 "object".
+
+    Mapping: ins = the PNG's object ids (0 background); sem = 1 wherever an object is, 0 elsewhere;
+    category 1, iscrowd False.
+    """
+
+    name = "mose"
+    splits = ("train", "valid")
+    licence = "MOSE: CC BY-NC-SA 4.0 (henghuiding.github.io/MOSE)"
+    classes = {1: "object"}
+    annotated_splits = ("train",)
+
+    def videos(self) -> list[str]:
+        return _subfolders(self.frames_dir())
+
+    def decode(self, video: str, label_file: Path) -> tuple[np.ndarray, np.ndarray, dict[int, InstanceMeta]]:
+        ins = _palette_ids(label_file)
+        return (ins > 0).astype(np.int32), ins, _objects(ins, 1)
