@@ -14,13 +14,10 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from datamodules.schema import IGNORE, Sample, SampleError, decode, encode
+from datamodules.schema import IGNORE, SampleError
 from datamodules.sources import get_source
 from datamodules.sources.coco import CocoInstance, CocoPanoptic, CocoStuff, decode_segmentation
-
-
-def roundtrip(sample: Sample) -> Sample:
-    return decode(encode(sample))  # type: ignore[arg-type]
+from tests.datamodules.sources.native_files import roundtrip
 
 
 def jpeg(path: Path, height: int, width: int, seed: int = 0) -> bytes:

@@ -11,25 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datamodules import schema
 from datamodules.schema import IGNORE, SampleError
 from datamodules.sources import get_source
-from datamodules.sources.base import Source
 from datamodules.sources.fewshot import FSS1000, Coco20i, Pascal5i
-
-
-def roundtrip(source: Source, item: object) -> schema.Sample:
-    """The sample as a shard reader sees it: encoded to tar members and decoded back."""
-    return schema.decode(schema.encode(source.load(item)))  # type: ignore[arg-type]
-
-
-def native(path: Path) -> np.ndarray:
-    return np.asarray(Image.open(path)).astype(np.int64)
-
-
-def write_jpeg(path: Path, size: tuple[int, int], seed: int = 0) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+from tests.datamodules.sources.native_files import native, roundtrip, write_jpeg
 
 
 def write_mask(path: Path, values: np.ndarray) -> None:
@@ -54,7 +39,7 @@ def test_fss1000_real_example(shared_data: Path) -> None:
     assert len(items) == len(list((support / "image").glob("*.jpg"))) == len(list((support / "label").glob("*.png")))
     foreground = {}
     for _, stem in items:
-        sample = roundtrip(source, ("example", stem))
+        sample = roundtrip(source.load(("example", stem)))
         label = native(support / "label" / f"{stem}.png")
         assert label.shape == (224, 224, 3) and set(np.unique(label)) == {0, 1}  # 0/1 masks, not 0/255
         assert np.array_equal(sample.sem, (label[..., 2] > 0).astype(np.int64))  # autolabel.py reads blue
@@ -102,7 +87,7 @@ def test_fss1000_dataset_layout(fss: Path) -> None:
     assert source.classes == {1: "abacus", 2: "bus", 3: "zucchini"}  # sorted folder names; `splits` is no class
     assert source.items() == [("bus", "1"), ("bus", "2"), ("bus", "10")]
     for n in ("1", "2", "10"):
-        sample = roundtrip(source, ("bus", n))
+        sample = roundtrip(source.load(("bus", n)))
         mask = native(fss / "bus" / f"{n}.png")
         grey = mask if mask.ndim == 2 else mask[..., 0]
         assert np.array_equal(sample.sem, np.where(grey >= 128, 2, 0))
@@ -168,7 +153,7 @@ def test_pascal5i_folds(pascal: Path) -> None:
     val = Pascal5i(pascal, "fold0-val")
     assert val.classes == {1: "aeroplane", 2: "bicycle", 3: "bird", 4: "boat", 5: "bottle"}
     assert val.items() == ["2007_000001", "2008_000002"]
-    sample = roundtrip(val, "2008_000002")
+    sample = roundtrip(val.load("2008_000002"))
     raw = native(pascal / "VOC2012" / "SegmentationClassAug" / "2008_000002.png")
     assert np.array_equal(sample.sem, np.select([raw == 1, raw == 255], [1, IGNORE], 0))
     assert sample.meta["classes"] == {"1": "aeroplane"} and sample.key == "pascal5i__2008_000002"
@@ -177,7 +162,7 @@ def test_pascal5i_folds(pascal: Path) -> None:
     train = Pascal5i(pascal, "fold0-train")
     assert sorted(train.classes) == list(range(6, 21))
     assert train.items() == ["2008_000002", "2009_000003"]  # the lists of folds 1, 2, 3, each image once
-    sample = roundtrip(train, "2008_000002")
+    sample = roundtrip(train.load("2008_000002"))
     assert np.array_equal(sample.sem, np.select([raw == 7, raw == 15, raw == 255], [7, 15, IGNORE], 0))
     assert sample.meta["classes"] == {"7": "car", "15": "person"}
     assert Pascal5i(pascal, "fold3-val").classes == {16: "pottedplant", 17: "sheep", 18: "sofa", 19: "train",
@@ -237,7 +222,7 @@ def test_coco20i_interleaved_folds(coco: Path) -> None:
     assert len(val.classes) == 20 and names[:6] == ["person", "airplane", "boat", "parking meter", "dog", "elephant"]
     assert list(val.classes)[:3] == [1, 5, 9] and list(val.classes)[-1] == 77
     assert val.items() == ["val2014/COCO_val2014_000000000042"]  # listed under two classes, converted once
-    sample = roundtrip(val, "val2014/COCO_val2014_000000000042")
+    sample = roundtrip(val.load("val2014/COCO_val2014_000000000042"))
     raw = native(coco / "COCO2014" / "annotations" / "val2014" / "COCO_val2014_000000000042.png")
     assert np.array_equal(sample.sem, np.select([raw == 1, raw == 5, raw == 255], [1, 5, IGNORE], 0))
     assert sample.meta["classes"] == {"1": "person", "5": "airplane"}
@@ -247,7 +232,7 @@ def test_coco20i_interleaved_folds(coco: Path) -> None:
     assert len(train.classes) == 60 and 1 not in train.classes and train.classes[2] == "bicycle"
     items = train.items()
     assert items == ["train2014/COCO_train2014_000000000009", "train2014/COCO_train2014_000000000025"]
-    sample = roundtrip(train, items[1])
+    sample = roundtrip(train.load(items[1]))
     assert np.array_equal(sample.sem, np.select([raw == 2, raw == 255], [2, IGNORE], 0))
     assert sample.meta["file"] == "COCO2014/train2014/COCO_train2014_000000000025.jpg"
 

@@ -13,16 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datamodules.schema import IGNORE, Sample, SampleError, decode, encode
+from datamodules.schema import IGNORE, SampleError
 from datamodules.sources.folder import Folder
-
-
-def roundtrip(sample: Sample) -> Sample:
-    return decode(encode(sample))  # type: ignore[arg-type]
-
-
-def native(path: Path) -> np.ndarray:
-    return np.asarray(Image.open(path)).astype(np.int32)
+from tests.datamodules.sources.native_files import native, roundtrip
 
 
 @pytest.fixture(scope="module")

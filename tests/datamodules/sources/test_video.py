@@ -12,30 +12,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datamodules import schema
 from datamodules.schema import IGNORE, SampleError
 from datamodules.sources import get_source
-from datamodules.sources.base import Source
 from datamodules.sources.video import DAVIS, MOSE, YouTubeVOS
+from tests.datamodules.sources.native_files import native, roundtrip, write_jpeg
 
 OSVOS = Path("davis2017_osvos/results/semi-supervised/osvos")
 PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0, 0, 0, 128] + [255] * (768 - 15)
 
 
-def roundtrip(source: Source, item: object) -> schema.Sample:
-    """The sample as a shard reader sees it: encoded to tar members and decoded back."""
-    return schema.decode(schema.encode(source.load(item)))  # type: ignore[arg-type]
 
 
-def native(path: Path) -> np.ndarray:
-    return np.asarray(Image.open(path)).astype(np.int64)
 
 
-def write_jpeg(path: Path, size: tuple[int, int], seed: int = 0) -> None:
-    """A random RGB JPEG of (H, W) `size`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path, quality=90)
 
 
 def write_palette(path: Path, ids: np.ndarray) -> None:
@@ -68,7 +57,7 @@ def test_davis2016_real_frames(shared_data: Path) -> None:
     assert len(items) == 290 and items == sorted(items)
 
     for seq, frame in items[::4]:  # a quarter of the frames, from every sequence, keeps the test fast
-        sample = roundtrip(source, (seq, frame))
+        sample = roundtrip(source.load((seq, frame)))
         mask = native(root / "Annotations" / "480p" / seq / f"{frame}.png")
         assert set(np.unique(mask)) <= {0, 255}
         assert np.array_equal(sample.ins, (mask == 255).astype(np.int64))
@@ -120,7 +109,7 @@ def test_davis2017_palette_ids_and_void(davis2017: Path) -> None:
     assert items == [("gold-fish", f"{i:05d}") for i in range(3)] + [("judo", f"{i:05d}") for i in range(3)]
     void_pixels = 0
     for seq, frame in items:
-        sample = roundtrip(source, (seq, frame))
+        sample = roundtrip(source.load((seq, frame)))
         ids = native(davis2017 / "Annotations" / "480p" / seq / f"{frame}.png")
         objects = (ids > 0) & (ids != 255)
         assert np.array_equal(sample.ins, np.where(ids == 255, 0, ids))
@@ -131,12 +120,12 @@ def test_davis2017_palette_ids_and_void(davis2017: Path) -> None:
         assert sample.meta["video"] == {"id": seq, "frame": int(frame)} and sample.meta["classes"] == {"1": "object"}
         void_pixels += int((sample.sem == IGNORE).sum())
     assert void_pixels == 40 * 80
-    gold_fish = roundtrip(pickle.loads(pickle.dumps(source)), ("gold-fish", "00000"))  # workers get a pickled copy
+    gold_fish = roundtrip(pickle.loads(pickle.dumps(source)).load(("gold-fish", "00000")))  # workers get a pickled copy
     assert len(gold_fish.meta["instances"]) == 5  # gold-fish is a five-object sequence
 
 
 def test_davis_2016_split_merges_objects(davis2017: Path) -> None:
-    sample = roundtrip(DAVIS(davis2017, "2016-val"), ("judo", "00001"))
+    sample = roundtrip(DAVIS(davis2017, "2016-val").load(("judo", "00001")))
     ids = native(davis2017 / "Annotations" / "480p" / "judo" / "00001.png")
     assert np.array_equal(sample.ins, ((ids > 0) & (ids != 255)).astype(np.int64))
     assert int((sample.sem == IGNORE).sum()) == 40 * 80
@@ -209,7 +198,7 @@ def test_youtube_vos_train(ytvos: Path) -> None:
     assert source.classes == {1: "person", 2: "zebra"}  # the split's category names, sorted
     items = source.items()
     assert items == [(v, f"{f:05d}") for v in ("a1b2c3d4e5", "f6g7h8i9j0") for f in (0, 5, 10)]
-    sample = roundtrip(source, ("a1b2c3d4e5", "00005"))
+    sample = roundtrip(source.load(("a1b2c3d4e5", "00005")))
     ids = native(ytvos / "train" / "Annotations" / "a1b2c3d4e5" / "00005.png")
     assert np.array_equal(sample.ins, ids)
     assert np.array_equal(sample.sem, np.select([ids == 1, ids == 2], [2, 1], 0))  # 1 zebra -> 2, 2 person -> 1
@@ -217,14 +206,14 @@ def test_youtube_vos_train(ytvos: Path) -> None:
     assert sample.meta["classes"] == {"1": "person", "2": "zebra"}
     assert sample.meta["video"] == {"id": "a1b2c3d4e5", "frame": 5} and sample.meta["size"] == [24, 32]
     assert sample.key == "youtube-vos__a1b2c3d4e5-00005"
-    first = roundtrip(source, ("a1b2c3d4e5", "00000"))
+    first = roundtrip(source.load(("a1b2c3d4e5", "00000")))
     assert sorted(first.meta["instances"]) == ["1"] and int(first.sem.max()) == 2
 
 
 def test_youtube_vos_valid_keeps_unlabelled_frames(ytvos: Path) -> None:
     source = YouTubeVOS(ytvos, "valid")
     assert source.classes == {1: "ape", 2: "dog"}
-    samples = [roundtrip(source, item) for item in source.items()]
+    samples = [roundtrip(source.load(item)) for item in source.items()]
     assert [s.meta["video"]["frame"] for s in samples] == [0, 5, 10]
     assert samples[0].meta["instances"] == {"1": {"category": 2, "iscrowd": False}}
     assert samples[1].meta["instances"] == {"2": {"category": 1, "iscrowd": False}}
@@ -270,13 +259,13 @@ def mose(tmp_path: Path) -> Path:
 def test_mose(mose: Path) -> None:
     train = MOSE(mose, "train")
     assert train.items() == [(v, f"{f:05d}") for v in ("0a1b2c3d", "9z8y7x6w") for f in range(3)]
-    sample = roundtrip(train, ("9z8y7x6w", "00002"))
+    sample = roundtrip(train.load(("9z8y7x6w", "00002")))
     ids = native(mose / "train" / "Annotations" / "9z8y7x6w" / "00002.png")
     assert np.array_equal(sample.ins, ids) and np.array_equal(sample.sem, (ids > 0).astype(np.int64))
     assert sample.meta["instances"] == {"1": {"category": 1, "iscrowd": False}, "3": {"category": 1, "iscrowd": False}}
     assert sample.meta["video"] == {"id": "9z8y7x6w", "frame": 2} and sample.key == "mose__9z8y7x6w-00002"
     valid = MOSE(mose, "valid")
-    samples = [roundtrip(valid, item) for item in valid.items()]
+    samples = [roundtrip(valid.load(item)) for item in valid.items()]
     assert len(samples) == 6 and [s.ins is not None for s in samples] == [True, False, False] * 2
 
 
