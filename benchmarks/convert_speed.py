@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     shared = Path(os.environ.get("SEGGPT_LAB_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-    timed_convert("davis", str(shared / "davis2016"), "2016-val", args.workers)
+    timed_convert("davis", str(shared / "davis2016" / "DAVIS"), "2016-val", args.workers)
     timed_convert("synthetic", None, "train", args.workers, limit=args.synthetic)
 
 

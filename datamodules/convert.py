@@ -109,7 +109,7 @@ def _results(source: Source, items: Sequence[Any], workers: int) -> Iterator[Res
         return
     ctx = mp.get_context("spawn")  # no fork: torch or a converter may hold threads
     with ctx.Pool(workers, initializer=_init_worker, initargs=(source,)) as pool:
-        yield from pool.imap(_load, items, chunksize=4)
+        yield from pool.imap(_load, items, chunksize=16)
 
 
 def convert(source: Source, out: str | Path, shard_size: int = 1000, workers: int = 1, skip_bad: bool = False,
