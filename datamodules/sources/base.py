@@ -82,6 +82,15 @@ class Source:
                       meta=meta, sem=sem, ins=ins)
 
 
+def list_dir(folder: Path, suffixes: tuple[str, ...] | None = None, folders: bool = False) -> list[Path]:
+    """The files (or with `folders`, the subfolders) of `folder`, sorted, optionally only those whose lower-case
+    suffix is in `suffixes`. A missing folder is an error, so a wrong --root never yields an empty split."""
+    if not folder.is_dir():
+        raise SampleError(folder, "no such directory: check --root against the layout in the converter's docstring")
+    return sorted(p for p in folder.iterdir() if (p.is_dir() if folders else p.is_file())
+                  and (suffixes is None or p.suffix.lower() in suffixes))
+
+
 def read_image(path: Path) -> tuple[bytes, str, tuple[int, int]]:
     """(encoded bytes, "jpg" | "png", (H, W)). JPEGs and RGB PNGs keep their bytes; others become RGB PNGs."""
     try:

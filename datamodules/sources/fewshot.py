@@ -17,7 +17,7 @@ from typing import ClassVar
 import numpy as np
 
 from datamodules.schema import IGNORE, Sample, SampleError
-from datamodules.sources.base import Source, binary, read_image, read_label, read_lines
+from datamodules.sources.base import Source, binary, list_dir, read_image, read_label, read_lines
 
 HSNET_SUBSET = {"train": "trn", "val": "val", "test": "test"}  # our split -> HSNet's split-file name
 FOLDS = 4  # HSNet data/pascal.py and data/coco.py: nfolds = 4
@@ -27,11 +27,6 @@ def _number_order(stem: str) -> tuple[int, int, str]:
     """Sort key putting numbered files in numeric order (1, 2, ..., 10) and any other name after them."""
     return (0, int(stem), stem) if stem.isdigit() else (1, 0, stem)
 
-
-def _folder(path: Path) -> Path:
-    if not path.is_dir():
-        raise SampleError(path, "no such directory")
-    return path
 
 
 class FSS1000(Source):
@@ -104,7 +99,7 @@ class FSS1000(Source):
         items = []
         for name in self.split_classes():
             images = self.folders[name] / "image" if self.example else self.folders[name]
-            stems = [p.stem for p in _folder(images).iterdir() if p.suffix.lower() == ".jpg"]
+            stems = [p.stem for p in list_dir(images, (".jpg",))]
             items += [(name, stem) for stem in sorted(stems, key=_number_order)]
         return items
 
@@ -201,8 +196,7 @@ class Pascal5i(_Folds):
         """Image names, sorted."""
         lists = self.root / "splits" / "pascal"
         if not lists.is_dir():
-            masks = _folder(self.root / "VOC2012" / "SegmentationClassAug")
-            return sorted(p.stem for p in masks.iterdir() if p.suffix == ".png")
+            return [p.stem for p in list_dir(self.root / "VOC2012" / "SegmentationClassAug", (".png",))]
         folds = [self.fold] if self.subset == "val" else [f for f in range(FOLDS) if f != self.fold]
         subset = HSNET_SUBSET[self.subset]
         return sorted({line.split("__")[0] for f in folds for line in read_lines(lists / subset / f"fold{f}.txt")})
@@ -263,8 +257,8 @@ class Coco20i(_Folds):
         image_set = "train2014" if self.subset == "train" else "val2014"
         lists = self.root / "splits" / "coco" / HSNET_SUBSET[self.subset] / f"fold{self.fold}.pkl"
         if not lists.exists():
-            masks = _folder(self.root / "COCO2014" / "annotations" / image_set)
-            return sorted(f"{image_set}/{p.stem}" for p in masks.iterdir() if p.suffix == ".png")
+            return [f"{image_set}/{p.stem}" for p in list_dir(self.root / "COCO2014" / "annotations" / image_set,
+                                                              (".png",))]
         try:
             with lists.open("rb") as f:
                 by_class = _PlainDataUnpickler(f).load()

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from datamodules.schema import IGNORE, Sample, SampleError
-from datamodules.sources.base import Source, read_image, read_label
+from datamodules.sources.base import Source, list_dir, read_image, read_label
 
 # The LoveDA README: "background – 1, building – 2, road – 3, water – 4, barren – 5, forest – 6, agriculture – 7.
 # And the no-data regions were assigned 0 which should be ignored." Raw value v becomes _RAW_TO_ID[v].
@@ -58,7 +56,8 @@ class LoveDA(Source):
             images, masks = self.root / "img_dir", self.root / "ann_dir"
             split_dir = images / self.split
             pairs = [(split_dir, masks / self.split) if split_dir.is_dir() else (images, masks)]
-        found = [(image, mask_dir / image.name) for image_dir, mask_dir in pairs for image in _pngs(image_dir)]
+        found = [(image, mask_dir / image.name) for image_dir, mask_dir in pairs
+                 for image in list_dir(image_dir, (".png",))]
         return sorted((self.relative(i), self.relative(m)) for i, m in found)
 
     def load(self, item: tuple[str, str]) -> Sample:
@@ -70,9 +69,3 @@ class LoveDA(Source):
                                          f"got shape {raw.shape} and values {np.unique(raw)[:10].tolist()}")
         return self.sample(image_file.stem, image, image_file, sem=_RAW_TO_ID[raw], label_file=mask_file)
 
-
-def _pngs(folder: Path) -> list[Path]:
-    """The PNG files of a folder; a missing folder is an error, so a wrong --root never yields an empty split."""
-    if not folder.is_dir():
-        raise SampleError(folder, "no such directory: give --root the LoveDA folder (Train/, Val/ or img_dir/)")
-    return [p for p in folder.iterdir() if p.suffix.lower() == ".png"]

@@ -20,14 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from datamodules.schema import IGNORE, Sample, SampleError
-from datamodules.sources.base import Source, binary, read_image, read_label
-
-
-def _listing(folder: Path) -> list[Path]:
-    """Files in `folder`, sorted; a missing folder is an error, so a wrong --root never yields an empty split."""
-    if not folder.is_dir():
-        raise SampleError(folder, "no such directory")
-    return sorted(p for p in folder.iterdir() if p.is_file())
+from datamodules.sources.base import Source, binary, list_dir, read_image, read_label
 
 
 def _white(path: Path) -> np.ndarray:
@@ -80,7 +73,7 @@ class DRIVE(_Retina):
 
     def items(self) -> list[str]:
         folder = self.root / self._FOLDERS[self.split] / "images"
-        return [p.name for p in _listing(folder) if p.suffix.lower() in (".tif", ".tiff")]
+        return [p.name for p in list_dir(folder) if p.suffix.lower() in (".tif", ".tiff")]
 
     def load(self, item: str) -> Sample:
         split_dir = self.root / self._FOLDERS[self.split]
@@ -113,7 +106,7 @@ class CHASE(_Retina):
     _LAST_TRAIN_CHILD = 10  # mmsegmentation chase_db1.py: TRAINING_LEN = 60 files = 20 images = children 01-10
 
     def items(self) -> list[str]:
-        names = [(p.name, self._IMAGE.fullmatch(p.name)) for p in _listing(self.root)]
+        names = [(p.name, self._IMAGE.fullmatch(p.name)) for p in list_dir(self.root)]
         return [name for name, m in names if m and (int(m[1]) <= self._LAST_TRAIN_CHILD) == (self.split == "train")]
 
     def load(self, item: str) -> Sample:
@@ -146,7 +139,7 @@ class HRF(_Retina):
     _LAST_TRAIN_NUMBER = 5  # mmsegmentation hrf.py: TRAINING_LEN = 5 of HRF_LEN = 15 per group
 
     def items(self) -> list[str]:
-        names = [(p.name, self._IMAGE.fullmatch(p.name)) for p in _listing(self.root / "images")]
+        names = [(p.name, self._IMAGE.fullmatch(p.name)) for p in list_dir(self.root / "images")]
         return [name for name, m in names if m and (int(m[1]) <= self._LAST_TRAIN_NUMBER) == (self.split == "train")]
 
     def load(self, item: str) -> Sample:
@@ -179,7 +172,7 @@ class STARE(_Retina):
     _TRAIN = ("im0001", "im0002", "im0003", "im0004", "im0005", "im0044", "im0077", "im0081", "im0082", "im0139")
 
     def items(self) -> list[str]:
-        files = _listing(self.root / "labels-ah")
+        files = list_dir(self.root / "labels-ah")
         ids = [p.name[: -len(".ah.ppm")] for p in files if p.name.endswith(".ah.ppm")]
         if not ids and any(p.name.endswith(".gz") for p in files):
             raise SampleError(self.root / "labels-ah", "holds .ppm.gz files: gunzip them (and stare-images/) first")

@@ -17,16 +17,10 @@ import numpy as np
 from PIL import Image
 
 from datamodules.schema import IGNORE, InstanceMeta, Sample, SampleError
-from datamodules.sources.base import Source, binary, read_image, read_json, read_label, read_lines
+from datamodules.sources.base import Source, binary, list_dir, read_image, read_json, read_label, read_lines
 
 VOID = 255  # DAVIS-2017 toolkit (davis2017/davis.py): palette index 255 marks void pixels
 
-
-def _subfolders(folder: Path) -> list[str]:
-    """Names of the folders inside `folder`, sorted; a missing folder is an error, not an empty split."""
-    if not folder.is_dir():
-        raise SampleError(folder, "no such directory")
-    return sorted(p.name for p in folder.iterdir() if p.is_dir())
 
 
 def _frames(folder: Path) -> list[str]:
@@ -141,7 +135,9 @@ class DAVIS(_VideoFolders):
     def videos(self) -> list[str]:
         year, subset = self.split.split("-")
         listing = self.root / "ImageSets" / year / f"{subset}.txt"
-        return sorted(read_lines(listing)) if listing.exists() else _subfolders(self.frames_dir())
+        if listing.exists():
+            return sorted(read_lines(listing))
+        return [p.name for p in list_dir(self.frames_dir(), folders=True)]
 
     def decode(self, video: str, label_file: Path) -> tuple[np.ndarray, np.ndarray, dict[int, InstanceMeta]]:
         label = _palette_ids(label_file)
@@ -235,7 +231,7 @@ class MOSE(_VideoFolders):
     annotated_splits = ("train",)
 
     def videos(self) -> list[str]:
-        return _subfolders(self.frames_dir())
+        return [p.name for p in list_dir(self.frames_dir(), folders=True)]
 
     def decode(self, video: str, label_file: Path) -> tuple[np.ndarray, np.ndarray, dict[int, InstanceMeta]]:
         ins = _palette_ids(label_file)
