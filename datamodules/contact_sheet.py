@@ -10,6 +10,7 @@ import random
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 from datamodules.schema import IGNORE, Sample, decode
@@ -42,8 +43,9 @@ def overlay(sample: Sample, alpha: float = 0.5) -> Image.Image:
             labels[sample.ins == int(i)] = inst["category"]
     else:
         labels = np.zeros(rgb.shape[:2], dtype=np.int32)
-    palette = np.concatenate([np.zeros((1, 3), np.uint8), distinct_colors(int(labels[labels < IGNORE].max(initial=0)))])
-    colour = colorize(np.where(labels == IGNORE, 0, labels), palette).astype(np.float32)
+    num_classes = int(labels[labels < IGNORE].max(initial=0))
+    palette = torch.cat([torch.zeros(1, 3, dtype=torch.uint8), distinct_colors(num_classes)])
+    colour = colorize(torch.from_numpy(labels.astype(np.int64)), palette).numpy().astype(np.float32)
     painted = (labels > 0) & (labels < IGNORE)
     rgb[painted] = (1 - alpha) * rgb[painted] + alpha * colour[painted]
     void = labels == IGNORE

@@ -5,7 +5,11 @@ Shapes: images (B, 3, h, w) in [0, 1]; canvases (B, 3, 2h, w).
 
 from __future__ import annotations
 
+import math
+from typing import TypedDict
+
 import torch
+import torch.nn.functional as F
 
 # timm IMAGENET_DEFAULT_MEAN / _STD, the normalisation of the official seggpt_engine.py
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -41,3 +45,50 @@ def split_canvas(canvas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, 3, 2h, w) -> prompt half (B, 3, h, w), query half (B, 3, h, w)."""
     prompt, query = canvas.chunk(2, dim=-2)
     return prompt, query
+
+
+def spatial_ensemble(examples: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    """(N, C, h, w) examples -> (C, h, w): an n x n grid of them (n = ceil(sqrt(N)), empty cells zero),
+    sub-sampled to the size of one example (the paper's spatial ensemble, section 3.3).
+
+    Use mode "bilinear" (anti-aliased) for images and "nearest" for label maps or painted masks.
+    """
+    n_examples, channels, h, w = examples.shape
+    n = math.ceil(math.sqrt(n_examples))
+    cells = torch.zeros(n * n, channels, h, w, dtype=examples.dtype, device=examples.device)
+    cells[:n_examples] = examples
+    grid = cells.reshape(n, n, channels, h, w).permute(2, 0, 3, 1, 4).reshape(channels, n * h, n * w)
+    if n == 1:
+        return grid
+    if mode == "nearest":
+        return F.interpolate(grid[None].float(), size=(h, w), mode="nearest")[0].to(examples.dtype)
+    return F.interpolate(grid[None], size=(h, w), mode=mode, antialias=True, align_corners=False)[0]
+
+
+class Episode(TypedDict):
+    """One few-shot episode, at native image sizes (evaluation loaders yield these one at a time).
+
+    Labels: 0 background, 1 the episode's class, IGNORE_LABEL (255) void.
+    """
+
+    key: str  # the query sample's key
+    class_id: int  # the class being segmented, in the source's class ids
+    prompt_images: list[torch.Tensor]  # K x (3, h_k, w_k) uint8
+    prompt_labels: list[torch.Tensor]  # K x (h_k, w_k) long
+    query_image: torch.Tensor  # (3, H, W) uint8
+    query_label: torch.Tensor  # (H, W) long
+
+
+class VideoSequence(TypedDict):
+    """One video, frames in order; the first frame's label is the prompt (semi-supervised protocol).
+
+    Labels: 0 background, 1..K objects, IGNORE_LABEL (255) void.
+    """
+
+    key: str  # the video id
+    frames: list[int]  # frame numbers, as in the source
+    images: list[torch.Tensor]  # T x (3, H, W) uint8
+    labels: torch.Tensor  # (T, H, W) long; frames without annotation are all IGNORE_LABEL
+
+
+IGNORE_LABEL = 255  # void in evaluation labels (the DAVIS and HSNet convention)

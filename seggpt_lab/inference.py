@@ -1,8 +1,10 @@
-"""In-context prediction on PIL images, with the official demo's pre- and post-processing.
+"""In-context prediction: prompts (images + label maps) and a query in, a label map out.
 
-Official seggpt_engine.py: images resized to the half-canvas size (bicubic) and masks with NEAREST,
-both scaled to [0, 1] and ImageNet-normalised; several prompts form a feature ensemble; the
-prediction is the query half of the first item, de-normalised and resized back (nearest).
+The official seggpt_engine.py pre- and post-processing: images resized to the half-canvas size
+(bicubic) and masks with nearest neighbours, scaled to [0, 1] and ImageNet-normalised; several
+prompts form a feature ensemble (or, here, a spatial ensemble); the prediction is the query half of
+the first item, de-normalised and resized back to the query's size with nearest neighbours.
+`predict_labels` works on tensors and is what evaluation uses; `Predictor` wraps it for PIL images.
 """
 
 from __future__ import annotations
@@ -14,20 +16,71 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from seggpt_lab.canvas import denormalize, make_canvas, normalize, split_canvas
+from seggpt_lab.canvas import denormalize, make_canvas, normalize, spatial_ensemble, split_canvas
 from seggpt_lab.model import SegGPT
+from seggpt_lab.palette import build_palette, decode, paint
 
 SEG_TYPES = {"semantic": 0, "instance": 1}
+Ensemble = Literal["feature", "spatial"]
+
+
+def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(3, H, W) uint8 or float in [0, 1] -> (3, h, w) float in [0, 1], bicubic (anti-aliased when shrinking)."""
+    image = image.float() / 255 if image.dtype == torch.uint8 else image.float()
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    return F.interpolate(image[None], size=size, mode="bicubic", antialias=True, align_corners=False)[0].clamp(0, 1)
+
+
+def resize_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(..., H, W) integer labels -> (..., h, w), nearest neighbour."""
+    if tuple(labels.shape[-2:]) == tuple(size):
+        return labels
+    flat = labels.reshape(-1, 1, *labels.shape[-2:]).float()
+    return F.interpolate(flat, size=size, mode="nearest").long().reshape(*labels.shape[:-2], *size)
+
+
+@torch.inference_mode()
+def predict_canvas(model: SegGPT, prompts: torch.Tensor, prompt_masks: torch.Tensor, query: torch.Tensor,
+                   seg_type: Literal["semantic", "instance"] = "instance", ensemble: Ensemble = "feature"
+                   ) -> torch.Tensor:
+    """Prompts (K, 3, h, w) and their painted masks (K, 3, h, w), query (3, h, w), all RGB in [0, 1] at the
+    model's half-canvas size -> the predicted query mask (3, h, w), RGB in [0, 1]."""
+    if ensemble == "spatial":
+        prompts, prompt_masks = spatial_ensemble(prompts)[None], spatial_ensemble(prompt_masks, mode="nearest")[None]
+    n = prompts.shape[0]
+    device = next(model.parameters()).device
+    image_canvas = normalize(make_canvas(prompts, query.expand(n, -1, -1, -1))).to(device)
+    target_canvas = normalize(make_canvas(prompt_masks, prompt_masks)).to(device)
+    seg = torch.full((n,), SEG_TYPES[seg_type], device=device)
+    pred = model(image_canvas, target_canvas, model.query_mask(n, device), seg, feature_ensemble=n > 1)
+    return split_canvas(denormalize(pred[0].float()))[1]
+
+
+def predict_labels(model: SegGPT, prompt_images: list[torch.Tensor], prompt_labels: list[torch.Tensor],
+                   query_image: torch.Tensor, num_labels: int, seg_type: Literal["semantic", "instance"] = "instance",
+                   ensemble: Ensemble = "feature") -> torch.Tensor:
+    """Label maps in, label map out: K prompt images (3, h_k, w_k) uint8 with labels (h_k, w_k) in 0..num_labels
+    (anything else counts as background), and a query (3, H, W) -> predicted labels (H, W) long.
+
+    Labels are painted with `build_palette(num_labels)` and the prediction decoded by nearest colour.
+    """
+    half = (model.img_size[0] // 2, model.img_size[1])
+    palette = build_palette(num_labels)
+    prompts = torch.stack([resize_image(p, half) for p in prompt_images])
+    masks = torch.stack([paint(resize_labels(lab, half), palette) for lab in prompt_labels])
+    rgb = predict_canvas(model, prompts, masks, resize_image(query_image, half), seg_type, ensemble)
+    return resize_labels(decode(rgb, palette), tuple(query_image.shape[-2:]))
 
 
 def to_tensor(image: Image.Image, size: tuple[int, int], resample: Image.Resampling) -> torch.Tensor:
-    """PIL image -> (3, h, w) float in [0, 1], resized to size = (h, w)."""
+    """PIL image -> (3, h, w) float in [0, 1], resized to size = (h, w) with PIL (as the official demo does)."""
     image = image.convert("RGB").resize((size[1], size[0]), resample)
     return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float() / 255
 
 
 class Predictor:
-    """Paint the query like the prompt masks paint the prompt images.
+    """Paint the query like the prompt masks paint the prompt images (the official demo, on PIL images).
 
     Args:
         model: a SegGPT (put in eval mode here).
@@ -36,28 +89,20 @@ class Predictor:
 
     def __init__(self, model: SegGPT, device: str | torch.device = "cpu") -> None:
         self.model = model.eval().to(device)
-        self.device = torch.device(device)
         self.half = (model.img_size[0] // 2, model.img_size[1])  # (h, w) of one image in the canvas
 
-    @torch.inference_mode()
     def predict(self, query: Image.Image, prompt_images: list[Image.Image], prompt_masks: list[Image.Image],
-                seg_type: Literal["semantic", "instance"] = "instance") -> Image.Image:
+                seg_type: Literal["semantic", "instance"] = "instance", ensemble: Ensemble = "feature") -> Image.Image:
         """Returns the predicted mask as an RGB image of the query's size (colours as in the prompt masks)."""
         if not prompt_images or len(prompt_images) != len(prompt_masks):
             raise ValueError(f"need one mask per prompt image, got {len(prompt_images)} images "
                              f"and {len(prompt_masks)} masks")
-        n = len(prompt_images)
         prompts = torch.stack([to_tensor(p, self.half, Image.Resampling.BICUBIC) for p in prompt_images])
         masks = torch.stack([to_tensor(m, self.half, Image.Resampling.NEAREST) for m in prompt_masks])
-        queries = to_tensor(query, self.half, Image.Resampling.BICUBIC).expand(n, -1, -1, -1)
-        image_canvas = normalize(make_canvas(prompts, queries)).to(self.device)
-        target_canvas = normalize(make_canvas(masks, masks)).to(self.device)
-        seg = torch.full((n,), SEG_TYPES[seg_type], device=self.device)
-        pred = self.model(image_canvas, target_canvas, self.model.query_mask(n, self.device), seg,
-                          feature_ensemble=n > 1)
-        _, out = split_canvas(denormalize(pred[:1].float()))  # (1, 3, h, w)
-        out = F.interpolate(out, size=(query.height, query.width), mode="nearest")
-        return Image.fromarray((out[0].permute(1, 2, 0) * 255).round().byte().cpu().numpy())
+        query_tensor = to_tensor(query, self.half, Image.Resampling.BICUBIC)
+        out = predict_canvas(self.model, prompts, masks, query_tensor, seg_type, ensemble)
+        out = F.interpolate(out[None], size=(query.height, query.width), mode="nearest")[0]
+        return Image.fromarray((out.permute(1, 2, 0) * 255).round().byte().cpu().numpy())
 
 
 def overlay(image: Image.Image, mask: Image.Image) -> Image.Image:

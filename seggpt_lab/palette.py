@@ -1,8 +1,12 @@
-"""Label maps <-> colour images: the one palette module.
+"""Label maps <-> colour images: the one palette module, used by training, evaluation and inference.
 
-`build_palette` is Painter's / Hugging Face's deterministic class palette (seggpt_reference.md §9.2),
-used to paint prompts and to decode predictions by nearest colour; `distinct_colors` gives
-well-separated colours for pictures that people look at.
+A palette is a (K + 1, 3) uint8 table: row 0 is black (background), row k the colour of class or
+object k. Prompts are painted with it (`colorize`, `paint`) and predictions are decoded by the
+nearest palette colour (`decode`), background included, so a pixel counts as foreground only when
+it is closer to a class colour than to black.
+
+`build_palette` is Painter's / Hugging Face's deterministic palette (seggpt_reference.md §9.2);
+`distinct_colors` gives well-separated colours for pictures that people look at.
 """
 
 from __future__ import annotations
@@ -10,37 +14,48 @@ from __future__ import annotations
 import colorsys
 
 import numpy as np
+import torch
 
 
-def build_palette(num_labels: int) -> np.ndarray:
+def build_palette(num_labels: int) -> torch.Tensor:
     """(num_labels + 1, 3) uint8: class 0 black, class k >= 1 from a base^3 grid counted down from white.
 
     base = int(K ** (1/3)) + 1, margin = 256 // base (Painter gen_color_coco_panoptic_segm.py, HF build_palette).
     """
     base = int(num_labels ** (1 / 3)) + 1
     margin = 256 // base
-    loc = np.arange(num_labels)
-    colors = np.stack([255 - (loc // base**2) * margin, 255 - ((loc % base**2) // base) * margin,
-                       255 - (loc % base) * margin], axis=1)
-    return np.concatenate([np.zeros((1, 3), dtype=np.int64), colors]).astype(np.uint8)
+    loc = torch.arange(num_labels)
+    colors = torch.stack([255 - (loc // base**2) * margin, 255 - ((loc % base**2) // base) * margin,
+                          255 - (loc % base) * margin], dim=1)
+    return torch.cat([torch.zeros(1, 3, dtype=torch.long), colors]).to(torch.uint8)
 
 
-def distinct_colors(n: int) -> np.ndarray:
+def distinct_colors(n: int) -> torch.Tensor:
     """(n, 3) uint8 colours spread around the hue circle by the golden ratio, alternating brightness."""
     hues = (np.arange(n) * 0.618033988749895) % 1.0
-    return np.array([[round(c * 255) for c in colorsys.hsv_to_rgb(h, 0.75, 1.0 if i % 2 else 0.8)]
-                     for i, h in enumerate(hues)], dtype=np.uint8).reshape(n, 3)
+    rgb = [[round(c * 255) for c in colorsys.hsv_to_rgb(h, 0.75, 1.0 if i % 2 else 0.8)] for i, h in enumerate(hues)]
+    return torch.tensor(rgb, dtype=torch.uint8).reshape(n, 3)
 
 
-def colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    """(H, W) integer labels -> (H, W, 3) uint8 via palette[label]; labels outside the palette become black."""
-    safe = np.where((labels >= 0) & (labels < len(palette)), labels, 0)
-    out = palette[safe]
-    out[(labels < 0) | (labels >= len(palette))] = 0
-    return out
+def colorize(labels: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
+    """(..., H, W) integer labels -> (..., H, W, 3) uint8; labels outside the palette (void, unknown) are black."""
+    palette = palette.to(labels.device)
+    inside = (labels >= 0) & (labels < len(palette))
+    return palette[torch.where(inside, labels, 0)] * inside[..., None]
 
 
-def nearest_color(image: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    """(H, W, 3) colours -> (H, W) index of the nearest palette colour (squared RGB distance, as HF does)."""
-    dist = ((image[..., None, :].astype(np.int32) - palette[None, None].astype(np.int32)) ** 2).sum(-1)
-    return dist.argmin(-1)
+def paint(labels: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
+    """(..., H, W) labels -> (..., 3, H, W) float RGB in [0, 1], ready for `canvas.normalize`."""
+    return colorize(labels, palette).movedim(-1, -3).float() / 255
+
+
+def decode(rgb: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
+    """(..., 3, H, W) RGB in [0, 1] -> (..., H, W) long: index of the nearest palette colour (0 = background).
+
+    Squared RGB distance, as transformers' post_process_semantic_segmentation does with num_labels.
+    """
+    colors = palette.to(rgb.device, torch.float32) / 255  # (K + 1, 3)
+    pixels = rgb.movedim(-3, -1).float()  # (..., H, W, 3)
+    # |p - c|^2 = |p|^2 - 2 p.c + |c|^2; |p|^2 is the same for every c, so it drops out of the argmin
+    score = pixels @ colors.T * -2 + (colors**2).sum(-1)  # (..., H, W, K + 1)
+    return score.argmin(-1)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import torch
 from PIL import Image
 
@@ -69,3 +70,55 @@ def test_demo_writes_the_picture(tmp_path):
     out = demo_main(["--output", str(tmp_path / "demo.png")])
     image = Image.open(out)
     assert image.size == (6 * 256, 256)
+
+
+def test_spatial_ensemble_tiles_examples_in_a_grid_then_subsamples():
+    from seggpt_lab.canvas import spatial_ensemble
+
+    labels = torch.stack([torch.full((1, 8, 6), v) for v in (1, 2, 3)])  # three constant masks
+    grid = spatial_ensemble(labels, mode="nearest")
+    assert grid.shape == (1, 8, 6)
+    # 2 x 2 grid: example 1 top-left, 2 top-right, 3 bottom-left, empty bottom-right
+    assert grid[0, :4, :3].unique().tolist() == [1] and grid[0, :4, 3:].unique().tolist() == [2]
+    assert grid[0, 4:, :3].unique().tolist() == [3] and grid[0, 4:, 3:].unique().tolist() == [0]
+    images = torch.rand(1, 3, 8, 6)
+    assert torch.equal(spatial_ensemble(images), images[0])  # one example: unchanged
+    four = spatial_ensemble(torch.ones(4, 3, 8, 6))
+    torch.testing.assert_close(four, torch.ones(3, 8, 6))
+
+
+@pytest.mark.parametrize("ensemble", ["feature", "spatial"])
+def test_predict_labels_paints_prompts_and_decodes_the_prediction(monkeypatch, ensemble):
+    import seggpt_lab.inference as inference
+    from seggpt_lab.palette import build_palette, paint
+
+    model = tiny_predictor().model
+    truth = torch.zeros(30, 50, dtype=torch.long)
+    truth[5:20, 10:30], truth[22:, 35:] = 1, 2
+    seen = {}
+
+    def fake_canvas(model, prompts, masks, query, seg_type, ens):
+        seen.update(prompts=prompts.shape, masks=masks, ensemble=ens)
+        return paint(inference.resize_labels(truth, query.shape[-2:]), build_palette(2))
+
+    monkeypatch.setattr(inference, "predict_canvas", fake_canvas)
+    images = [torch.randint(0, 256, (3, 40, 40), dtype=torch.uint8) for _ in range(3)]
+    labels = [torch.randint(0, 3, (40, 40)) for _ in range(3)]
+    pred = inference.predict_labels(model, images, labels, torch.zeros(3, 30, 50, dtype=torch.uint8), 2,
+                                    ensemble=ensemble)
+    assert seen["prompts"] == (3, 3, 32, 32) and seen["ensemble"] == ensemble
+    assert torch.equal(pred, inference.resize_labels(inference.resize_labels(truth, (32, 32)), (30, 50)))
+    # prompt masks are painted with the palette: class 2 of the first prompt is (255, 255, 127)
+    first = inference.resize_labels(labels[0], (32, 32))
+    assert torch.allclose(seen["masks"][0][:, first == 2], torch.tensor([1.0, 1.0, 127 / 255])[:, None])
+
+
+def test_predict_labels_with_a_real_model_returns_valid_labels():
+    from seggpt_lab.inference import predict_labels
+
+    model = tiny_predictor().model
+    images = [torch.randint(0, 256, (3, 40, 40), dtype=torch.uint8) for _ in range(2)]
+    labels = [torch.randint(0, 2, (40, 40)) for _ in range(2)]
+    for ensemble in ("feature", "spatial"):
+        pred = predict_labels(model, images, labels, torch.zeros(3, 30, 50, dtype=torch.uint8), 1, ensemble=ensemble)
+        assert pred.shape == (30, 50) and pred.dtype == torch.long and set(pred.unique().tolist()) <= {0, 1}

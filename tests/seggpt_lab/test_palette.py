@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-import numpy as np
 import pytest
+import torch
 
-from seggpt_lab.palette import build_palette, colorize, distinct_colors, nearest_color
+from seggpt_lab.palette import build_palette, colorize, decode, distinct_colors, paint
 
 
 def test_palette_matches_the_published_examples():
@@ -21,21 +21,28 @@ def test_palette_equals_transformers(k):
     assert build_palette(k).tolist() == [list(c) for c in hf.build_palette(k)]
 
 
-def test_colorize_and_nearest_colour_invert_each_other():
+def test_paint_and_decode_invert_each_other_under_noise():
     palette = build_palette(20)
-    labels = np.random.default_rng(0).integers(0, 21, (16, 12))
-    image = colorize(labels, palette)
-    assert image.shape == (16, 12, 3) and image.dtype == np.uint8
-    noisy = np.clip(image.astype(int) + np.random.default_rng(1).integers(-20, 21, image.shape), 0, 255)
-    assert np.array_equal(nearest_color(noisy, palette), labels)
+    labels = torch.randint(0, 21, (2, 16, 12), generator=torch.Generator().manual_seed(0))
+    rgb = paint(labels, palette)
+    assert rgb.shape == (2, 3, 16, 12) and rgb.dtype == torch.float32 and rgb.max() <= 1
+    noise = (torch.rand(rgb.shape, generator=torch.Generator().manual_seed(1)) - 0.5) * 0.15
+    assert torch.equal(decode((rgb + noise).clamp(0, 1), palette), labels)
 
 
-def test_colorize_paints_out_of_range_labels_black():
-    out = colorize(np.array([[0, 1, 5, -1]]), build_palette(2))
-    assert out[0, 2].tolist() == [0, 0, 0] and out[0, 3].tolist() == [0, 0, 0] and out[0, 1].tolist() == [255] * 3
+def test_decode_is_nearest_colour_with_black_as_background():
+    palette = torch.tensor([[0, 0, 0], [255, 255, 255]], dtype=torch.uint8)
+    rgb = torch.tensor([0.49, 0.51, 0.2, 0.9]).view(1, 4).expand(3, 1, 4)  # grey levels
+    assert decode(rgb, palette).tolist() == [[0, 1, 0, 1]]
+
+
+def test_colorize_paints_void_and_unknown_labels_black():
+    out = colorize(torch.tensor([[0, 1, 5, -1, 65535]]), build_palette(2))
+    assert out[0, 1].tolist() == [255] * 3
+    assert all(out[0, i].tolist() == [0, 0, 0] for i in (0, 2, 3, 4))
 
 
 def test_distinct_colours_are_far_apart():
-    colors = distinct_colors(12).astype(int)
-    dist = np.sqrt(((colors[:, None] - colors[None]) ** 2).sum(-1))
-    assert dist[~np.eye(12, dtype=bool)].min() > 20
+    colors = distinct_colors(12).float()
+    dist = torch.cdist(colors, colors)
+    assert dist[~torch.eye(12, dtype=torch.bool)].min() > 20

@@ -1,0 +1,202 @@
+"""FewShotDataModule: few-shot episodes (one query + K supports of one class) from a converted split.
+
+Episodes are planned once from the samples' metadata (which classes each image holds) and drawn by
+index, so a plan never depends on the number of workers or on the order they run in.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal, NamedTuple
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.schema import IGNORE, Sample
+from datamodules.shards import ShardReader
+from seggpt_lab.canvas import IGNORE_LABEL, Episode
+
+log = logging.getLogger(__name__)
+
+Sampling = Literal["every_query", "cycle", "class_uniform"]
+SAMPLINGS = ("every_query", "cycle", "class_uniform")
+
+
+class EpisodeSpec(NamedTuple):
+    """Which samples make up one episode: keys of the query and of its supports, and the class."""
+
+    query: str
+    class_id: int
+    supports: tuple[str, ...]
+
+
+def image_classes(reader: ShardReader, classes: list[int] | None = None, min_pixels: int = 1) -> dict[str, list[int]]:
+    """{key: ids of the classes (of `classes`, or any) the image holds at least `min_pixels` of}, keys in
+    shard order, ids ascending.
+
+    Presence comes from each sample's metadata; only `min_pixels > 1` decodes label maps. Samples without
+    semantic labels (such as unannotated video frames) are left out.
+    """
+    wanted = None if classes is None else set(classes)
+    present: dict[str, list[int]] = {}
+    for key in reader.keys():
+        meta = reader.meta(key)
+        if "classes" not in meta:
+            continue
+        ids = sorted(c for c in map(int, meta["classes"]) if wanted is None or c in wanted)
+        if min_pixels > 1 and ids:
+            sem = reader.sample(key).sem
+            ids = [c for c in ids if int((sem == c).sum()) >= min_pixels]
+        present[key] = ids
+    if not present:
+        raise ValueError(f"{reader.index_file}: no sample has semantic labels (sem.png); few-shot episodes need them")
+    return present
+
+
+def plan_episodes(present: dict[str, list[int]], shots: int = 1, episodes: int | None = None,
+                  sampling: Sampling = "every_query", seed: int = 0,
+                  classes: list[int] | None = None) -> tuple[list[EpisodeSpec], list[int]]:
+    """(episodes, skipped class ids) over the images and classes of `present` (see `image_classes`).
+
+    A class (of `classes`, or any present) in fewer than `shots + 1` images is skipped. The query (image,
+    class) pairs are listed in image order, class ids ascending within an image. Episode i draws from
+    `numpy.random.default_rng([seed, i])`: its supports (`shots` distinct images of the class other than
+    the query) and, for "class_uniform", first its class and query.
+    """
+    images: dict[int, list[str]] = {c: [] for c in classes or []}
+    for key, ids in present.items():
+        for c in ids:
+            images.setdefault(c, []).append(key)
+    skipped = sorted(c for c, keys in images.items() if len(keys) <= shots)
+    usable = {c: keys for c, keys in sorted(images.items()) if len(keys) > shots}
+    pairs = [(key, c) for key, ids in present.items() for c in ids if c in usable]
+    if not pairs:
+        raise ValueError(f"no class is in the {shots + 1} images that a {shots}-shot episode needs")
+    if episodes is None:
+        episodes = len(pairs)
+    elif sampling == "every_query" and episodes > len(pairs):
+        raise ValueError(f"every_query has {len(pairs)} (image, class) pairs, fewer than {episodes} episodes; "
+                         "sampling 'cycle' repeats queries")
+    class_ids = list(usable)
+    plan = []
+    for i in range(episodes):
+        rng = np.random.default_rng([seed, i])
+        if sampling == "class_uniform":
+            class_id = class_ids[rng.integers(len(class_ids))]
+            query = usable[class_id][rng.integers(len(usable[class_id]))]
+        else:
+            query, class_id = pairs[i % len(pairs)]
+        others = [key for key in usable[class_id] if key != query]
+        supports = tuple(others[j] for j in rng.choice(len(others), shots, replace=False))
+        plan.append(EpisodeSpec(query, class_id, supports))
+    return plan, skipped
+
+
+def image_tensor(sample: Sample) -> torch.Tensor:
+    """The sample's image as (3, H, W) uint8."""
+    return torch.from_numpy(sample.rgb().transpose(2, 0, 1).copy())  # the decoded array is read-only
+
+
+def binary_label(sample: Sample, class_id: int) -> torch.Tensor:
+    """(H, W) long: 1 where sem is `class_id`, IGNORE_LABEL on void, 0 elsewhere."""
+    if sample.sem is None:
+        raise ValueError(f"{sample.key}: sample has no semantic labels (sem.png)")
+    label = (sample.sem == class_id).astype(np.int64)
+    label[sample.sem == IGNORE] = IGNORE_LABEL
+    return torch.from_numpy(label)
+
+
+class FewShotEpisodes(Dataset):
+    """Episode i of `plan`, read from `reader` at native image size."""
+
+    def __init__(self, reader: ShardReader, plan: list[EpisodeSpec]) -> None:
+        self.reader, self.plan = reader, plan
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, i: int) -> Episode:
+        spec = self.plan[i]
+        query = self.reader.sample(spec.query)
+        supports = [self.reader.sample(key) for key in spec.supports]
+        return Episode(key=spec.query, class_id=spec.class_id,
+                       prompt_images=[image_tensor(s) for s in supports],
+                       prompt_labels=[binary_label(s, spec.class_id) for s in supports],
+                       query_image=image_tensor(query), query_label=binary_label(query, spec.class_id))
+
+
+class FewShotDataModule(LightningDataModule):
+    """Few-shot segmentation episodes from one converted split, one `Episode` at a time at native size.
+
+    Protocols (HSNet, github.com/juhongm999/hsnet data/{fss,pascal,coco}.py; ecosystem.md §4b):
+
+    - FSS-1000: the "test" split of `fss1000` with `sampling="every_query"`, `episodes=None`: every image
+      of the 240 test classes is the query once (2400 episodes), its supports other images of its class.
+    - PASCAL-5i: a `pascal5i` "fold<i>-val" split with `sampling="cycle"`, `episodes=1000`: episode i takes
+      the (image, class) pair i % len, as HSNet's `idx %= len(img_metadata)`; supports are random images
+      of that class other than the query.
+    - COCO-20i: a `coco20i` "fold<i>-val" split with `sampling="class_uniform"`, `episodes=1000`: each
+      episode draws a class uniformly, then a query and the supports from that class's images.
+
+    The protocols match, the episodes do not: HSNet draws from numpy's global stream seeded once, and each
+    support independently (a k-shot episode there may repeat an image), while here episode i draws from
+    its own generator seeded with (seed, i), and its supports are distinct. The (image, class) pairs come
+    from the classes the shards hold (in shard order), not from HSNet's list files; `min_pixels` drops
+    classes too small to prompt with. Labels are 1 on the episode's class, 0 elsewhere and IGNORE_LABEL
+    on void (PASCAL's object boundaries), which HSNet's metric skips too.
+
+    Args:
+        index: path of a converted split's `<split>-index.json`.
+        shots: support images (prompts) per episode.
+        episodes: how many episodes; None: one per (query image, class present) pair.
+        sampling: "every_query" (each (image, class) pair at most once, in order: FSS-1000), "cycle"
+            (episode i takes pair i % len: PASCAL-5i), or "class_uniform" (a class uniformly, then a
+            query and supports of it: COCO-20i).
+        classes: class ids to make episodes of (such as a fold's test classes); None: every class present.
+        min_pixels: a class counts as present in an image only with at least this many pixels there
+            (above 1, every label map is decoded once when the episodes are planned).
+        seed: seeds episode i's generator as (seed, i): the same episodes in every run and worker.
+        num_workers: DataLoader worker processes.
+    """
+
+    def __init__(self, index: str, shots: int = 1, episodes: int | None = None, sampling: Sampling = "every_query",
+                 classes: list[int] | None = None, min_pixels: int = 1, seed: int = 0, num_workers: int = 0) -> None:
+        super().__init__()
+        if shots < 1 or min_pixels < 1 or (episodes is not None and episodes < 1):
+            raise ValueError(f"shots, min_pixels and episodes must be >= 1, got {shots}, {min_pixels}, {episodes}")
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+        self.save_hyperparameters()
+        self.index, self.shots, self.episodes, self.sampling = index, shots, episodes, sampling
+        self.classes, self.min_pixels, self.seed, self.num_workers = classes, min_pixels, seed, num_workers
+        self.dataset: FewShotEpisodes | None = None
+        self.skipped: list[int] = []  # classes with too few images for an episode
+        self.class_ids: list[int] = []  # set by setup(): the classes the evaluation averages over
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.dataset is not None:
+            return
+        reader = ShardReader(self.index)
+        present = image_classes(reader, self.classes, self.min_pixels)
+        plan, self.skipped = plan_episodes(present, self.shots, self.episodes, self.sampling, self.seed, self.classes)
+        if self.skipped:
+            log.warning("%s: %d classes are in fewer than %d images and give no %d-shot episodes: %s",
+                        self.index, len(self.skipped), self.shots + 1, self.shots, self.skipped)
+        self.dataset = FewShotEpisodes(reader, plan)
+        # the classes a fold's mean runs over: the requested ones (HSNet counts an unsampled class as 0)
+        self.class_ids = list(self.classes) if self.classes else sorted({spec.class_id for spec in plan})
+
+    def _loader(self) -> DataLoader:
+        self.setup()
+        return DataLoader(self.dataset, batch_size=None, shuffle=False, num_workers=self.num_workers)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader()
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader()
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader()
