@@ -92,3 +92,23 @@ class VideoSequence(TypedDict):
 
 
 IGNORE_LABEL = 255  # void in evaluation labels (the DAVIS and HSNet convention)
+
+
+class ClassPrompt(TypedDict):
+    """Example prompts of one class: images (3, h_k, w_k) uint8 with binary labels (h_k, w_k) long."""
+
+    class_id: int
+    images: list[torch.Tensor]
+    labels: list[torch.Tensor]
+
+
+class SemanticImage(TypedDict):
+    """One image to segment into every class, with the per-class example prompts.
+
+    Labels: class ids (0 background where the source has one), IGNORE_LABEL (255) void.
+    """
+
+    key: str
+    image: torch.Tensor  # (3, H, W) uint8
+    label: torch.Tensor  # (H, W) long
+    prompts: list[ClassPrompt]

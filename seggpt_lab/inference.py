@@ -73,6 +73,20 @@ def predict_labels(model: SegGPT, prompt_images: list[torch.Tensor], prompt_labe
     return resize_labels(decode(rgb, palette), tuple(query_image.shape[-2:]))
 
 
+def predict_foreground(model: SegGPT, prompt_images: list[torch.Tensor], prompt_labels: list[torch.Tensor],
+                       query_image: torch.Tensor, seg_type: Literal["semantic", "instance"] = "semantic",
+                       ensemble: Ensemble = "feature") -> torch.Tensor:
+    """Binary prompts (labels 1 = foreground, painted white on black) -> the query's foreground score (H, W) in
+    [0, 1]: the brightness of the predicted mask, so that scores of several classes can be compared."""
+    half = (model.img_size[0] // 2, model.img_size[1])
+    palette = build_palette(1)
+    prompts = torch.stack([resize_image(p, half) for p in prompt_images])
+    masks = torch.stack([paint(resize_labels((lab == 1).long(), half), palette) for lab in prompt_labels])
+    rgb = predict_canvas(model, prompts, masks, resize_image(query_image, half), seg_type, ensemble)
+    return F.interpolate(rgb.mean(0)[None, None], size=tuple(query_image.shape[-2:]), mode="bilinear",
+                         align_corners=False)[0, 0]
+
+
 def to_tensor(image: Image.Image, size: tuple[int, int], resample: Image.Resampling) -> torch.Tensor:
     """PIL image -> (3, h, w) float in [0, 1], resized to size = (h, w) with PIL (as the official demo does)."""
     image = image.convert("RGB").resize((size[1], size[0]), resample)

@@ -1,0 +1,114 @@
+"""SemanticDataModule: whole-image semantic segmentation (ADE20K val and the like) with example prompts.
+
+Every evaluation image is segmented into all classes at once. The prompts are example-based: for each
+class, `shots` images of the prompt split that contain it (drawn once, seeded), with binary masks of
+that class; the same prompts serve every evaluation image, as a fixed in-context "key" per class.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.fewshot import binary_label, image_classes, image_tensor
+from datamodules.schema import IGNORE, Sample
+from datamodules.shards import ShardReader, read_index
+from seggpt_lab.canvas import IGNORE_LABEL, ClassPrompt, SemanticImage
+
+log = logging.getLogger(__name__)
+
+
+def semantic_label(sample: Sample) -> torch.Tensor:
+    """(H, W) long: the class ids of sem.png, IGNORE_LABEL on void."""
+    if sample.sem is None:
+        raise ValueError(f"{sample.key}: sample has no semantic labels (sem.png)")
+    if sample.sem[sample.sem != IGNORE].max(initial=0) >= IGNORE_LABEL:
+        raise ValueError(f"{sample.key}: class ids reach {IGNORE_LABEL}, the evaluation void label")
+    return torch.from_numpy(np.where(sample.sem == IGNORE, IGNORE_LABEL, sample.sem).astype(np.int64))
+
+
+class SemanticImages(Dataset):
+    """Evaluation image i with its labels and the shared class prompts."""
+
+    def __init__(self, reader: ShardReader, keys: list[str], prompts: list[ClassPrompt]) -> None:
+        self.reader, self.keys, self.prompts = reader, keys, prompts
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int) -> SemanticImage:
+        sample = self.reader.sample(self.keys[i])
+        return SemanticImage(key=self.keys[i], image=image_tensor(sample), label=semantic_label(sample),
+                             prompts=self.prompts)
+
+
+class SemanticDataModule(LightningDataModule):
+    """Semantic segmentation of every image of a split, prompted per class by examples of another split.
+
+    Args:
+        index: the evaluation split's `<split>-index.json` (e.g. ADE20K validation).
+        prompt_index: the split the example prompts come from (e.g. ADE20K training).
+        shots: example images per class.
+        classes: class ids to segment; None: every class with ground truth in the evaluation split that has
+            an example in the prompt split.
+        max_images: evaluate only the first N images (quick runs).
+        seed: draws the examples of each class.
+        num_workers: DataLoader processes.
+    """
+
+    def __init__(self, index: str, prompt_index: str, shots: int = 1, classes: list[int] | None = None,
+                 max_images: int | None = None, seed: int = 0, num_workers: int = 0) -> None:
+        super().__init__()
+        if shots < 1:
+            raise ValueError(f"shots must be >= 1, got {shots}")
+        self.save_hyperparameters()
+        self.index, self.prompt_index, self.shots, self.classes = index, prompt_index, shots, classes
+        self.max_images, self.seed, self.num_workers = max_images, seed, num_workers
+        self.dataset: SemanticImages | None = None
+        self.class_ids: list[int] = []  # set by setup(): the classes segmented
+        self.num_classes = 0  # set by setup(): the size of the label space, background 0 included
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.dataset is not None:
+            return
+        evaluated = {int(c) for c in read_index(self.index)["class_images"]}
+        with_examples = {int(c) for c in read_index(self.prompt_index)["class_images"]}
+        if self.classes is None and evaluated - with_examples:
+            log.warning("%s: classes %s have no example in %s and are not segmented", self.index,
+                        sorted(evaluated - with_examples), self.prompt_index)
+        self.class_ids = self.classes or sorted(evaluated & with_examples)
+        if not self.class_ids:
+            raise ValueError(f"{self.index}: no class with ground truth here has an example in {self.prompt_index}")
+        self.num_classes = max(evaluated | set(self.class_ids)) + 1  # ground-truth classes without examples count
+        source = ShardReader(self.prompt_index)
+        present = image_classes(source, self.class_ids)
+        prompts = []
+        for class_id in self.class_ids:
+            keys = [k for k, ids in present.items() if class_id in ids]
+            if not keys:
+                raise ValueError(f"{self.prompt_index}: no image holds class {class_id}, so it has no example prompt")
+            rng = np.random.default_rng([self.seed, class_id])
+            chosen = rng.choice(len(keys), size=min(self.shots, len(keys)), replace=False)
+            samples = [source.sample(keys[i]) for i in sorted(chosen)]
+            prompts.append(ClassPrompt(class_id=class_id, images=[image_tensor(s) for s in samples],
+                                       labels=[binary_label(s, class_id) for s in samples]))
+        reader = ShardReader(self.index)
+        keys = [k for k in reader.keys() if "classes" in reader.meta(k)][: self.max_images]
+        self.dataset = SemanticImages(reader, keys, prompts)
+
+    def _loader(self) -> DataLoader:
+        self.setup()
+        return DataLoader(self.dataset, batch_size=None, shuffle=False, num_workers=self.num_workers)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader()
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader()
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader()

@@ -1,0 +1,37 @@
+"""Evaluation metrics, each a functional core (pure functions on tensors) in a `torchmetrics.Metric` shell.
+
+Every state is a sum (`dist_reduce_fx="sum"`), so results are exact under DDP whatever each process saw:
+`FewShotIoU` (HSNet mIoU / FB-IoU), `JandF` (DAVIS semi-supervised J&F), `SemanticIoU` (detectron2
+mIoU, pACC, mACC, fwIoU), `PanopticQuality` (panopticapi PQ / SQ / RQ).
+"""
+
+from seggpt_lab.metrics.fewshot import FewShotIoU, episode_areas
+from seggpt_lab.metrics.panoptic import PanopticQuality, panoptic_scores, panoptic_statistics
+from seggpt_lab.metrics.semantic import SemanticIoU, confusion_matrix, semantic_scores
+from seggpt_lab.metrics.video import (
+    JandF,
+    boundary_f_measure,
+    boundary_map,
+    disk_dilation,
+    per_object_statistics,
+    region_similarity,
+    sequence_j_and_f,
+)
+
+__all__ = [
+    "FewShotIoU",
+    "JandF",
+    "PanopticQuality",
+    "SemanticIoU",
+    "boundary_f_measure",
+    "boundary_map",
+    "confusion_matrix",
+    "disk_dilation",
+    "episode_areas",
+    "panoptic_scores",
+    "panoptic_statistics",
+    "per_object_statistics",
+    "region_similarity",
+    "semantic_scores",
+    "sequence_j_and_f",
+]

@@ -1,0 +1,146 @@
+"""Panoptic segmentation: PQ, SQ and RQ by the rules of cocodataset/panopticapi evaluation.py (ecosystem.md §4c).
+
+An image is a segment id map (id 0 = void) with each id's category (and, in the ground truth, its
+crowd flag). A ground-truth and a predicted segment of one category match when their IoU, with the
+prediction's void pixels left out of the union, exceeds 0.5 (so matches are unique); each match is a
+TP adding its IoU. Unmatched non-crowd ground truth is FN; crowd ground truth is never matched nor
+missed. An unmatched prediction is FP unless more than half of it lies on void or on crowd ground
+truth of its own category. Per category PQ = sum IoU / (TP + FP/2 + FN/2), SQ = sum IoU / TP (0 with
+no TP), RQ = TP / (TP + FP/2 + FN/2); averages skip categories with TP + FP + FN = 0.
+
+panopticapi remembers a single crowd segment per category and image (the last one listed); here all
+crowd segments of the category count, which is the same whenever an image has at most one per category.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection, Mapping, Sequence
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+VOID = 0  # panopticapi VOID: unlabelled pixels in the ground truth, no segment in a prediction
+Prediction = tuple[Tensor, Mapping[int, int]]  # (H, W) segment ids, {segment id: category id}
+GroundTruth = tuple[Tensor, Mapping[int, tuple[int, bool]]]  # (H, W) segment ids, {segment id: (category, iscrowd)}
+
+
+def _segment_areas(ids: Tensor, segments: Mapping[int, int], known: Collection[int], name: str) -> dict[int, int]:
+    """Pixel count of each segment of a map, after checking that the map and its segment list agree
+    (panopticapi checks this for predictions) and that every category is known."""
+    values, counts = torch.unique(ids, return_counts=True)
+    if values.numel() and values.min() < 0:
+        raise ValueError(f"{name} segment ids must be >= 0, got {values.min().item()}")
+    areas = {v: c for v, c in zip(values.tolist(), counts.tolist(), strict=True) if v != VOID}
+    if areas.keys() - segments.keys():
+        raise ValueError(f"{name} segment ids {sorted(areas.keys() - segments.keys())} are in the map "
+                         "but not in its segment list")
+    if segments.keys() - areas.keys():
+        raise ValueError(f"{name} segment ids {sorted(segments.keys() - areas.keys())} are listed "
+                         "but have no pixel in the map")
+    unknown = {c for c in segments.values() if c not in known}
+    if unknown:
+        raise ValueError(f"{name} segments have unknown category ids {sorted(unknown)}")
+    return areas
+
+
+def panoptic_statistics(pred: Prediction, target: GroundTruth, categories: Sequence[int]
+                        ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One image -> per-category (TP, FP, FN, sum of matched IoUs), each (C,) in the order of `categories`."""
+    pred_ids, pred_segments = pred
+    gt_ids, gt_info = target
+    if pred_ids.shape != gt_ids.shape:
+        raise ValueError(f"prediction and ground-truth maps differ in shape: {tuple(pred_ids.shape)} "
+                         f"and {tuple(gt_ids.shape)}")
+    gt_segments = {g: int(c) for g, (c, _) in gt_info.items()}
+    crowd = {g for g, (_, iscrowd) in gt_info.items() if iscrowd}
+    index = {c: i for i, c in enumerate(categories)}
+    pred_area = _segment_areas(pred_ids, pred_segments, index, "predicted")
+    gt_area = _segment_areas(gt_ids, gt_segments, index, "ground-truth")
+
+    offset = int(pred_ids.max()) + 1 if pred_ids.numel() else 1
+    pairs, counts = torch.unique(gt_ids.long() * offset + pred_ids.long(), return_counts=True)
+    overlaps = {(k // offset, k % offset): n for k, n in zip(pairs.tolist(), counts.tolist(), strict=True)}
+    on_void = {p: n for (g, p), n in overlaps.items() if g == VOID}
+
+    tp, fp, fn = ([0] * len(categories) for _ in range(3))
+    iou_sum = [0.0] * len(categories)
+    matched_gt, matched_pred = set(), set()
+    on_crowd: dict[int, int] = defaultdict(int)  # predicted segment -> pixels on crowd ground truth of its category
+    for (g, p), n in overlaps.items():
+        if g == VOID or p == VOID or gt_segments[g] != pred_segments[p]:
+            continue
+        if g in crowd:
+            on_crowd[p] += n
+            continue
+        iou = n / (pred_area[p] + gt_area[g] - n - on_void.get(p, 0))
+        if iou > 0.5:
+            tp[index[gt_segments[g]]] += 1
+            iou_sum[index[gt_segments[g]]] += iou
+            matched_gt.add(g)
+            matched_pred.add(p)
+    for g, category in gt_segments.items():
+        if g not in matched_gt and g not in crowd:
+            fn[index[category]] += 1
+    for p, category in pred_segments.items():
+        if p not in matched_pred and (on_void.get(p, 0) + on_crowd[p]) / pred_area[p] <= 0.5:
+            fp[index[category]] += 1
+    return torch.tensor(tp), torch.tensor(fp), torch.tensor(fn), torch.tensor(iou_sum, dtype=torch.float64)
+
+
+def panoptic_scores(tp: Tensor, fp: Tensor, fn: Tensor, iou_sum: Tensor, is_thing: Tensor) -> dict[str, Tensor]:
+    """Per-category sums (C,) -> {"PQ", "SQ", "RQ"} for all, "_th" things and "_st" stuff categories, x100.
+
+    A group with no counted category gives NaN.
+    """
+    tp, fp, fn, iou_sum = tp.double(), fp.double(), fn.double(), iou_sum.double()
+    counted = (tp + fp + fn) > 0
+    denominator = (tp + fp / 2 + fn / 2).clamp(min=1e-12)
+    per_category = {"PQ": iou_sum / denominator, "SQ": torch.where(tp > 0, iou_sum / tp.clamp(min=1), 0.0),
+                    "RQ": tp / denominator}
+    scores = {}
+    for suffix, group in (("", counted), ("_th", counted & is_thing), ("_st", counted & ~is_thing)):
+        for name, values in per_category.items():
+            scores[name + suffix] = 100 * values[group].mean()
+    return scores
+
+
+class PanopticQuality(Metric):
+    """COCO panoptic quality: `update(pred, target)` per image, each a (segment id map, segment categories) pair.
+
+    pred = ((H, W) ids, {id: category}); target = ((H, W) ids, {id: (category, iscrowd)}); id 0 is void.
+    `compute()` -> {"PQ", "SQ", "RQ", "PQ_th", "SQ_th", "RQ_th", "PQ_st", "SQ_st", "RQ_st"}, x100. The
+    states are per-category TP, FP, FN and IoU sums, summed across processes.
+
+    Args:
+        things: the category ids of countable objects.
+        stuff: the category ids of amorphous regions.
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, things: Collection[int], stuff: Collection[int], **kwargs) -> None:
+        super().__init__(**kwargs)
+        things, stuff = {int(c) for c in things}, {int(c) for c in stuff}
+        if things & stuff:
+            raise ValueError(f"categories {sorted(things & stuff)} are listed as both things and stuff")
+        if VOID in things | stuff:
+            raise ValueError(f"category id {VOID} is reserved for void")
+        self.categories = sorted(things | stuff)
+        self.things = things
+        for name in ("tp", "fp", "fn"):
+            self.add_state(name, torch.zeros(len(self.categories), dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("iou_sum", torch.zeros(len(self.categories), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, pred: Prediction, target: GroundTruth) -> None:
+        """pred: ((H, W) segment ids, {id: category}); target: ((H, W) segment ids, {id: (category, iscrowd)})."""
+        for state, value in zip(("tp", "fp", "fn", "iou_sum"), panoptic_statistics(pred, target, self.categories),
+                                strict=True):
+            getattr(self, state).add_(value.to(getattr(self, state).device))
+
+    def compute(self) -> dict[str, Tensor]:
+        is_thing = torch.tensor([c in self.things for c in self.categories], device=self.tp.device)
+        return panoptic_scores(self.tp, self.fp, self.fn, self.iou_sum, is_thing)

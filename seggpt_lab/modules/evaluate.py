@@ -1,0 +1,285 @@
+"""What an evaluation run does: few-shot episodes and video propagation, scored by the paper's protocols.
+
+`seggpt-lab test --config recipes/eval_<benchmark>.yaml`. Besides the model, two reference predictors
+prove the plumbing on real pixels: "oracle" returns the ground truth (every score 100) and "empty"
+predicts background everywhere. Each run prints a table and writes, under `output_dir`,
+`results.json`, a per-episode or per-sequence CSV and prediction pictures
+(prompt | query | prediction | ground truth); with a W&B logger the table and pictures go there too.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import deque
+from pathlib import Path
+from typing import Literal
+
+import torch
+from lightning.pytorch import LightningModule
+from PIL import Image
+
+from seggpt_lab.canvas import IGNORE_LABEL, Episode, SemanticImage, VideoSequence
+from seggpt_lab.checkpoint import load_pretrained
+from seggpt_lab.inference import Ensemble, predict_foreground, predict_labels
+from seggpt_lab.metrics import FewShotIoU, JandF, SemanticIoU
+from seggpt_lab.model import SegGPT
+from seggpt_lab.palette import build_palette, colorize
+
+Predictor = Literal["model", "oracle", "empty"]
+
+
+def clean(labels: torch.Tensor) -> torch.Tensor:
+    """Void -> background: what a prompt may show and what the oracle predicts."""
+    return torch.where(labels == IGNORE_LABEL, 0, labels)
+
+
+def picture(images: list[torch.Tensor], labels: list[torch.Tensor], num_labels: int, height: int = 192) -> Image.Image:
+    """A strip of images, each followed by its label map painted over it (prompt | query | prediction | truth)."""
+    palette = build_palette(max(num_labels, 1))
+    tiles = []
+    for image, label in zip(images, labels, strict=True):
+        rgb = image.permute(1, 2, 0).float()
+        paint = colorize(clean(label).cpu(), palette).float()
+        painted = torch.where((clean(label) > 0)[..., None].cpu(), 0.4 * rgb + 0.6 * paint, rgb)
+        tiles.append(Image.fromarray(painted.clamp(0, 255).byte().numpy()))
+    tiles = [t.resize((max(1, round(t.width * height / t.height)), height)) for t in tiles]
+    strip = Image.new("RGB", (sum(t.width for t in tiles), height))
+    x = 0
+    for tile in tiles:
+        strip.paste(tile, (x, 0))
+        x += tile.width
+    return strip
+
+
+class _Evaluation(LightningModule):
+    """Shared by the evaluation runs: the model (or a reference predictor) and the outputs.
+
+    Args:
+        model: the SegGPT to evaluate; or leave None and give `checkpoint`.
+        checkpoint: any file or directory `load_pretrained` reads (official, Hugging Face, ours).
+        predictor: "model", or a reference: "oracle" (the ground truth) or "empty" (all background).
+        ensemble: how several prompts combine: "feature" (the model's feature ensemble) or "spatial" (a grid).
+        seg_type: the task token given to the model.
+        output_dir: where results.json, the CSV and the pictures go.
+        num_pictures: prediction pictures to write.
+    """
+
+    def __init__(self, model: SegGPT | None = None, checkpoint: str | None = None, predictor: Predictor = "model",
+                 ensemble: Ensemble = "feature", seg_type: Literal["semantic", "instance"] = "instance",
+                 output_dir: str = "outputs/eval", num_pictures: int = 8) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if checkpoint is not None:
+            model = load_pretrained(checkpoint)
+        if predictor == "model" and model is None:
+            raise ValueError("evaluation needs --model.init_args.model or --model.init_args.checkpoint "
+                             "(or predictor: oracle / empty)")
+        self.model = model
+        self.output_dir = Path(output_dir)
+        self.rows: list[dict] = []
+
+    def predict_one(self, prompt_images: list[torch.Tensor], prompt_labels: list[torch.Tensor],
+                    query_image: torch.Tensor, query_truth: torch.Tensor, num_labels: int) -> torch.Tensor:
+        """The label map of one query (H, W) from the configured predictor."""
+        if self.hparams.predictor == "oracle":
+            return clean(query_truth)
+        if self.hparams.predictor == "empty":
+            return torch.zeros_like(query_truth)
+        return predict_labels(self.model, prompt_images, [clean(p) for p in prompt_labels], query_image, num_labels,
+                              self.hparams.seg_type, self.hparams.ensemble).to(query_truth.device)
+
+    def save_picture(self, name: str, image: Image.Image) -> None:
+        folder = self.output_dir / "pictures"
+        folder.mkdir(parents=True, exist_ok=True)
+        image.save(folder / f"{name}.png")
+        if hasattr(self.logger, "log_image"):
+            self.logger.log_image(key="test/predictions", images=[image], caption=[name])
+
+    def finish(self, results: dict[str, float], csv_name: str) -> None:
+        """Log, print and write the results (rank 0) and this rank's CSV rows."""
+        results = {k: float(v) for k, v in results.items()}
+        for name, value in results.items():
+            self.log(f"test/{name}", value, rank_zero_only=True)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        rank = f"-rank{self.global_rank}" if self.trainer.world_size > 1 else ""
+        if self.rows:
+            with open(self.output_dir / f"{csv_name}{rank}.csv", "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(self.rows[0]))
+                writer.writeheader()
+                writer.writerows(self.rows)
+            if hasattr(self.logger, "log_table"):
+                self.logger.log_table(key=f"test/{csv_name}", columns=list(self.rows[0]),
+                                      data=[list(r.values()) for r in self.rows])
+        if self.global_rank == 0:
+            summary = {"predictor": self.hparams.predictor, "ensemble": self.hparams.ensemble, **results}
+            (self.output_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+            width = max((len(k) for k in results), default=0)
+            lines = [f"  {k:<{width}}  {v:8.2f}" for k, v in results.items()] or ["  (no local score)"]
+            print("\n".join([f"{type(self).__name__} ({self.hparams.predictor})", *lines]))
+
+
+class FewShotEvaluation(_Evaluation):
+    """One- and few-shot segmentation (FSS-1000, PASCAL-5i, COCO-20i): HSNet's mIoU and FB-IoU (x100).
+
+    Args:
+        class_ids: the classes the mean runs over (a fold's test classes); default: the data module's
+            `class_ids` (every class its episodes cover).
+        model, checkpoint, predictor, ensemble, seg_type, output_dir, num_pictures: see the shared arguments.
+    """
+
+    def __init__(self, model: SegGPT | None = None, checkpoint: str | None = None, predictor: Predictor = "model",
+                 ensemble: Ensemble = "feature", seg_type: Literal["semantic", "instance"] = "instance",
+                 output_dir: str = "outputs/eval", num_pictures: int = 8, class_ids: list[int] | None = None) -> None:
+        super().__init__(model, checkpoint, predictor, ensemble, seg_type, output_dir, num_pictures)
+        self.class_ids = class_ids
+
+    def setup(self, stage: str) -> None:
+        class_ids = self.class_ids or getattr(self.trainer.datamodule, "class_ids", None)
+        if not class_ids:
+            raise ValueError("FewShotEvaluation needs class_ids, from its arguments or the data module")
+        self.metric = FewShotIoU(class_ids=list(class_ids))
+
+    def test_step(self, episode: Episode, index: int) -> None:
+        truth = episode["query_label"]
+        pred = self.predict_one(episode["prompt_images"], episode["prompt_labels"], episode["query_image"], truth, 1)
+        self.metric.update(pred[None], truth[None], torch.tensor([episode["class_id"]], device=truth.device))
+        valid = truth != IGNORE_LABEL
+        inter = ((pred == 1) & (truth == 1) & valid).sum().item()
+        union = (((pred == 1) | (truth == 1)) & valid).sum().item()
+        self.rows.append({"episode": index, "query": episode["key"], "class_id": episode["class_id"],
+                          "shots": len(episode["prompt_images"]), "iou": 100 * inter / union if union else 100.0})
+        if index < self.hparams.num_pictures:
+            images = [*episode["prompt_images"], episode["query_image"], episode["query_image"], episode["query_image"]]
+            labels = [*episode["prompt_labels"], torch.zeros_like(truth), pred, truth]
+            self.save_picture(f"episode-{index:05d}", picture(images, labels, 1))
+
+    def on_test_epoch_end(self) -> None:
+        self.finish(self.metric.compute(), "episodes")
+
+
+class VideoEvaluation(_Evaluation):
+    """Semi-supervised video object segmentation (DAVIS 2016/2017, YouTube-VOS, MOSE).
+
+    The first frame and its objects are the prompt; every later frame is predicted from the prompt
+    frames plus the last `memory` predicted frames (a FIFO queue), combined by the feature ensemble;
+    objects are coloured apart with the palette. With `new_objects` (the YouTube-VOS and MOSE
+    protocol), a later frame whose annotation brings objects not seen before keeps those given masks
+    and becomes a prompt frame too. `score` computes J&F with the DAVIS toolkit's rules (first and last
+    frames excluded); `submission` writes the predictions as palette PNGs in the submission layout
+    `output_dir/Annotations/<video>/<frame>.png` for the benchmarks' servers.
+
+    Args:
+        memory: previously predicted frames used as extra prompts.
+        new_objects: objects first annotated after frame 0 join there (YouTube-VOS, MOSE valid).
+        score: compute J&F locally (needs annotations on every frame, as DAVIS has).
+        submission: write the per-frame palette PNGs.
+        model, checkpoint, predictor, ensemble, seg_type, output_dir, num_pictures: see the shared arguments.
+    """
+
+    def __init__(self, model: SegGPT | None = None, checkpoint: str | None = None, predictor: Predictor = "model",
+                 ensemble: Ensemble = "feature", seg_type: Literal["semantic", "instance"] = "instance",
+                 output_dir: str = "outputs/eval", num_pictures: int = 8, memory: int = 0, new_objects: bool = False,
+                 score: bool = True, submission: bool = False) -> None:
+        super().__init__(model, checkpoint, predictor, ensemble, seg_type, output_dir, num_pictures)
+        self.metric = JandF()
+
+    def test_step(self, sequence: VideoSequence, index: int) -> None:
+        images, truth = sequence["images"], sequence["labels"]
+        anchors = [(images[0], clean(truth[0]))]  # prompt frames: the first, and with new_objects any that adds some
+        seen = set(anchors[0][1].unique().tolist()) - {0}
+        memory: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=self.hparams.memory)
+        preds = [anchors[0][1]]
+        for t in range(1, len(images)):
+            prompts = [*anchors, *memory]
+            num_labels = max(max(seen, default=0), 1)
+            pred = self.predict_one([p[0] for p in prompts], [p[1] for p in prompts], images[t], truth[t], num_labels)
+            given = clean(truth[t])
+            if self.hparams.new_objects and (set(given.unique().tolist()) - {0} - seen):
+                pred = torch.where(given > 0, given, pred)
+                seen |= set(given.unique().tolist()) - {0}
+                anchors.append((images[t], pred))
+            elif self.hparams.memory:
+                memory.append((images[t], pred))
+            preds.append(pred)
+        pred_seq = torch.stack(preds)
+        row = {"video": sequence["key"], "frames": len(images), "objects": len(seen)}
+        if self.hparams.score:
+            self.metric.update(pred_seq, truth)
+            j, f = self.metric.last_sequence
+            j_mean, f_mean = 100 * float(j.mean(1).mean()), 100 * float(f.mean(1).mean())
+            row.update({"J&F": (j_mean + f_mean) / 2, "J": j_mean, "F": f_mean})
+        self.rows.append(row)
+        if self.hparams.submission:
+            self._write_annotations(sequence, pred_seq, max(seen, default=1))
+        if index < self.hparams.num_pictures:
+            middle = len(images) // 2
+            self.save_picture(f"video-{sequence['key']}", picture(
+                [images[0], images[middle], images[middle], images[middle]],
+                [anchors[0][1], torch.zeros_like(pred_seq[0]), pred_seq[middle], truth[middle]], max(seen, default=1)))
+
+    def _write_annotations(self, sequence: VideoSequence, pred: torch.Tensor, num_objects: int) -> None:
+        folder = self.output_dir / "Annotations" / sequence["key"]
+        folder.mkdir(parents=True, exist_ok=True)
+        palette = build_palette(max(num_objects, 1)).flatten().tolist()
+        for frame, labels in zip(sequence["frames"], pred, strict=True):
+            png = Image.fromarray(labels.byte().cpu().numpy(), mode="P")
+            png.putpalette(palette)
+            png.save(folder / f"{frame:05d}.png")
+
+    def on_test_epoch_end(self) -> None:
+        self.finish(self.metric.compute() if self.hparams.score else {}, "sequences")
+
+
+class SemanticEvaluation(_Evaluation):
+    """Semantic segmentation (ADE20K and the like): every class is prompted by its examples, the query
+    gets one foreground score per class, and each pixel takes the best class. Scored by a dataset-level
+    confusion matrix (detectron2's SemSegEvaluator: mIoU over classes present in the ground truth, pixel
+    accuracy), void pixels ignored.
+
+    Args:
+        background: label 0 is a class of its own (LoveDA, VOC): a pixel whose best score stays below
+            0.5 is background. Without it (ADE20K, whose 0 is void) every pixel takes its best class.
+        model, checkpoint, predictor, ensemble, seg_type, output_dir, num_pictures: see the shared arguments.
+    """
+
+    def __init__(self, model: SegGPT | None = None, checkpoint: str | None = None, predictor: Predictor = "model",
+                 ensemble: Ensemble = "feature", seg_type: Literal["semantic", "instance"] = "semantic",
+                 output_dir: str = "outputs/eval", num_pictures: int = 8, background: bool = True) -> None:
+        super().__init__(model, checkpoint, predictor, ensemble, seg_type, output_dir, num_pictures)
+
+    def setup(self, stage: str) -> None:
+        num_classes = getattr(self.trainer.datamodule, "num_classes", 0)
+        if not num_classes:
+            raise ValueError("SemanticEvaluation needs a data module that reports num_classes (SemanticDataModule)")
+        self.metric = SemanticIoU(num_classes=num_classes, ignore_index=IGNORE_LABEL)
+
+    def segment(self, item: SemanticImage) -> torch.Tensor:
+        """(H, W) class ids for one image."""
+        truth = item["label"]
+        if self.hparams.predictor != "model":
+            return self.predict_one([], [], item["image"], truth, 1)
+        scores = torch.stack([predict_foreground(self.model, p["images"], p["labels"], item["image"],
+                                                 self.hparams.seg_type, self.hparams.ensemble)
+                              for p in item["prompts"]])  # (C, H, W)
+        ids = torch.tensor([p["class_id"] for p in item["prompts"]])
+        best, index = scores.max(0)
+        pred = ids[index]
+        if self.hparams.background:
+            pred = torch.where(best < 0.5, 0, pred)
+        return pred.to(truth.device)
+
+    def test_step(self, item: SemanticImage, index: int) -> None:
+        truth = item["label"]
+        pred = self.segment(item)
+        self.metric.update(pred[None], truth[None])
+        valid = truth != IGNORE_LABEL
+        self.rows.append({"image": item["key"], "pixel_accuracy": 100 * float((pred == truth)[valid].float().mean())
+                          if valid.any() else 100.0})
+        if index < self.hparams.num_pictures:
+            num_labels = max(len(item["prompts"]), int(clean(truth).max()))
+            self.save_picture(f"image-{index:05d}", picture([item["image"]] * 3,
+                                                            [torch.zeros_like(truth), pred, truth], num_labels))
+
+    def on_test_epoch_end(self) -> None:
+        self.finish(self.metric.compute(), "images")
