@@ -1,4 +1,5 @@
-"""What an evaluation run does: few-shot episodes and video propagation, scored by the paper's protocols.
+"""What an evaluation run does: few-shot episodes, video propagation and semantic segmentation, scored by the
+paper's protocols.
 
 `seggpt-lab test --config recipes/eval_<benchmark>.yaml`. Besides the model, two reference predictors
 prove the plumbing on real pixels: "oracle" returns the ground truth (every score 100) and "empty"
@@ -21,7 +22,7 @@ from PIL import Image
 
 from seggpt_lab.canvas import IGNORE_LABEL, Episode, SemanticImage, VideoSequence
 from seggpt_lab.checkpoint import load_pretrained
-from seggpt_lab.inference import Ensemble, predict_foreground, predict_labels
+from seggpt_lab.inference import Ensemble, grid, predict_foreground, predict_labels
 from seggpt_lab.metrics import FewShotIoU, JandF, SemanticIoU
 from seggpt_lab.model import SegGPT
 from seggpt_lab.palette import build_palette, colorize
@@ -34,8 +35,8 @@ def clean(labels: torch.Tensor) -> torch.Tensor:
     return torch.where(labels == IGNORE_LABEL, 0, labels)
 
 
-def picture(images: list[torch.Tensor], labels: list[torch.Tensor], num_labels: int, height: int = 192) -> Image.Image:
-    """A strip of images, each followed by its label map painted over it (prompt | query | prediction | truth)."""
+def picture(images: list[torch.Tensor], labels: list[torch.Tensor], num_labels: int) -> Image.Image:
+    """A strip of images, each with its label map painted over it (prompt | query | prediction | truth)."""
     palette = build_palette(max(num_labels, 1))
     tiles = []
     for image, label in zip(images, labels, strict=True):
@@ -43,13 +44,7 @@ def picture(images: list[torch.Tensor], labels: list[torch.Tensor], num_labels: 
         paint = colorize(clean(label).cpu(), palette).float()
         painted = torch.where((clean(label) > 0)[..., None].cpu(), 0.4 * rgb + 0.6 * paint, rgb)
         tiles.append(Image.fromarray(painted.clamp(0, 255).byte().numpy()))
-    tiles = [t.resize((max(1, round(t.width * height / t.height)), height)) for t in tiles]
-    strip = Image.new("RGB", (sum(t.width for t in tiles), height))
-    x = 0
-    for tile in tiles:
-        strip.paste(tile, (x, 0))
-        x += tile.width
-    return strip
+    return grid(tiles, height=192)
 
 
 class _Evaluation(LightningModule):
@@ -57,7 +52,8 @@ class _Evaluation(LightningModule):
 
     Args:
         model: the SegGPT to evaluate; or leave None and give `checkpoint`.
-        checkpoint: any file or directory `load_pretrained` reads (official, Hugging Face, ours).
+        checkpoint: any file or directory `load_pretrained` reads (official, Hugging Face, ours); read only
+            when `predictor` is "model".
         predictor: "model", or a reference: "oracle" (the ground truth) or "empty" (all background).
         ensemble: how several prompts combine: "feature" (the model's feature ensemble) or "spatial" (a grid).
         seg_type: the task token given to the model.
@@ -70,7 +66,7 @@ class _Evaluation(LightningModule):
                  output_dir: str = "outputs/eval", num_pictures: int = 8) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if checkpoint is not None:
+        if checkpoint is not None and predictor == "model":
             model = load_pretrained(checkpoint)
         if predictor == "model" and model is None:
             raise ValueError("evaluation needs --model.init_args.model or --model.init_args.checkpoint "
