@@ -1,0 +1,63 @@
+"""Prompt files: one fixed in-context example for a whole dataset, with the palette that names its classes.
+
+A prompt file holds the prompt half of both canvases at the model's half-canvas size — `image`
+(3, h, w) and `target` (3, h, w), RGB in [0, 1] — plus `palette` ((K + 1, 3) uint8, row 0 black) and
+`class_ids` (palette row k is class `class_ids[k - 1]`). In-context tuning (the paper's section 3.3)
+learns `image` and `target`; `prompt_from_examples` builds one from labelled examples, tiled as a
+spatial ensemble. Semantic and panoptic evaluation read them; files are loaded with
+`weights_only=True`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypedDict
+
+import torch
+
+from seggpt_lab.canvas import spatial_ensemble
+from seggpt_lab.inference import resize_image, resize_labels
+from seggpt_lab.palette import build_palette, paint
+
+
+class Prompt(TypedDict):
+    image: torch.Tensor  # (3, h, w) float in [0, 1]
+    target: torch.Tensor  # (3, h, w) float in [0, 1]
+    palette: torch.Tensor  # (K + 1, 3) uint8
+    class_ids: list[int]  # class id of palette row k, k = 1..K
+
+
+def prompt_from_examples(images: list[torch.Tensor], labels: list[torch.Tensor], class_ids: list[int],
+                         size: tuple[int, int]) -> Prompt:
+    """Examples (3, H_i, W_i) uint8 with class-id labels (H_i, W_i) -> one prompt of (h, w) = `size`: each class
+    painted with `build_palette(len(class_ids))`, other labels black, several examples tiled in a grid."""
+    palette = build_palette(len(class_ids))
+    lookup = {c: k + 1 for k, c in enumerate(class_ids)}
+    masks = []
+    for label in labels:
+        rows = torch.zeros_like(label)
+        for class_id, row in lookup.items():
+            rows[label == class_id] = row
+        masks.append(paint(resize_labels(rows, size), palette))
+    image = spatial_ensemble(torch.stack([resize_image(im, size) for im in images]))
+    target = spatial_ensemble(torch.stack(masks), mode="nearest")
+    return Prompt(image=image, target=target, palette=palette, class_ids=list(class_ids))
+
+
+def save_prompt(prompt: Prompt, path: str | Path) -> None:
+    torch.save({k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in prompt.items()}, path)
+
+
+def load_prompt(path: str | Path) -> Prompt:
+    """Read a prompt file; a one-line error names the file when it is missing or malformed."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such prompt file (tune one, or build one with prompt_from_examples)")
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    missing = [k for k in Prompt.__annotations__ if k not in data]
+    if missing:
+        raise ValueError(f"{path}: not a prompt file, missing {missing}")
+    if data["image"].shape != data["target"].shape or len(data["palette"]) != len(data["class_ids"]) + 1:
+        raise ValueError(f"{path}: image {tuple(data['image'].shape)} and target {tuple(data['target'].shape)} "
+                         f"must match, and the palette needs one row per class plus black")
+    return Prompt(**{k: data[k] for k in Prompt.__annotations__})
