@@ -112,3 +112,15 @@ class SemanticImage(TypedDict):
     image: torch.Tensor  # (3, H, W) uint8
     label: torch.Tensor  # (H, W) long
     prompts: list[ClassPrompt]
+
+
+class PanopticImage(TypedDict):
+    """One image with its ground-truth panoptic segments (COCO panoptic's form: a segment id map and a list).
+
+    Segment ids: 0 void or unlabelled, 1..N segments; `segment_info` holds every segment of the map.
+    """
+
+    key: str
+    image: torch.Tensor  # (3, H, W) uint8
+    segments: torch.Tensor  # (H, W) long segment ids
+    segment_info: dict[int, tuple[int, bool]]  # {segment id: (category, iscrowd)}

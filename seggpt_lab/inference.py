@@ -5,11 +5,14 @@ The official seggpt_engine.py pre- and post-processing: images resized to the ha
 prompts form a feature ensemble (or, here, a spatial ensemble); the prediction is the query half of
 the first item, de-normalised and resized back to the query's size with nearest neighbours.
 `predict_labels` works on tensors and is what evaluation uses; `Predictor` wraps it for PIL images.
+`predict_with_prompt` segments with a prompt file instead, and `panoptic_from_classes` turns class ids
+into panoptic segments (connected components of thing classes).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -19,6 +22,9 @@ from PIL import Image
 from seggpt_lab.canvas import denormalize, make_canvas, normalize, spatial_ensemble, split_canvas
 from seggpt_lab.model import SegGPT
 from seggpt_lab.palette import build_palette, decode, paint
+
+if TYPE_CHECKING:  # prompts.py builds on this module's resizing
+    from seggpt_lab.prompts import Prompt
 
 SEG_TYPES = {"semantic": 0, "instance": 1}
 Ensemble = Literal["feature", "spatial"]
@@ -85,6 +91,75 @@ def predict_foreground(model: SegGPT, prompt_images: list[torch.Tensor], prompt_
     rgb = predict_canvas(model, prompts, masks, resize_image(query_image, half), seg_type, ensemble)
     return F.interpolate(rgb.mean(0)[None, None], size=tuple(query_image.shape[-2:]), mode="bilinear",
                          align_corners=False)[0, 0]
+
+
+def predict_with_prompt(model: SegGPT, prompt: Prompt, query_image: torch.Tensor,
+                        seg_type: Literal["semantic", "instance"] = "semantic", background: bool = True
+                        ) -> torch.Tensor:
+    """One forward with a prompt file's `image` and `target` as the prompt half -> the query's class ids (H, W) long.
+
+    The prediction is decoded by the nearest colour of the prompt's palette: row k is class `class_ids[k - 1]`,
+    row 0 (black) class 0. With `background=False` black is left out and every pixel takes a class (ADE20K,
+    whose 0 is void: Painter decodes with the class colours only, ecosystem.md §4c).
+    """
+    half = (model.img_size[0] // 2, model.img_size[1])
+    target = prompt["target"].float()
+    if tuple(target.shape[-2:]) != half:
+        target = F.interpolate(target[None], size=half, mode="nearest")[0]
+    rgb = predict_canvas(model, resize_image(prompt["image"], half)[None], target[None],
+                         resize_image(query_image, half), seg_type)
+    rows = decode(rgb, prompt["palette"]) if background else decode(rgb, prompt["palette"][1:]) + 1
+    lookup = torch.tensor([0, *prompt["class_ids"]], dtype=torch.long, device=rows.device)
+    return resize_labels(lookup[rows], tuple(query_image.shape[-2:]))
+
+
+def connected_components(labels: torch.Tensor) -> torch.Tensor:
+    """(H, W) integer map -> (H, W) long: each 8-connected region of one value > 0 gets an id 1..N, in raster
+    order of its first pixel; 0 stays 0.
+
+    Vectorised union-find on the pixel graph (edges between equal neighbours): every round hooks the larger
+    of two linked roots under the smaller, then compresses each pixel's path to its root, until every edge
+    joins one root. A root is always the smallest pixel index of its region, so the ids follow raster order.
+    """
+    h, w = labels.shape
+    index = torch.arange(h * w, device=labels.device).view(h, w)
+    edges = []
+    # right, down, down-right and down-left neighbours: each of the 8 directions once from one end
+    for a, b in ((np.s_[:, :-1], np.s_[:, 1:]), (np.s_[:-1], np.s_[1:]), (np.s_[:-1, :-1], np.s_[1:, 1:]),
+                 (np.s_[:-1, 1:], np.s_[1:, :-1])):
+        linked = (labels[a] == labels[b]) & (labels[a] > 0)
+        edges.append(torch.stack([index[a][linked], index[b][linked]]))
+    u, v = torch.cat(edges, 1)  # (E,) each
+    parent = index.flatten().clone()
+    while not torch.equal(root_u := parent[u], root_v := parent[v]):
+        parent.scatter_reduce_(0, torch.maximum(root_u, root_v), torch.minimum(root_u, root_v), reduce="amin")
+        while not torch.equal(grand := parent[parent], parent):
+            parent = grand
+    inside = labels > 0
+    _, inverse = torch.unique(torch.where(inside, parent.view(h, w), h * w), return_inverse=True)
+    return torch.where(inside, inverse + 1, 0)
+
+
+def panoptic_from_classes(classes: torch.Tensor, things: Collection[int], stuff: Collection[int], min_area: int = 0
+                          ) -> tuple[torch.Tensor, dict[int, int]]:
+    """(H, W) class ids -> ((H, W) segment ids, {segment id: category}), segment 0 = no segment.
+
+    Each 8-connected region of a thing class is one instance; all pixels of a stuff class are one segment;
+    other classes (0 included) get no segment, nor do segments of fewer than `min_area` pixels. Segments are
+    numbered 1..M: instances in raster order of their first pixel, then stuff by class id.
+    """
+    classes = classes.long()
+
+    def member(ids: Collection[int]) -> torch.Tensor:
+        return torch.isin(classes, torch.tensor(sorted(ids), dtype=torch.long, device=classes.device))
+
+    instances = connected_components(torch.where(member(things), classes, 0))
+    ids = torch.where(member(stuff), int(instances.max()) + classes, instances)  # stuff class c: segment N + c
+    values, inverse, counts = torch.unique(ids, return_inverse=True, return_counts=True)
+    keep = (values > 0) & (counts >= min_area)
+    renumber = torch.cumsum(keep.long(), 0) * keep
+    category = torch.zeros_like(values).scatter_(0, inverse.flatten(), classes.flatten())
+    return renumber[inverse], dict(zip(renumber[keep].tolist(), category[keep].tolist(), strict=True))
 
 
 def to_tensor(image: Image.Image, size: tuple[int, int], resample: Image.Resampling) -> torch.Tensor:

@@ -1,10 +1,10 @@
-"""What an evaluation run does: few-shot episodes, video propagation and semantic segmentation, scored by the
-paper's protocols.
+"""What an evaluation run does: few-shot episodes, video propagation, semantic and panoptic segmentation, scored
+by the paper's protocols.
 
 `seggpt-lab test --config recipes/eval_<benchmark>.yaml`. Besides the model, two reference predictors
 prove the plumbing on real pixels: "oracle" returns the ground truth (every score 100) and "empty"
 predicts background everywhere. Each run prints a table and writes, under `output_dir`,
-`results.json`, a per-episode or per-sequence CSV and prediction pictures
+`results.json`, a per-episode, per-sequence or per-image CSV and prediction pictures
 (prompt | query | prediction | ground truth); with a W&B logger the table and pictures go there too.
 """
 
@@ -20,12 +20,20 @@ import torch
 from lightning.pytorch import LightningModule
 from PIL import Image
 
-from seggpt_lab.canvas import IGNORE_LABEL, Episode, SemanticImage, VideoSequence
+from seggpt_lab.canvas import IGNORE_LABEL, Episode, PanopticImage, SemanticImage, VideoSequence
 from seggpt_lab.checkpoint import load_pretrained
-from seggpt_lab.inference import Ensemble, grid, predict_foreground, predict_labels
-from seggpt_lab.metrics import FewShotIoU, JandF, SemanticIoU
+from seggpt_lab.inference import (
+    Ensemble,
+    grid,
+    panoptic_from_classes,
+    predict_foreground,
+    predict_labels,
+    predict_with_prompt,
+)
+from seggpt_lab.metrics import FewShotIoU, JandF, PanopticQuality, SemanticIoU
 from seggpt_lab.model import SegGPT
-from seggpt_lab.palette import build_palette, colorize
+from seggpt_lab.palette import build_palette, colorize, decode
+from seggpt_lab.prompts import Prompt, load_prompt
 
 Predictor = Literal["model", "oracle", "empty"]
 
@@ -45,6 +53,19 @@ def picture(images: list[torch.Tensor], labels: list[torch.Tensor], num_labels: 
         painted = torch.where((clean(label) > 0)[..., None].cpu(), 0.4 * rgb + 0.6 * paint, rgb)
         tiles.append(Image.fromarray(painted.clamp(0, 255).byte().numpy()))
     return grid(tiles, height=192)
+
+
+def prompt_tile(prompt: Prompt) -> tuple[torch.Tensor, torch.Tensor]:
+    """A prompt file's example for `picture`: its image (3, h, w) uint8 and its target decoded to class ids (h, w)."""
+    lookup = torch.tensor([0, *prompt["class_ids"]])
+    image = (prompt["image"].clamp(0, 1) * 255).round().byte()
+    return image, lookup[decode(prompt["target"], prompt["palette"])]
+
+
+def dense(segments: torch.Tensor) -> torch.Tensor:
+    """Segment ids -> 0..M in ascending order (0 stays 0), so that a picture's palette covers them."""
+    values = torch.unique(torch.cat([segments.new_zeros(1), segments.flatten()]))
+    return torch.searchsorted(values, segments)
 
 
 class _Evaluation(LightningModule):
@@ -229,25 +250,33 @@ class VideoEvaluation(_Evaluation):
 
 class SemanticEvaluation(_Evaluation):
     """Semantic segmentation (ADE20K and the like): every class is prompted by its examples, the query
-    gets one foreground score per class, and each pixel takes the best class. Scored by a dataset-level
+    gets one foreground score per class, and each pixel takes the best class; or, with a prompt file,
+    one forward per image paints every class at once in the file's palette. Scored by a dataset-level
     confusion matrix (detectron2's SemSegEvaluator: mIoU over classes present in the ground truth, pixel
     accuracy), void pixels ignored.
 
     Args:
         background: label 0 is a class of its own (LoveDA, VOC): a pixel whose best score stays below
-            0.5 is background. Without it (ADE20K, whose 0 is void) every pixel takes its best class.
+            0.5 (with a prompt file: whose colour is nearest to black) is background. Without it (ADE20K,
+            whose 0 is void) every pixel takes its best class.
+        prompt_file: a prompt file (`seggpt_lab.prompts`, tuned or built from examples) that segments every
+            image in one forward; the data module's example prompts are then unused. Read only for the model.
         model, checkpoint, predictor, ensemble, seg_type, output_dir, num_pictures: see the shared arguments.
     """
 
     def __init__(self, model: SegGPT | None = None, checkpoint: str | None = None, predictor: Predictor = "model",
                  ensemble: Ensemble = "feature", seg_type: Literal["semantic", "instance"] = "semantic",
-                 output_dir: str = "outputs/eval", num_pictures: int = 8, background: bool = True) -> None:
+                 output_dir: str = "outputs/eval", num_pictures: int = 8, background: bool = True,
+                 prompt_file: str | None = None) -> None:
         super().__init__(model, checkpoint, predictor, ensemble, seg_type, output_dir, num_pictures)
+        self.prompt = load_prompt(prompt_file) if prompt_file is not None and predictor == "model" else None
 
     def setup(self, stage: str) -> None:
         num_classes = getattr(self.trainer.datamodule, "num_classes", 0)
         if not num_classes:
             raise ValueError("SemanticEvaluation needs a data module that reports num_classes (SemanticDataModule)")
+        if self.prompt is not None:  # the file may name classes the evaluated split lacks
+            num_classes = max(num_classes, max(self.prompt["class_ids"], default=0) + 1)
         self.metric = SemanticIoU(num_classes=num_classes, ignore_index=IGNORE_LABEL)
 
     def segment(self, item: SemanticImage) -> torch.Tensor:
@@ -255,6 +284,9 @@ class SemanticEvaluation(_Evaluation):
         truth = item["label"]
         if self.hparams.predictor != "model":
             return self.predict_one([], [], item["image"], truth, 1)
+        if self.prompt is not None:
+            return predict_with_prompt(self.model, self.prompt, item["image"], self.hparams.seg_type,
+                                       self.hparams.background).to(truth.device)
         scores = torch.stack([predict_foreground(self.model, p["images"], p["labels"], item["image"],
                                                  self.hparams.seg_type, self.hparams.ensemble)
                               for p in item["prompts"]])  # (C, H, W)
@@ -273,9 +305,77 @@ class SemanticEvaluation(_Evaluation):
         self.rows.append({"image": item["key"], "pixel_accuracy": 100 * float((pred == truth)[valid].float().mean())
                           if valid.any() else 100.0})
         if index < self.hparams.num_pictures:
-            num_labels = max(len(item["prompts"]), int(clean(truth).max()))
-            self.save_picture(f"image-{index:05d}", picture([item["image"]] * 3,
-                                                            [torch.zeros_like(truth), pred, truth], num_labels))
+            images, labels = [item["image"]] * 3, [torch.zeros_like(truth), pred, truth]
+            if self.prompt is not None:
+                example, example_labels = prompt_tile(self.prompt)
+                images, labels = [example, *images[1:]], [example_labels, *labels[1:]]
+            num_labels = max(len(item["prompts"]), *(int(clean(label).max()) for label in labels))
+            self.save_picture(f"image-{index:05d}", picture(images, labels, num_labels))
+
+    def on_test_epoch_end(self) -> None:
+        self.finish(self.metric.compute(), "images")
+
+
+class PanopticEvaluation(_Evaluation):
+    """Panoptic segmentation (COCO panoptic val): one forward per image with a prompt file paints every
+    class; each connected region (8-connectivity) of a thing class becomes an instance and all pixels of a
+    stuff class one segment. Scored by panopticapi's PQ, SQ and RQ, for all, thing and stuff categories
+    (ecosystem.md §4c; crowd regions neither matched nor penalised). The oracle predicts the ground-truth
+    segments, "empty" no segment at all.
+
+    Args:
+        prompt_file: the prompt file (`seggpt_lab.prompts`: tuned, or built from examples) whose palette names
+            the classes; needed by the model.
+        things: category ids of countable objects; default: the data module's `things`.
+        stuff: category ids of amorphous regions; default: the data module's `stuff`.
+        min_area: predicted segments (instances and stuff regions) of fewer pixels are dropped.
+        model, checkpoint, predictor, ensemble, seg_type, output_dir, num_pictures: see the shared arguments
+            (one prompt: `ensemble` does not apply).
+    """
+
+    def __init__(self, model: SegGPT | None = None, checkpoint: str | None = None, predictor: Predictor = "model",
+                 ensemble: Ensemble = "feature", seg_type: Literal["semantic", "instance"] = "semantic",
+                 output_dir: str = "outputs/eval", num_pictures: int = 8, prompt_file: str | None = None,
+                 things: list[int] | None = None, stuff: list[int] | None = None, min_area: int = 0) -> None:
+        super().__init__(model, checkpoint, predictor, ensemble, seg_type, output_dir, num_pictures)
+        if predictor == "model" and prompt_file is None:
+            raise ValueError("PanopticEvaluation with the model needs --model.init_args.prompt_file")
+        self.prompt = load_prompt(prompt_file) if predictor == "model" else None
+
+    def setup(self, stage: str) -> None:
+        things, stuff = self.hparams.things, self.hparams.stuff
+        things = things if things is not None else getattr(self.trainer.datamodule, "things", None)
+        stuff = stuff if stuff is not None else getattr(self.trainer.datamodule, "stuff", None)
+        if things is None or stuff is None or not (things or stuff):
+            raise ValueError("PanopticEvaluation needs things and stuff, from its arguments or the data module "
+                             "(PanopticDataModule)")
+        self.things, self.stuff = list(things), list(stuff)
+        self.metric = PanopticQuality(things=self.things, stuff=self.stuff)
+
+    def segment(self, item: PanopticImage) -> tuple[torch.Tensor, dict[int, int]]:
+        """((H, W) segment ids, {segment id: category}) for one image."""
+        truth = item["segments"]
+        if self.hparams.predictor == "oracle":
+            return truth, {s: int(c) for s, (c, _) in item["segment_info"].items()}
+        if self.hparams.predictor == "empty":
+            return torch.zeros_like(truth), {}
+        classes = predict_with_prompt(self.model, self.prompt, item["image"], self.hparams.seg_type)
+        segments, info = panoptic_from_classes(classes, self.things, self.stuff, self.hparams.min_area)
+        return segments.to(truth.device), info
+
+    def test_step(self, item: PanopticImage, index: int) -> None:
+        truth, truth_info = item["segments"], item["segment_info"]
+        pred, pred_info = self.segment(item)
+        self.metric.update((pred, pred_info), (truth, truth_info))
+        self.rows.append({"image": item["key"], "predicted_segments": len(pred_info),
+                          "ground_truth_segments": len(truth_info)})
+        if index < self.hparams.num_pictures:
+            images, labels = [item["image"]] * 3, [torch.zeros_like(truth), dense(pred), dense(truth)]
+            if self.prompt is not None:
+                example, example_labels = prompt_tile(self.prompt)
+                images, labels = [example, *images[1:]], [example_labels, *labels[1:]]
+            num_labels = max(int(label.max()) for label in labels)
+            self.save_picture(f"image-{index:05d}", picture(images, labels, num_labels))
 
     def on_test_epoch_end(self) -> None:
         self.finish(self.metric.compute(), "images")

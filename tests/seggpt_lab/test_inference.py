@@ -122,3 +122,105 @@ def test_predict_labels_with_a_real_model_returns_valid_labels():
     for ensemble in ("feature", "spatial"):
         pred = predict_labels(model, images, labels, torch.zeros(3, 30, 50, dtype=torch.uint8), 1, ensemble=ensemble)
         assert pred.shape == (30, 50) and pred.dtype == torch.long and set(pred.unique().tolist()) <= {0, 1}
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_predict_with_prompt_maps_palette_rows_to_the_prompt_class_ids(monkeypatch, background):
+    import seggpt_lab.inference as inference
+    from seggpt_lab.palette import build_palette, paint
+    from seggpt_lab.prompts import prompt_from_examples
+
+    model = tiny_predictor().model  # half-canvas (32, 32)
+    label = torch.zeros(20, 20, dtype=torch.long)
+    label[:10], label[10:, :5] = 7, 3
+    prompt = prompt_from_examples([torch.full((3, 20, 20), 90, dtype=torch.uint8)], [label], [7, 3, 12], (32, 32))
+    rows = torch.zeros(32, 32, dtype=torch.long)  # palette rows the fake model paints: 0 black, 1..3 classes
+    rows[:8], rows[8:16, :16], rows[16:, 24:] = 1, 2, 3
+    seen = {}
+
+    def fake_canvas(model, prompts, masks, query, seg_type, ensemble="feature"):
+        seen.update(prompts=prompts, masks=masks, query=query.shape, seg_type=seg_type)
+        return paint(rows, build_palette(3))
+
+    monkeypatch.setattr(inference, "predict_canvas", fake_canvas)
+    pred = inference.predict_with_prompt(model, prompt, torch.zeros(3, 64, 48, dtype=torch.uint8),
+                                         background=background)
+    # the prompt file's own example is the prompt half, its painted target the prompt mask
+    assert torch.equal(seen["prompts"][0], prompt["image"]) and torch.equal(seen["masks"][0], prompt["target"])
+    assert seen["query"] == (3, 32, 32) and seen["seg_type"] == "semantic"
+    assert pred.shape == (64, 48) and pred.dtype == torch.long
+    # palette row k -> class_ids[k - 1], at the query's size
+    expected = inference.resize_labels(torch.tensor([0, 7, 3, 12])[rows], (64, 48))
+    black = inference.resize_labels(rows, (64, 48)) == 0
+    assert torch.equal(pred[~black], expected[~black])
+    if background:
+        assert (pred[black] == 0).all()
+    else:  # black is not a class: such pixels take the nearest class colour
+        assert set(pred[black].unique().tolist()) <= {7, 3, 12}
+
+
+def test_predict_with_prompt_with_a_real_model_gives_prompt_classes():
+    from seggpt_lab.inference import predict_with_prompt
+    from seggpt_lab.prompts import prompt_from_examples
+
+    model = tiny_predictor().model
+    label = torch.randint(0, 3, (40, 40)) * 4  # classes 4 and 8
+    prompt = prompt_from_examples([torch.randint(0, 256, (3, 40, 40), dtype=torch.uint8)], [label], [4, 8], (32, 32))
+    pred = predict_with_prompt(model, prompt, torch.randint(0, 256, (3, 30, 50), dtype=torch.uint8))
+    assert pred.shape == (30, 50) and set(pred.unique().tolist()) <= {0, 4, 8}
+
+
+def reference_components(labels: torch.Tensor) -> torch.Tensor:
+    """Breadth-first search, pixel by pixel: the definition connected_components must meet."""
+    from collections import deque
+
+    h, w = labels.shape
+    values, out, count = labels.tolist(), [[0] * w for _ in range(h)], 0
+    for y in range(h):
+        for x in range(w):
+            if values[y][x] > 0 and not out[y][x]:
+                count += 1
+                out[y][x], queue = count, deque([(y, x)])
+                while queue:
+                    a, b = queue.popleft()
+                    for c, d in ((a + i, b + j) for i in (-1, 0, 1) for j in (-1, 0, 1)):
+                        if 0 <= c < h and 0 <= d < w and not out[c][d] and values[c][d] == values[a][b]:
+                            out[c][d] = count
+                            queue.append((c, d))
+    return torch.tensor(out, dtype=torch.long).view(h, w)
+
+
+def test_connected_components_match_a_breadth_first_search():
+    from seggpt_lab.inference import connected_components
+
+    generator = torch.Generator().manual_seed(0)
+    for h, w, k in [(1, 1, 2), (1, 17, 3), (23, 1, 3), (19, 31, 2), (40, 40, 4), (32, 48, 3)]:
+        labels = torch.randint(0, k, (h, w), generator=generator)
+        assert torch.equal(connected_components(labels), reference_components(labels)), (h, w, k)
+    # a square spiral: one long, winding region
+    spiral = torch.zeros(41, 41, dtype=torch.long)
+    for r in range(0, 20, 2):
+        spiral[r, r:41 - r] = spiral[r:41 - r, 40 - r] = spiral[40 - r, r:41 - r] = 1
+        spiral[r + 2:41 - r, r] = 1
+    assert torch.equal(connected_components(spiral), reference_components(spiral))
+    # diagonal contact joins (8-connectivity); different values never join
+    checker = torch.tensor([[1, 0, 2], [0, 1, 0], [2, 0, 1]])
+    assert connected_components(checker).tolist() == [[1, 0, 2], [0, 1, 0], [3, 0, 1]]
+
+
+def test_panoptic_from_classes_splits_things_and_keeps_one_segment_per_stuff_class():
+    from seggpt_lab.inference import panoptic_from_classes
+
+    classes = torch.zeros(10, 12, dtype=torch.long)
+    classes[:, 8:] = 9  # stuff, two separate bands below
+    classes[0:3, 0:3] = 5  # a thing instance
+    classes[6:9, 2:6] = 5  # a second instance of the same class
+    classes[4, 0] = 5  # a one-pixel instance
+    classes[5:10, 0:2] = 7  # a class neither thing nor stuff: no segment
+    classes[9, 6:12] = 9
+    segments, info = panoptic_from_classes(classes, things=[5], stuff=[9])
+    assert info == {1: 5, 2: 5, 3: 5, 4: 9}
+    assert segments[0, 0] == 1 and segments[4, 0] == 2 and segments[7, 3] == 3
+    assert (segments[classes == 9] == 4).all() and (segments[classes == 7] == 0).all()
+    segments, info = panoptic_from_classes(classes, things=[5], stuff=[9], min_area=2)
+    assert info == {1: 5, 2: 5, 3: 9} and segments[4, 0] == 0
