@@ -177,3 +177,15 @@ def test_every_eval_recipe_runs_on_real_shards_with_the_oracle(recipe, fss_index
         results = run(recipe, fss_index, out, "oracle", "--data.init_args.classes", "null",
                       "--model.init_args.class_ids", "null", "--data.init_args.episodes", "3")
         assert results["mIoU"] == 100
+
+
+def test_results_and_pictures_reach_an_offline_wandb_run(fss_index, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run("eval_fss1000.yaml", fss_index, tmp_path / "out", "oracle", "--trainer.logger",
+        "lightning.pytorch.loggers.WandbLogger", "--trainer.logger.init_args.offline", "true",
+        "--trainer.logger.init_args.save_dir", str(tmp_path / "wb"), "--trainer.logger.init_args.project", "test")
+    run_dir = next((tmp_path / "wb" / "wandb").glob("offline-run-*"))
+    media = run_dir / "files" / "media"
+    assert len(list((media / "table" / "test").glob("episodes_*.table.json"))) == 1
+    assert len(list((media / "images" / "test").glob("predictions_*.png"))) == 5
