@@ -11,9 +11,9 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
-from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from datamodules.evaluation import EvaluationDataModule
 from datamodules.schema import IGNORE, Sample
 from datamodules.shards import ShardReader
 from seggpt_lab.canvas import IGNORE_LABEL, Episode
@@ -127,7 +127,7 @@ class FewShotEpisodes(Dataset):
                        query_image=image_tensor(query), query_label=binary_label(query, spec.class_id))
 
 
-class FewShotDataModule(LightningDataModule):
+class FewShotDataModule(EvaluationDataModule):
     """Few-shot segmentation episodes from one converted split, one `Episode` at a time at native size.
 
     Protocols (HSNet, github.com/juhongm999/hsnet data/{fss,pascal,coco}.py; ecosystem.md §4b):
@@ -187,16 +187,3 @@ class FewShotDataModule(LightningDataModule):
         self.dataset = FewShotEpisodes(reader, plan)
         # the classes a fold's mean runs over: the requested ones (HSNet counts an unsampled class as 0)
         self.class_ids = list(self.classes) if self.classes else sorted({spec.class_id for spec in plan})
-
-    def _loader(self) -> DataLoader:
-        self.setup()
-        return DataLoader(self.dataset, batch_size=None, shuffle=False, num_workers=self.num_workers)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader()
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader()
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader()

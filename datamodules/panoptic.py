@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from datamodules.evaluation import EvaluationDataModule
 from datamodules.fewshot import image_tensor
 from datamodules.schema import IGNORE, Sample
 from datamodules.shards import ShardReader, read_index
@@ -55,7 +55,7 @@ class PanopticImages(Dataset):
         return PanopticImage(key=self.keys[i], image=image_tensor(sample), segments=segments, segment_info=info)
 
 
-class PanopticDataModule(LightningDataModule):
+class PanopticDataModule(EvaluationDataModule):
     """Panoptic segmentation of every image of a converted split, one `PanopticImage` at a time at native size.
 
     After `setup()`, `things` are the classes that occur as instances in the split's samples and `stuff` the
@@ -91,16 +91,3 @@ class PanopticDataModule(LightningDataModule):
         self.things = sorted(things)
         self.stuff = sorted({int(c) for c in read_index(self.index)["class_images"]} - things)
         self.dataset = PanopticImages(reader, keys[: self.max_images])
-
-    def _loader(self) -> DataLoader:
-        self.setup()
-        return DataLoader(self.dataset, batch_size=None, shuffle=False, num_workers=self.num_workers)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader()
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader()
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader()

@@ -11,9 +11,9 @@ import logging
 
 import numpy as np
 import torch
-from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from datamodules.evaluation import EvaluationDataModule
 from datamodules.fewshot import binary_label, image_classes, image_tensor
 from datamodules.schema import IGNORE, Sample
 from datamodules.shards import ShardReader, read_index
@@ -46,7 +46,7 @@ class SemanticImages(Dataset):
                              prompts=self.prompts)
 
 
-class SemanticDataModule(LightningDataModule):
+class SemanticDataModule(EvaluationDataModule):
     """Semantic segmentation of every image of a split, prompted per class by examples of another split.
 
     Args:
@@ -99,16 +99,3 @@ class SemanticDataModule(LightningDataModule):
         reader = ShardReader(self.index)
         keys = [k for k in reader.keys() if "classes" in reader.meta(k)][: self.max_images]
         self.dataset = SemanticImages(reader, keys, prompts)
-
-    def _loader(self) -> DataLoader:
-        self.setup()
-        return DataLoader(self.dataset, batch_size=None, shuffle=False, num_workers=self.num_workers)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader()
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader()
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from datamodules.evaluation import EvaluationDataModule
 from datamodules.schema import IGNORE, Sample
 from datamodules.shards import ShardReader
 from seggpt_lab.canvas import IGNORE_LABEL, VideoSequence
@@ -54,7 +54,7 @@ class Videos(Dataset):
                              labels=torch.stack([object_label(s) for s in samples]))
 
 
-class VideoDataModule(LightningDataModule):
+class VideoDataModule(EvaluationDataModule):
     """The videos of one converted video split (`datamodules.sources.video`: DAVIS, YouTube-VOS, MOSE), whole.
 
     Each item is one video with every frame in frame order and its object-id labels; the first frame's
@@ -89,16 +89,3 @@ class VideoDataModule(LightningDataModule):
                              f"videos asked for are missing)")
         keep = found if self.videos is None else {v: frames for v, frames in found.items() if v in self.videos}
         self.dataset = Videos(reader, {v: frames[:self.max_frames] for v, frames in keep.items()})
-
-    def _loader(self) -> DataLoader:
-        self.setup()
-        return DataLoader(self.dataset, batch_size=None, shuffle=False, num_workers=self.num_workers)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader()
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader()
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader()

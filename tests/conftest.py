@@ -20,3 +20,9 @@ def shared_data() -> Path:
             pytest.fail(message + ": CI must run with ../shared beside the checkout")
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(autouse=True)
+def bare_argv(monkeypatch):
+    """pytest's own command-line arguments are not the CLI's: tests call `main([...])` with theirs."""
+    monkeypatch.setattr("sys.argv", ["seggpt-lab"])

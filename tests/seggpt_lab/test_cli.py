@@ -9,11 +9,6 @@ from seggpt_lab.model import PRESETS, SegGPT, create_model
 from tests.conftest import REPO
 
 
-@pytest.fixture(autouse=True)
-def bare_argv(monkeypatch):
-    monkeypatch.setattr("sys.argv", ["seggpt-lab"])  # pytest's own arguments are not the CLI's
-
-
 def test_help_lists_the_lightning_subcommands(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--help"])

@@ -4,7 +4,6 @@ prediction and a tiny random model."""
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
@@ -17,24 +16,7 @@ from datamodules.sources.folder import Folder
 from datamodules.sources.video import DAVIS
 from seggpt_lab.cli import main
 from tests.conftest import REPO
-
-TINY = str(REPO / "recipes" / "models" / "seggpt_ci_tiny.yaml")
-
-
-@pytest.fixture(autouse=True)
-def bare_argv(monkeypatch):
-    monkeypatch.setattr("sys.argv", ["seggpt-lab"])
-
-
-def run(recipe: str, index: Path, out: Path, predictor: str, *extra: str) -> dict:
-    args = ["test", "--config", str(REPO / "recipes" / recipe), "--data.init_args.index", str(index),
-            "--model.init_args.checkpoint", "null", "--model.init_args.predictor", predictor,
-            "--model.init_args.output_dir", str(out), "--trainer.accelerator", "cpu", "--trainer.default_root_dir",
-            str(out), "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", *extra]
-    if predictor == "model":
-        args += ["--model.init_args.model", TINY]
-    main(args)
-    return json.loads((out / "results.json").read_text())
+from tests.seggpt_lab.modules.recipe_runs import run
 
 
 @pytest.fixture(scope="module")

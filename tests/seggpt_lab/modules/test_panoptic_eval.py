@@ -17,28 +17,11 @@ from datamodules.fewshot import image_tensor
 from datamodules.panoptic import PanopticDataModule
 from datamodules.schema import IGNORE
 from datamodules.shards import ShardReader, read_index
-from seggpt_lab.cli import main
 from seggpt_lab.prompts import prompt_from_examples, save_prompt
-from tests.conftest import REPO
+from tests.seggpt_lab.modules.recipe_runs import run
 
-TINY = str(REPO / "recipes" / "models" / "seggpt_ci_tiny.yaml")
 HALF = (64, 64)  # the tiny model's half canvas
 
-
-@pytest.fixture(autouse=True)
-def bare_argv(monkeypatch):
-    monkeypatch.setattr("sys.argv", ["seggpt-lab"])
-
-
-def run(recipe: str, index: Path, out: Path, predictor: str, *extra: str) -> dict:
-    args = ["test", "--config", str(REPO / "recipes" / recipe), "--data.init_args.index", str(index),
-            "--model.init_args.checkpoint", "null", "--model.init_args.predictor", predictor,
-            "--model.init_args.output_dir", str(out), "--trainer.accelerator", "cpu", "--trainer.default_root_dir",
-            str(out), "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", *extra]
-    if predictor == "model":
-        args += ["--model.init_args.model", TINY]
-    main(args)
-    return json.loads((out / "results.json").read_text())
 
 
 def prompt_file(index: Path, path: Path, class_ids: list[int]) -> str:
