@@ -13,24 +13,10 @@ import torch
 from PIL import Image
 
 from datamodules.convert import convert
-from datamodules.fewshot import image_tensor
 from datamodules.panoptic import PanopticDataModule
 from datamodules.schema import IGNORE
 from datamodules.shards import ShardReader, read_index
-from seggpt_lab.prompts import prompt_from_examples, save_prompt
-from tests.seggpt_lab.modules.recipe_runs import run
-
-HALF = (64, 64)  # the tiny model's half canvas
-
-
-
-def prompt_file(index: Path, path: Path, class_ids: list[int]) -> str:
-    """A prompt file built from the first two samples of the shards, every class of `class_ids` painted."""
-    reader = ShardReader(index)
-    samples = [reader.sample(key) for key in reader.keys()[:2]]
-    labels = [torch.from_numpy(s.sem.astype(np.int64)) for s in samples]
-    save_prompt(prompt_from_examples([image_tensor(s) for s in samples], labels, class_ids, HALF), path)
-    return str(path)
+from tests.seggpt_lab.modules.recipe_runs import prompt_file, run
 
 
 @pytest.fixture(scope="module")
