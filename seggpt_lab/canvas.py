@@ -124,3 +124,22 @@ class PanopticImage(TypedDict):
     image: torch.Tensor  # (3, H, W) uint8
     segments: torch.Tensor  # (H, W) long segment ids
     segment_info: dict[int, tuple[int, bool]]  # {segment id: (category, iscrowd)}
+
+
+class InContextBatch(TypedDict):
+    """A training batch of B in-context pairs, as the pretraining loader collates it.
+
+    Canvases stay uint8 (prompt on top, query below) until `model_inputs` runs on the accelerator, so the
+    loader moves a quarter of the bytes and normalisation happens where it is nearly free.
+    """
+
+    image_canvas: torch.Tensor  # (B, 3, H, W) uint8
+    target_canvas: torch.Tensor  # (B, 3, H, W) uint8: painted masks
+    valid: torch.Tensor  # (B, 1, H, W) float: per-pixel loss weight (0 on void)
+    bool_masked_pos: torch.Tensor  # (B, L) bool: target patches replaced by the mask token
+    seg_type: torch.Tensor  # (B,) long: 0 semantic, 1 instance
+
+
+def model_inputs(batch: InContextBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 canvases -> ImageNet-normalised float canvases (image, target) on the batch's device."""
+    return normalize(batch["image_canvas"].float() / 255), normalize(batch["target_canvas"].float() / 255)

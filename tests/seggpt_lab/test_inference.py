@@ -224,3 +224,16 @@ def test_panoptic_from_classes_splits_things_and_keeps_one_segment_per_stuff_cla
     assert (segments[classes == 9] == 4).all() and (segments[classes == 7] == 0).all()
     segments, info = panoptic_from_classes(classes, things=[5], stuff=[9], min_area=2)
     assert info == {1: 5, 2: 5, 3: 9} and segments[4, 0] == 0
+
+
+def test_model_inputs_normalise_uint8_canvases():
+    from seggpt_lab.canvas import IMAGENET_MEAN, IMAGENET_STD, InContextBatch, model_inputs
+
+    canvas = torch.full((2, 3, 8, 4), 255, dtype=torch.uint8)
+    batch = InContextBatch(image_canvas=canvas, target_canvas=torch.zeros_like(canvas), valid=torch.ones(2, 1, 8, 4),
+                           bool_masked_pos=torch.ones(2, 2, dtype=torch.bool), seg_type=torch.zeros(2).long())
+    image, target = model_inputs(batch)
+    expected_white = [(1 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)]
+    expected_black = [-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)]
+    torch.testing.assert_close(image[0, :, 0, 0], torch.tensor(expected_white))
+    torch.testing.assert_close(target[1, :, 7, 3], torch.tensor(expected_black))
