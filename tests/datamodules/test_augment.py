@@ -1,0 +1,202 @@
+"""Pair augmentation: crops, flips and jitter, the training example and its collation."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from datamodules.augment import (
+    PairTransform,
+    _decode,
+    collate,
+    color_jitter,
+    crop_box,
+    flip,
+    random_resized_crop,
+)
+from datamodules.masking import query_half_mask
+from datamodules.pairing import Pair
+from datamodules.schema import IGNORE, Sample
+
+RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 255, 0)
+
+
+def _encode(image: np.ndarray, ext: str) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG" if ext == "png" else "JPEG", quality=95)
+    return buf.getvalue()
+
+
+def _sample(key: str, image: np.ndarray, label: np.ndarray, task: str = "semantic", ext: str = "png") -> Sample:
+    field = "ins" if task == "instance" else "sem"
+    return Sample(key=key, image=_encode(image, ext), image_ext=ext, meta={"task": task}, **{field: label})
+
+
+def _scene(h: int = 96, w: int = 80) -> tuple[np.ndarray, np.ndarray]:
+    """Left half class 1 (red), right half class 2 (blue), a void square (green) in the middle."""
+    image = np.zeros((h, w, 3), np.uint8)
+    label = np.zeros((h, w), np.int32)
+    image[:, : w // 2], label[:, : w // 2] = RED, 1
+    image[:, w // 2 :], label[:, w // 2 :] = BLUE, 2
+    image[h // 3 : 2 * h // 3, w // 3 : 2 * w // 3], label[h // 3 : 2 * h // 3, w // 3 : 2 * w // 3] = GREEN, IGNORE
+    return image, label
+
+
+def _pair(task: str = "semantic", ext: str = "png") -> Pair:
+    image, label = _scene()
+    sample = _sample("a", image, label, task, ext)
+    return Pair(sample, sample, [1, 2], "ins" if task == "instance" else "sem", True, task)
+
+
+def _where(half: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
+    """(3, h, w) canvas half -> (h, w) bool: pixels exactly `color`."""
+    return (half == np.array(color, np.uint8)[:, None, None]).all(0)
+
+
+def test_crop_box_inside_and_area_in_scale():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        top, left, h, w = crop_box(60, 90, rng, scale=(0.3, 1.0))
+        assert 0 <= top and top + h <= 60 and 0 <= left and left + w <= 90
+        assert 0.25 <= h * w / (60 * 90) <= 1.0  # 0.3 up to rounding, or the centred fallback
+    assert crop_box(10, 100, rng, scale=(1.0, 1.0)) == (0, 43, 10, 13)  # too wide: centred crop at ratio 4/3
+
+
+def test_random_resized_crop_labels_never_interpolated_and_aligned():
+    image, label = _scene(120, 100)
+    label[label == 2] = 60000  # far-apart values: any interpolation would invent new ones
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        img, lab = random_resized_crop(image, label, rng, size=(48, 64))
+        assert img.shape == (48, 64, 3) and img.dtype == np.uint8 and lab.shape == (48, 64)
+        assert set(np.unique(lab)) <= {1, 60000, IGNORE}
+        for value, color in [(1, RED), (60000, BLUE), (IGNORE, GREEN)]:
+            # pixels whose 3 x 3 neighbourhood has one label sit inside a region, away from bilinear blends
+            inner = np.ones_like(lab, bool)
+            inner[1:-1, 1:-1] = np.all([lab[1 + dy : lab.shape[0] - 1 + dy, 1 + dx : lab.shape[1] - 1 + dx] == value
+                                        for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
+            inner[[0, -1]], inner[:, [0, -1]] = False, False
+            assert (np.abs(img[inner].astype(int) - color) <= 1).all()
+
+
+def test_flip_moves_image_and_label_together():
+    image, label = _scene()
+    img, lab = flip(image, label, np.random.default_rng(0), p=1.0)
+    np.testing.assert_array_equal(img, image[:, ::-1])
+    np.testing.assert_array_equal(lab, label[:, ::-1])
+    img, lab = flip(image, label, np.random.default_rng(0), p=0.0)
+    assert img is image and lab is label
+
+
+def test_color_jitter():
+    image = np.random.default_rng(0).integers(0, 200, (40, 30, 3), dtype=np.uint8)
+    out = color_jitter(image, np.random.default_rng(0), brightness=0, contrast=0, saturation=0)
+    np.testing.assert_array_equal(out, image)  # all factors 1: identity
+    out = color_jitter(image, np.random.default_rng(3), brightness=0.4, contrast=0, saturation=0)
+    assert out.shape == image.shape and out.dtype == np.uint8
+    ratio = out[image > 50] / image[image > 50]  # brightness alone scales every value by one factor
+    assert np.ptp(ratio) < 0.02 and 0.6 <= ratio.mean() <= 1.4 and abs(ratio.mean() - 1) > 1e-3
+    gray = np.full((8, 8, 3), 120, np.uint8)
+    out = color_jitter(gray, np.random.default_rng(0), brightness=0, contrast=0.4, saturation=0.4)
+    np.testing.assert_array_equal(out, gray)  # a flat grey image is its own mean and its own grey
+    a, b = (color_jitter(image, np.random.default_rng(5)) for _ in range(2))
+    np.testing.assert_array_equal(a, b)
+
+
+def test_example_shapes_dtypes_and_batch():
+    transform = PairTransform(size=(64, 48), patch_size=8)
+    rng = np.random.default_rng(0)
+    examples = [transform(_pair(task), rng) for task in ("semantic", "instance", "semantic")]
+    ex = examples[0]
+    assert ex["image_canvas"].shape == ex["target_canvas"].shape == (3, 128, 48)
+    assert ex["image_canvas"].dtype == ex["target_canvas"].dtype == np.uint8
+    assert ex["valid"].shape == (1, 128, 48) and ex["valid"].dtype == np.float32
+    assert ex["bool_masked_pos"].shape == (16 * 6,) and ex["bool_masked_pos"].dtype == bool
+    assert [e["seg_type"] for e in examples] == [0, 1, 0]
+    batch = collate(examples)
+    assert batch["image_canvas"].shape == batch["target_canvas"].shape == (3, 3, 128, 48)
+    assert batch["image_canvas"].dtype == batch["target_canvas"].dtype == torch.uint8
+    assert batch["valid"].shape == (3, 1, 128, 48) and batch["valid"].dtype == torch.float32
+    assert batch["bool_masked_pos"].shape == (3, 96) and batch["bool_masked_pos"].dtype == torch.bool
+    assert batch["seg_type"].tolist() == [0, 1, 0] and batch["seg_type"].dtype == torch.long
+
+
+def test_halves_share_one_colour_mapping_and_void_is_invalid():
+    transform = PairTransform(size=(64, 64), scale=(0.8, 1.0), jitter=0.0, patch_size=8)
+    rng = np.random.default_rng(0)
+    coloured = 0
+    for _ in range(30):
+        ex = transform(_pair(), rng)
+        image, target, valid = ex["image_canvas"], ex["target_canvas"], ex["valid"][0]
+        for color in (RED, BLUE):
+            top, bottom = _where(image[:, :64], color), _where(image[:, 64:], color)
+            assert top.any() and bottom.any()  # crops of >= 80% hold both classes
+            colours = {tuple(c) for c in target[:, :64][:, top].T} | {tuple(c) for c in target[:, 64:][:, bottom].T}
+            assert len(colours) == 1  # one class, one colour, in both halves
+            coloured += colours != {(0, 0, 0)}
+        void = _where(image, GREEN)
+        assert void.any() and (valid[void] == 0).all() and (target[:, void] == 0).all()
+        assert (valid[_where(image, RED) | _where(image, BLUE)] == 1).all()
+    assert coloured >= 30  # at least one class is painted in each example
+
+
+def test_views_of_one_image_are_independent():
+    transform = PairTransform(size=(64, 64), patch_size=8)
+    image = np.random.default_rng(0).integers(0, 255, (96, 80, 3), dtype=np.uint8)
+    sample = _sample("a", image, np.ones((96, 80), np.int32))
+    ex = transform(Pair(sample, sample, [1], "sem", True, "semantic"), np.random.default_rng(0))
+    assert not np.array_equal(ex["image_canvas"][:, :64], ex["image_canvas"][:, 64:])
+
+
+def test_masking_kinds():
+    pair = _pair()
+    query = PairTransform(size=(64, 64), patch_size=8, mask="query")(pair, np.random.default_rng(0))
+    np.testing.assert_array_equal(query["bool_masked_pos"], query_half_mask((16, 8)))
+    painter = PairTransform(size=(64, 64), patch_size=8, query_half_prob=0.0)
+    masks = [painter(pair, np.random.default_rng(s))["bool_masked_pos"] for s in range(3)]
+    assert all(m.sum() == 64 for m in masks)  # Painter: half of the canvas's patches
+    assert not any(np.array_equal(m, query_half_mask((16, 8))) for m in masks)
+
+
+def test_deterministic_by_seed():
+    transform = PairTransform(size=(64, 64), patch_size=8)
+    a, b, c = (transform(_pair(), np.random.default_rng(s)) for s in (7, 7, 8))
+    for key in ("image_canvas", "target_canvas", "valid", "bool_masked_pos"):
+        np.testing.assert_array_equal(a[key], b[key])
+    assert not np.array_equal(a["image_canvas"], c["image_canvas"])
+
+
+def test_jpeg_decoded_at_reduced_size_stays_aligned():
+    h, w = 600, 800
+    yy, xx = np.mgrid[0:h, 0:w]
+    image = np.stack([xx * 255 // w, yy * 255 // h, np.full_like(xx, 128)], -1).astype(np.uint8)  # smooth
+    label = np.ones((h, w), np.int32)
+    sample = _sample("big", image, label, ext="jpg")
+    decoded, factor = _decode(sample, (h, w), [(0, 0, h, w)], (64, 64))
+    assert factor == 8 and decoded.size == (100, 75)
+    transform = PairTransform(size=(64, 64), jitter=0.0, flip=False, patch_size=8)
+    ex = transform(Pair(sample, sample, [1], "sem", True, "semantic"), np.random.default_rng(0))
+    rng = np.random.default_rng(0)  # the transform draws the two crop boxes first
+    full = Image.fromarray(image)
+    for half, box in zip((ex["image_canvas"][:, :64], ex["image_canvas"][:, 64:]),
+                         (crop_box(h, w, rng, (0.3, 1.0)), crop_box(h, w, rng, (0.3, 1.0))), strict=True):
+        top, left, bh, bw = box
+        ref = np.asarray(full.resize((64, 64), Image.Resampling.BILINEAR, box=(left, top, left + bw, top + bh)))
+        assert np.abs(half.transpose(1, 2, 0).astype(int) - ref).mean() < 3
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="multiple of patch_size"):
+        PairTransform(size=(60, 64))
+    image, label = _scene()
+    sample = _sample("a", image, label[:-1])
+    with pytest.raises(ValueError, match="sizes differ"):
+        PairTransform(size=(64, 64), patch_size=8)(Pair(sample, sample, [1], "sem", True, "semantic"),
+                                                   np.random.default_rng(0))
+    with pytest.raises(ValueError, match="does not have"):
+        PairTransform(size=(64, 64), patch_size=8)(Pair(sample, sample, [1], "ins", True, "instance"),
+                                                   np.random.default_rng(0))
