@@ -7,16 +7,24 @@ gives random access by key to a local shard set, for evaluation loaders that pic
 from __future__ import annotations
 
 import json
+import logging
+import random
 import re
 import tarfile
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
+import numpy as np
 import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from datamodules.pairing import worker_seed
 from datamodules.schema import Sample, decode
+
+log = logging.getLogger(__name__)
 
 
 def find_indexes(folder: str | Path) -> list[Path]:
@@ -116,3 +124,194 @@ class ShardReader:
     def sample(self, key: str) -> Sample:
         """The whole sample, decoded."""
         return decode(self._read(key, list(self._locations(key))))
+
+
+# --- streaming pipeline: per-rank shard lists, one builder, weighted mixing, fixed-length epochs ---
+
+
+def rank_shards(urls: list[str], rank: int, world_size: int) -> list[str]:
+    """The shards rank `rank` of `world_size` reads: `urls[rank::world_size]`.
+
+    With at least `world_size` shards every shard goes to exactly one rank (counts differ by at most one).
+    With fewer shards than ranks, rank r reads the one shard `urls[r % len(urls)]`: shards repeat across ranks
+    so that no rank is empty (an empty rank hangs DDP, webdataset#188). That is harmless for resampled
+    training streams; a fixed (evaluation) stream then reads some samples on several ranks.
+    """
+    if not urls:
+        raise ValueError("rank_shards: no shard URLs")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank_shards: need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+    if len(urls) < world_size:
+        return [urls[rank % len(urls)]]
+    return urls[rank::world_size]
+
+
+class SkipCounter:
+    """A webdataset handler that logs and counts what it skips instead of raising.
+
+    One per source; pass it as `handler=` to every stage that can fail (tar reading, decoding). `counts`
+    holds skips by exception type; `str(counter)` is a one-line summary for logs. Counts live in the
+    process that ran the stage: with DataLoader workers each worker counts its own skips (and logs them).
+    """
+
+    def __init__(self, source: str = "") -> None:
+        self.source = source
+        self.counts: Counter[str] = Counter()
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def __call__(self, exn: Exception) -> bool:
+        self.counts[type(exn).__name__] += 1
+        log.warning("%s: skipped a corrupt sample (%d so far): %s: %s", self.source or "shards", self.total,
+                    type(exn).__name__, exn)
+        return True  # webdataset: True = continue with the next sample
+
+    def __str__(self) -> str:
+        detail = ", ".join(f"{name}: {n}" for name, n in sorted(self.counts.items()))
+        return f"{self.source or 'shards'}: skipped {self.total}" + (f" ({detail})" if detail else "")
+
+
+def _worker() -> tuple[int, int]:
+    info = get_worker_info()
+    return (0, 1) if info is None else (info.id, info.num_workers)
+
+
+class SampleStream(IterableDataset):
+    """Decoded `Sample`s from one rank's shards; build it with `sample_stream`.
+
+    Each iteration builds the webdataset pipeline for the current DataLoader worker, seeded by
+    `worker_seed(seed, rank, worker, epoch)`, so the stream depends only on those four numbers.
+    """
+
+    def __init__(self, urls: list[str], seed: int, rank: int, resampled: bool, shuffle: int,
+                 handler: Callable[[Exception], bool]) -> None:
+        super().__init__()
+        if not urls:
+            raise ValueError("sample_stream: no shard URLs for this rank (see rank_shards)")
+        self.urls, self.seed, self.rank = list(urls), seed, rank
+        self.resampled, self.shuffle, self.handler = resampled, shuffle, handler
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reseed the next iteration (EpochLoader calls it before it starts the workers)."""
+        self.epoch = epoch
+
+    def pipeline(self) -> wds.DataPipeline:
+        worker, _ = _worker()
+        seed = worker_seed(self.seed, self.rank, worker, self.epoch)
+        if self.resampled:
+            # each worker draws its own seeded shard sequence; splitting a resampled stream by worker adds nothing
+            shards = [wds.ResampledShards(self.urls, seed=self.seed, worker_seed=lambda: seed, deterministic=True)]
+        else:
+            shards = [wds.SimpleShardList(self.urls), wds.split_by_worker]  # nodes were split by rank_shards
+        return wds.DataPipeline(
+            *shards,
+            wds.tarfile_to_samples(handler=self.handler),
+            wds.shuffle(self.shuffle, initial=min(self.shuffle, 100), rng=random.Random(seed)) if self.shuffle > 1
+            else None,
+            wds.map(decode, handler=self.handler),  # raw members -> Sample: decode and map in one stage
+        )
+
+    def __iter__(self) -> Iterator[Sample]:
+        return iter(self.pipeline())
+
+
+def sample_stream(urls: list[str], seed: int, resampled: bool = True, shuffle: int = 1000,
+                  handler: Callable[[Exception], bool] | None = None, rank: int = 0) -> SampleStream:
+    """The one webdataset pipeline: shards -> worker split -> tar -> shuffle -> decode to `Sample`.
+
+    Args:
+        urls: this rank's shards (`rank_shards`); node splitting is done there, not by webdataset.
+        seed: base seed; the stream is a function of (seed, rank, DataLoader worker, epoch).
+        resampled: draw shards with replacement forever (training); False reads `urls` once, split by worker.
+        shuffle: sample shuffle buffer size; 0 or 1 keeps shard order.
+        handler: called on tar and decode errors; default a `SkipCounter` that logs, counts and skips.
+        rank: the global rank, for seeding only.
+    """
+    return SampleStream(urls, seed, rank, resampled, shuffle, handler or SkipCounter(Path(urls[0]).parent.name))
+
+
+class MixedStream(IterableDataset):
+    """Weighted random mixing of several streams; build it with `mixed_stream`.
+
+    Not `wds.RandomMix`: that draws with the global `random.random()`, unseeded per worker, so the mixture
+    would not be reproducible. Here each worker draws from a `numpy` generator seeded by
+    `worker_seed(seed, rank, worker, epoch)`. Stops when the drawn source runs dry (never, when resampled).
+    """
+
+    def __init__(self, streams: list[IterableDataset], weights: list[float], seed: int, rank: int = 0) -> None:
+        super().__init__()
+        if not streams or len(streams) != len(weights):
+            raise ValueError(f"mixed_stream: need one weight per stream, got {len(streams)} streams, "
+                             f"{len(weights)} weights")
+        w = np.asarray(weights, dtype=float)
+        if (w < 0).any() or w.sum() <= 0:
+            raise ValueError(f"mixed_stream: weights must be >= 0 with a positive sum, got {weights}")
+        self.streams, self.probs, self.seed, self.rank = streams, w / w.sum(), seed, rank
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        for stream in self.streams:
+            if hasattr(stream, "set_epoch"):
+                stream.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[Any]:
+        rng = np.random.default_rng(worker_seed(self.seed, self.rank, _worker()[0], self.epoch))
+        sources = [iter(s) for s in self.streams]
+        while True:
+            try:
+                yield next(sources[rng.choice(len(sources), p=self.probs)])
+            except StopIteration:
+                return
+
+
+def mixed_stream(streams: list[IterableDataset], weights: list[float], seed: int, rank: int = 0) -> MixedStream:
+    """Each sample comes from stream i with probability weights[i] / sum(weights), reproducibly."""
+    return MixedStream(streams, weights, seed, rank)
+
+
+class EpochLoader:
+    """Exactly `batches` batches per iteration from `loader`, on every rank: the loader-level epoch.
+
+    Runs in the main process (webdataset's `with_epoch` on the dataset would count per worker, #250). When
+    the stream runs dry (a fixed stream) the loader restarts; a stream that yields nothing raises instead of
+    hanging. Each restart is a new pass: `set_epoch(pass)` is called on the dataset before its workers
+    start, so resampled streams differ from epoch to epoch (use `persistent_workers=False`: persistent
+    workers keep the dataset copy of their first pass).
+    """
+
+    def __init__(self, loader: DataLoader, batches: int) -> None:
+        if batches < 1:
+            raise ValueError(f"batches per epoch must be >= 1, got {batches}")
+        if getattr(loader, "persistent_workers", False):
+            raise ValueError("EpochLoader reseeds the dataset every pass; persistent_workers would ignore it")
+        self.loader, self.batches, self.passes = loader, batches, 0
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def __iter__(self) -> Iterator[Any]:
+        produced = 0
+        while produced < self.batches:
+            if hasattr(self.loader.dataset, "set_epoch"):
+                self.loader.dataset.set_epoch(self.passes)
+            self.passes += 1
+            before = produced
+            for batch in self.loader:
+                yield batch
+                produced += 1
+                if produced == self.batches:
+                    return
+            if produced == before:
+                raise RuntimeError("EpochLoader: the stream yielded no batch; this rank has no readable samples")
+
+
+def with_epoch(dataset: IterableDataset, batches_per_rank: int, batch_size: int, **loader_kw: Any) -> EpochLoader:
+    """A DataLoader over `dataset` that yields exactly `batches_per_rank` batches per epoch on every rank.
+
+    `loader_kw` go to `DataLoader` (num_workers, collate_fn, ...); `Sample`s need a `collate_fn`.
+    """
+    return EpochLoader(DataLoader(dataset, batch_size=batch_size, **loader_kw), batches_per_rank)
