@@ -107,12 +107,9 @@ def test_every_eval_recipe_parses(recipe, capsys):
     assert "class_path: seggpt_lab.modules.evaluate." in capsys.readouterr().out
 
 
-def test_semantic_recipe_on_loveda_tiles(shared_data, tmp_path):
-    from datamodules.sources.loveda import LoveDA
-
+def test_semantic_recipe_on_loveda_tiles(shared_data, loveda_index, tmp_path):
     root = shared_data / "mmseg_fixtures" / "tests" / "data" / "pseudo_loveda_dataset"
-    convert(LoveDA(root, "val"), tmp_path / "shards", progress=False)
-    index = tmp_path / "shards" / "loveda" / "val-index.json"
+    index = loveda_index
     prompts = ["--data.init_args.prompt_index", str(index)]
     oracle = run("eval_loveda.yaml", index, tmp_path / "oracle", "oracle", *prompts)
     assert oracle["mIoU"] == 100 and oracle["pACC"] == 100
@@ -125,15 +122,6 @@ def test_semantic_recipe_on_loveda_tiles(shared_data, tmp_path):
     model = run("eval_loveda.yaml", index, tmp_path / "model", "model", *prompts)
     assert 0 <= model["mIoU"] <= 100 and len(list((tmp_path / "model" / "pictures").glob("*.png"))) == 3
 
-
-@pytest.fixture(scope="module")
-def loveda_index(shared_data, tmp_path_factory) -> Path:
-    from datamodules.sources.loveda import LoveDA
-
-    out = tmp_path_factory.mktemp("shards")
-    convert(LoveDA(shared_data / "mmseg_fixtures" / "tests" / "data" / "pseudo_loveda_dataset", "val"), out,
-            progress=False)
-    return out / "loveda" / "val-index.json"
 
 
 def loveda_empty_miou(shared_data: Path) -> float:

@@ -141,12 +141,8 @@ def test_panoptic_model_run_needs_a_prompt_file(synthetic_index, tmp_path):
         run("eval_coco_panoptic.yaml", synthetic_index, tmp_path, "model", "--model.init_args.prompt_file", "null")
 
 
-def test_semantic_recipe_with_a_prompt_file_on_loveda_tiles(shared_data, tmp_path):
-    from datamodules.sources.loveda import LoveDA
-
-    root = shared_data / "mmseg_fixtures" / "tests" / "data" / "pseudo_loveda_dataset"
-    convert(LoveDA(root, "val"), tmp_path / "shards", progress=False)
-    index = tmp_path / "shards" / "loveda" / "val-index.json"
+def test_semantic_recipe_with_a_prompt_file_on_loveda_tiles(loveda_index, tmp_path):
+    index = loveda_index
     prompts = ["--data.init_args.prompt_index", str(index)]
     oracle = run("eval_ade20k_prompt.yaml", index, tmp_path / "oracle", "oracle", *prompts)
     assert oracle["mIoU"] == 100 and oracle["pACC"] == 100
