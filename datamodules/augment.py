@@ -27,8 +27,8 @@ Choices the paper leaves open, made here:
 - Colouring: one `random_coloring` mapping for both halves. Candidates are the pair's `ids` present in
   both cropped views; if none is, those present in the query view; if none is, all of the pair's ids
   (the target is then black, which is still a valid example: nothing of the task is in view).
-- Mix-context is not applied here: it needs several pairs whose ids share one label space, which a
-  single `Pair` does not give. `coloring.mix_context` stitches already painted examples.
+- Mix-context (`PairTransform.mixed`) takes several pairs of one semantic source, so that an id names
+  one category in all of them; the data module groups them (datamodules/pretrain.py).
 
 Everything is PIL or numpy on uint8 with no per-pixel Python. On one core, 448 x 448 examples from
 640 x 480 sources: about 96/s from decoded arrays (crops 2 x 2.2 ms, jitter 2 x 1.2 ms, colouring
@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageStat
 
-from datamodules.coloring import candidate_ids, random_coloring
+from datamodules.coloring import candidate_ids, mix_context, random_coloring
 from datamodules.masking import painter_mask, query_half_mask
 from datamodules.pairing import Pair
 from datamodules.schema import Sample
@@ -225,6 +225,32 @@ class PairTransform:
     def __call__(self, pair: Pair, rng: np.random.Generator) -> dict[str, np.ndarray | int]:
         """One example: image_canvas and target_canvas (3, 2h, w) uint8, valid (1, 2h, w) float32,
         bool_masked_pos (L,) bool with L = 2h * w / patch_size^2, seg_type 0 (semantic) or 1 (instance)."""
+        images, views = self.views(pair, rng)
+        targets, valid, _ = random_coloring(views, rng, ids=self._candidates(pair.ids, views), max_ids=self.max_ids)
+        return self._example(images, targets, valid, pair.task, rng)
+
+    def mixed(self, pairs: list[Pair], rng: np.random.Generator) -> dict[str, np.ndarray | int]:
+        """Mix-context (paper section 3.1): several pairs painted with one colour mapping, their prompt views
+        stitched into the prompt half and their query views into the query half (`coloring.mix_context`:
+        a grid, then one random crop resized to a view's size). The pairs must share one label space (one
+        semantic source): an id means the same category in all of them. Candidates are the union of each
+        pair's candidates (`_candidates`), so every pair can contribute a coloured category."""
+        if not pairs or any(p.label != pairs[0].label or p.task != pairs[0].task for p in pairs):
+            raise ValueError("mix-context needs one or more pairs of one label kind and task")
+        views = [self.views(p, rng) for p in pairs]
+        ids = sorted({i for p, (_, labels) in zip(pairs, views, strict=True) for i in self._candidates(p.ids, labels)})
+        labels = [lab for _, labs in views for lab in labs]  # prompt, query, prompt, query, ...
+        targets, valid, _ = random_coloring(labels, rng, ids=ids, max_ids=self.max_ids)
+        halves = []
+        for half in (0, 1):  # the prompt views, then the query views, each stitched into one view
+            halves.append(mix_context([imgs[half] for imgs, _ in views], targets[half::2], valid[half::2], rng,
+                                      self.size))
+        images, targets, valid = (list(parts) for parts in zip(*halves, strict=True))
+        return self._example(images, targets, valid, pairs[0].task, rng)
+
+    def views(self, pair: Pair, rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The two augmented views of a pair: images [(h, w, 3) uint8] * 2 and label maps [(h, w)] * 2,
+        prompt first; each view has its own crop, flip and jitter, shared by its image and label."""
         samples = (pair.prompt, pair.query)
         labels = [_label_map(s, pair.label) for s in samples]
         boxes = [crop_box(*lab.shape, rng, self.scale) for lab in labels]
@@ -241,7 +267,11 @@ class PairTransform:
                 img = _jitter(img, rng, self.jitter, self.jitter, self.jitter)
             images.append(np.asarray(img))
             views.append(lab)
-        targets, valid, _ = random_coloring(views, rng, ids=self._candidates(pair.ids, views), max_ids=self.max_ids)
+        return images, views
+
+    def _example(self, images: list[np.ndarray], targets: list[np.ndarray], valid: list[np.ndarray], task: str,
+                 rng: np.random.Generator) -> dict[str, np.ndarray | int]:
+        """Prompt and query views -> the example dict, with this example's patch mask."""
         if self.mask == "painter":
             masked = painter_mask(self.grid, rng, query_half_prob=self.query_half_prob)
         else:
@@ -251,7 +281,7 @@ class PairTransform:
             "target_canvas": np.concatenate(targets, axis=0).transpose(2, 0, 1),  # (3, 2h, w)
             "valid": np.concatenate(valid, axis=0)[None].astype(np.float32),  # (1, 2h, w)
             "bool_masked_pos": masked,  # (L,)
-            "seg_type": int(pair.task == "instance"),
+            "seg_type": int(task == "instance"),
         }
 
     @staticmethod
@@ -263,17 +293,21 @@ class PairTransform:
 
 
 def collate(examples: list[dict[str, np.ndarray | int]]) -> InContextBatch:
-    """Examples from `PairTransform` -> one `InContextBatch` of torch tensors (canvases stay uint8)."""
+    """Examples from `PairTransform` -> one `InContextBatch` of torch tensors (canvases stay uint8); the last
+    example's `stats`, if any, become the batch's."""
     if not examples:
         raise ValueError("collate needs at least one example")
 
     def stack(key: str) -> torch.Tensor:
         return torch.from_numpy(np.stack([e[key] for e in examples]))
 
-    return InContextBatch(
+    batch = InContextBatch(
         image_canvas=stack("image_canvas"),
         target_canvas=stack("target_canvas"),
         valid=stack("valid"),
         bool_masked_pos=stack("bool_masked_pos"),
         seg_type=torch.tensor([e["seg_type"] for e in examples], dtype=torch.long),
     )
+    if "stats" in examples[-1]:  # a batch comes from one worker: its latest running counts
+        batch["stats"] = examples[-1]["stats"]
+    return batch

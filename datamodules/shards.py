@@ -280,7 +280,8 @@ class EpochLoader:
     the stream runs dry (a fixed stream) the loader restarts; a stream that yields nothing raises instead of
     hanging. Each restart is a new pass: `set_epoch(pass)` is called on the dataset before its workers
     start, so resampled streams differ from epoch to epoch (use `persistent_workers=False`: persistent
-    workers keep the dataset copy of their first pass).
+    workers keep the dataset copy of their first pass). The pass counter is the loader's state
+    (`state_dict`), which Lightning saves with checkpoints.
     """
 
     def __init__(self, loader: DataLoader, batches: int) -> None:
@@ -292,6 +293,14 @@ class EpochLoader:
 
     def __len__(self) -> int:
         return self.batches
+
+    def state_dict(self) -> dict[str, int]:
+        """The pass counter; Lightning stores it in checkpoints (a `_Stateful` loader of the fit loop)."""
+        return {"passes": self.passes}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume: the next pass is seeded after the saved ones, so a resumed run does not replay data."""
+        self.passes = int(state["passes"])
 
     def __iter__(self) -> Iterator[Any]:
         produced = 0

@@ -6,7 +6,7 @@ Shapes: images (B, 3, h, w) in [0, 1]; canvases (B, 3, 2h, w).
 from __future__ import annotations
 
 import math
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -138,6 +138,8 @@ class InContextBatch(TypedDict):
     valid: torch.Tensor  # (B, 1, H, W) float: per-pixel loss weight (0 on void)
     bool_masked_pos: torch.Tensor  # (B, L) bool: target patches replaced by the mask token
     seg_type: torch.Tensor  # (B,) long: 0 semantic, 1 instance
+    # the producing worker's running counts (pairs, partner pairs, mixed, skipped per source...), for logging
+    stats: NotRequired[dict[str, float]]
 
 
 def model_inputs(batch: InContextBatch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from pathlib import Path
 
@@ -259,6 +260,60 @@ def load_pretrained(path: str | Path, **overrides) -> SegGPT:
         log.warning("%s is a bare SegGptModel: the decoder head is freshly initialised", path)
     load_state(model, state, f"{path} ({fmt})", allow_missing)
     return model
+
+
+def initialize_from(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
+    """Copy every tensor of a checkpoint whose name and shape fit `model`; report the rest; return the report.
+
+    For starting a training run from related weights: any SegGPT format `read_checkpoint` knows, or a
+    ViT state dict with timm / MAE names (`{"model": ...}` or bare, any prefix before `patch_embed.`),
+    whose blocks, patch embedding and final norm are named as ours. A position table of another grid
+    is resampled (timm `resample_abs_pos_embed`, bicubic); a ViT's `cls_token` has no use here.
+    Returns {"loaded", "missing", "unexpected", "mismatched"} lists of names.
+    """
+    from timm.layers import resample_abs_pos_embed
+
+    path = Path(path)
+    try:
+        _, _, state = read_checkpoint(path)
+    except CheckpointError:
+        if path.is_dir() or not path.exists():
+            raise
+        raw = _torch_load(path) if path.suffix != ".safetensors" else {}
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            raw = load_file(path)
+        state = raw.get("model", raw.get("state_dict", raw)) if isinstance(raw, dict) else {}
+        prefix = next((k[: -len("patch_embed.proj.weight")] for k in state if k.endswith("patch_embed.proj.weight")),
+                      None)
+        if prefix is None:
+            raise CheckpointError(f"{path}: neither a SegGPT checkpoint nor a ViT state dict "
+                                  "(no patch_embed.proj.weight)") from None
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and torch.is_tensor(v)}
+    expected = model.state_dict()
+    pos = state.get("pos_embed")
+    if pos is not None and "pos_embed" in expected and pos.shape != expected["pos_embed"].shape:
+        side = math.isqrt(expected["pos_embed"].shape[1] - 1)
+        state["pos_embed"] = resample_abs_pos_embed(pos, [side, side], num_prefix_tokens=1)
+    report = {"loaded": [], "missing": [], "unexpected": [], "mismatched": []}
+    fitting = {}
+    for k, v in state.items():
+        if k not in expected:
+            report["unexpected"].append(k)
+        elif v.shape != expected[k].shape:
+            report["mismatched"].append(f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}")
+        else:
+            fitting[k] = v
+            report["loaded"].append(k)
+    report["missing"] = sorted(expected.keys() - fitting.keys())
+    model.load_state_dict(fitting, strict=False)
+    log.info("%s: initialised %d of %d tensors", path, len(fitting), len(expected))
+    for name in ("missing", "unexpected", "mismatched"):
+        if report[name]:
+            log.warning("%s: %d %s (left as initialised): %s", path, len(report[name]), name,
+                        ", ".join(report[name][:20]) + (" ..." if len(report[name]) > 20 else ""))
+    return report
 
 
 def save_checkpoint(model: SegGPT, path: str | Path) -> None:

@@ -13,6 +13,7 @@ from lightning.pytorch.cli import LightningCLI
 
 def main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
     """`seggpt-lab fit|validate|test|predict --config recipes/....yaml`; tests and notebooks call `main([...])`."""
+    os.environ.setdefault("WANDB_MODE", "offline")  # W&B runs stay local unless the user says otherwise
     return LightningCLI(
         LightningModule,
         LightningDataModule,
@@ -22,6 +23,11 @@ def main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
         run=run,
         save_config_kwargs={"overwrite": True},
     )
+
+
+def entry() -> None:
+    """Console-script wrapper: run the CLI and exit 0 (main's return value is the CLI object, not a status)."""
+    main()
 
 
 def data_main(args: list[str] | None = None) -> int:

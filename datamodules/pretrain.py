@@ -1,0 +1,314 @@
+"""The pretraining data: a weighted mixture of shard sets -> in-context pairs -> coloured, augmented canvases.
+
+    data = PretrainDataModule(sources=[ShardSource("shards/ade20k", weight=0.25, task="semantic"), ...])
+
+Per rank and DataLoader worker (seggpt_paper_facts.md §3-4, DESIGN.md "data flow"):
+
+    shards of source i (rank_shards: this rank's share, resampled forever, shuffled)
+      --mixed_stream(weights)--> samples --PairSampler--> pairs
+      --PairTransform (crops, flip, jitter, random colouring, patch mask), or with probability `mix_prob`
+        PairTransform.mixed over `mix_pairs` semantic pairs of one source (mix-context)--> examples
+      --collate--> InContextBatch (uint8 canvases; normalised on the accelerator by the module)
+
+Everything random in a worker is seeded by `worker_seed(seed, rank, worker, epoch)`, where the epoch is the
+loader's pass counter; it is part of the loader's state, so `--ckpt_path last` goes on with fresh passes
+instead of replaying the first. Every rank yields exactly `batches_per_epoch` batches per epoch, whatever its
+shard count (no DDP hang). Each batch carries its worker's running counts (`stats`): pairs by kind (the
+realised partner rate), mix-context examples, and skipped samples per source, which the module logs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import webdataset as wds
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, IterableDataset
+
+from datamodules.augment import PairTransform, collate
+from datamodules.fewshot import FewShotEpisodes, image_classes, plan_episodes
+from datamodules.pairing import Pair, PairSampler, worker_seed
+from datamodules.shards import (
+    EpochLoader,
+    MixedStream,
+    ShardReader,
+    SkipCounter,
+    _worker,
+    rank_shards,
+    sample_stream,
+    shard_urls,
+    with_epoch,
+)
+
+log = logging.getLogger(__name__)
+Task = Literal["semantic", "instance", "panoptic"]
+
+
+@dataclass
+class ShardSource:
+    """One shard set of the mixture.
+
+    Args:
+        path: a folder written by `seggpt-lab-data convert` (DIR/SOURCE, read through its
+            `<split>-index.json`), an index file, or a webdataset URL pattern such as
+            `https://host/ade20k/train-{000000..000099}.tar` or `pipe:aws s3 cp s3://.../x.tar -`.
+        weight: relative sampling weight (> 0); the mixture draws source i with probability w_i / sum(w).
+        task: pair the samples as this task (for example "instance" for a panoptic source); None: the
+            task in each sample's metadata.
+        split: the split to read from a folder.
+        name: for logs; default: the folder's name.
+        convert: when `path` is a folder without the split's index, convert it first (rank 0, in
+            `prepare_data`): `{"source": NAME, "root": ..., **source arguments}`, e.g.
+            `{"source": "synthetic", "samples": 4000, "size": 64}`.
+    """
+
+    path: str
+    weight: float = 1.0
+    task: Task | None = None
+    split: str = "train"
+    name: str | None = None
+    convert: dict[str, Any] | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or Path(self.path.split("{")[0].rstrip("/")).name or self.path
+
+    def is_url(self) -> bool:
+        return "{" in self.path or "://" in self.path or self.path.startswith("pipe:")
+
+    def index_file(self) -> Path:
+        path = Path(self.path)
+        return path if path.suffix == ".json" else path / f"{self.split}-index.json"
+
+    def urls(self) -> list[str]:
+        """The shard URLs, checked: a one-line error naming the path when nothing is there."""
+        if self.is_url():
+            urls = wds.shardlists.expand_urls(self.path)
+            local = [u for u in urls if "://" not in u and not u.startswith("pipe:")]
+            missing = [u for u in local if not Path(u).is_file()]
+            if not urls or missing:
+                raise FileNotFoundError(f"source {self.label}: the pattern {self.path} matches no shard"
+                                        + (f" ({len(missing)} of {len(urls)} missing, first {missing[0]})" if missing
+                                           else ""))
+            return urls
+        index = self.index_file()
+        if not index.is_file():
+            raise FileNotFoundError(f"source {self.label}: {index} does not exist; convert the dataset first "
+                                    f"(seggpt-lab-data convert SOURCE --split {self.split} --out ...) or give "
+                                    "`convert` in the source's config")
+        urls = shard_urls(index)
+        missing = [u for u in urls if not Path(u).is_file()]
+        if not urls or missing:
+            raise FileNotFoundError(f"source {self.label}: {index} lists {len(urls)} shards"
+                                    + (f", {len(missing)} missing (first {missing[0]})" if missing else ""))
+        return urls
+
+    def ensure_converted(self) -> None:
+        """Run the configured conversion when the split's index is missing (a no-op otherwise)."""
+        if self.convert is None or self.is_url() or self.index_file().is_file():
+            return
+        from datamodules.convert import convert
+        from datamodules.sources import get_source
+
+        spec = dict(self.convert)
+        name = spec.pop("source", None)
+        if name is None:
+            raise ValueError(f"source {self.label}: `convert` needs a `source` key (a seggpt-lab-data source name)")
+        folder = Path(self.path)
+        if folder.name != name:
+            raise ValueError(f"source {self.label}: converted shards land in OUT/{name}; set path to .../{name}")
+        log.info("converting %s (%s) into %s", name, self.split, folder)
+        convert(get_source(name)(spec.pop("root", None), self.split, **spec), folder.parent)
+
+
+@dataclass
+class _Stream:
+    """What a worker needs to read one source: picklable, built per rank in `setup`."""
+
+    name: str
+    urls: list[str]
+    weight: float
+    task: Task | None
+    skips: SkipCounter = field(default_factory=SkipCounter)
+
+
+class PretrainStream(IterableDataset):
+    """One rank's endless stream of training examples (dicts for `collate`); see the module docstring."""
+
+    def __init__(self, streams: list[_Stream], transform: PairTransform, sampler: PairSampler, seed: int, rank: int,
+                 shuffle: int, mix_prob: float, mix_pairs: int) -> None:
+        super().__init__()
+        self.streams, self.transform, self.sampler = streams, transform, sampler
+        self.seed, self.rank, self.shuffle = seed, rank, shuffle
+        self.mix_prob, self.mix_pairs = mix_prob, mix_pairs
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _samples(self, index: int, stream: _Stream) -> Iterator:
+        # every source its own seed: the same base seed would shuffle equal-sized sources alike
+        samples = sample_stream(stream.urls, self.seed + 1 + index, resampled=True, shuffle=self.shuffle,
+                                handler=stream.skips, rank=self.rank)
+        samples.set_epoch(self.epoch)
+        for sample in samples:
+            if stream.task is not None:
+                sample.meta["task"] = stream.task  # our own freshly decoded sample: no one else holds it
+            yield sample
+
+    def __iter__(self) -> Iterator[dict]:
+        worker, _ = _worker()
+        mixture = MixedStream([_Iterable(self._samples, i, s) for i, s in enumerate(self.streams)],
+                              [s.weight for s in self.streams], self.seed, self.rank)
+        mixture.epoch = self.epoch
+        sampler = self.sampler.for_worker(self.rank, worker, self.epoch)
+        rng = np.random.default_rng([worker_seed(self.seed, self.rank, worker, self.epoch), 1])
+        pending: dict[str, list[Pair]] = {}  # source -> semantic pairs waiting for a mix-context group
+        counts = {"examples": 0, "mixed": 0}
+        for pair in sampler.pairs(mixture):
+            if pair.label == "sem" and self.mix_prob > 0 and rng.random() < self.mix_prob:
+                group = pending.setdefault(pair.query.key.split("__")[0], [])
+                group.append(pair)
+                if len(group) < self.mix_pairs:
+                    continue
+                example = self.transform.mixed(group, rng)
+                group.clear()
+                counts["mixed"] += 1
+            else:
+                example = self.transform(pair, rng)
+            counts["examples"] += 1
+            example["stats"] = self._stats(worker, sampler, counts)
+            yield example
+
+    def _stats(self, worker: int, sampler: PairSampler, counts: dict[str, int]) -> dict[str, float]:
+        stats = {f"pairs/{k}": v for k, v in sampler.stats().items()}
+        stats.update({f"data/{k}": v for k, v in counts.items()})
+        stats.update({f"skipped/{s.name}": s.skips.total for s in self.streams})
+        return {"worker": worker, **stats}
+
+
+class _Iterable(IterableDataset):
+    """A bound generator method as a re-iterable dataset, for MixedStream."""
+
+    def __init__(self, make, *args) -> None:
+        super().__init__()
+        self.make, self.args = make, args
+
+    def __iter__(self) -> Iterator:
+        return self.make(*self.args)
+
+
+class PretrainDataModule(LightningDataModule):
+    """SegGPT's pretraining data (paper §3-4) from shard sets, and one-shot episodes for validation.
+
+    Args:
+        sources: the mixture; see `ShardSource`. The paper's weights are in recipes/pretrain_vit_l.yaml.
+        val: a shard set for validation episodes (one-shot, classes drawn uniformly); None: no validation.
+        size: (h, w) of one view; the canvas is (2h, w). Paper: 448 x 448.
+        patch_size: the model's patch size (for the patch mask grid).
+        batch_size: pairs per batch per rank (before gradient accumulation).
+        num_workers: DataLoader processes per rank; each reads every source's shards of this rank.
+        batches_per_epoch: batches every rank yields per epoch (an epoch is a logging and validation unit).
+        seed: seeds every worker's stream as (seed, rank, worker, pass).
+        self_prob: probability that a semantic sample is paired with a view of itself (paper: 0.5).
+        instance_prob: probability that a panoptic sample is paired by instance rather than by category.
+        buffer_size, per_class: the partner buffer: samples held in all, and per class.
+        shuffle: sample shuffle buffer per source and worker.
+        scale: random resized crop area range.
+        jitter: colour jitter strength (0: off); flip: horizontal flips.
+        mask: "painter" (block-wise, half the patches; the query half with probability `query_half_prob`)
+            or "query" (always the query half).
+        max_ids: at most this many categories or instances coloured per example.
+        mix_prob: probability that a semantic pair goes into a mix-context example instead of its own.
+        mix_pairs: pairs per mix-context example.
+        val_episodes: validation episodes; val_min_pixels: smallest class area for an episode.
+        val_classes: class ids to validate on; None: every class in `val`.
+        pin_memory: page-locked batches, for GPU training.
+    """
+
+    def __init__(
+        self,
+        sources: list[ShardSource],
+        val: ShardSource | None = None,
+        size: tuple[int, int] = (448, 448),
+        patch_size: int = 16,
+        batch_size: int = 8,
+        num_workers: int = 4,
+        batches_per_epoch: int = 1000,
+        seed: int = 0,
+        self_prob: float = 0.5,
+        instance_prob: float = 0.5,
+        buffer_size: int = 256,
+        per_class: int = 16,
+        shuffle: int = 500,
+        scale: tuple[float, float] = (0.3, 1.0),
+        jitter: float = 0.4,
+        flip: bool = True,
+        mask: Literal["painter", "query"] = "painter",
+        query_half_prob: float = 0.1,
+        max_ids: int | None = None,
+        mix_prob: float = 0.0,
+        mix_pairs: int = 2,
+        val_episodes: int = 200,
+        val_min_pixels: int = 16,
+        val_classes: list[int] | None = None,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        if not sources:
+            raise ValueError("data.sources: the mixture needs at least one shard source")
+        for i, source in enumerate(sources):
+            if not source.weight > 0:
+                raise ValueError(f"data.sources[{i}] ({source.label}): weight must be > 0, got {source.weight}")
+        if batch_size < 1 or num_workers < 0 or batches_per_epoch < 1 or mix_pairs < 2 or not 0 <= mix_prob <= 1:
+            raise ValueError("data: need batch_size >= 1, num_workers >= 0, batches_per_epoch >= 1, mix_pairs >= 2 "
+                             f"and 0 <= mix_prob <= 1; got {batch_size}, {num_workers}, {batches_per_epoch}, "
+                             f"{mix_pairs}, {mix_prob}")
+        self.save_hyperparameters()
+        self.sources, self.val = list(sources), val
+        # built here, so that a wrong setting fails at configuration time, before any worker starts
+        self.transform = PairTransform(size, scale, jitter, flip, mask, query_half_prob, patch_size, max_ids)
+        self.sampler = PairSampler(self_prob, buffer_size, seed, instance_prob, per_class)
+        self.dataset: PretrainStream | None = None
+        self.val_dataset: FewShotEpisodes | None = None
+        self.class_ids: list[int] = []  # the validation classes, set by setup
+        self._loader: EpochLoader | None = None
+
+    def prepare_data(self) -> None:
+        for source in [*self.sources, *([self.val] if self.val else [])]:
+            source.ensure_converted()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.dataset is not None:
+            return
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        hp = self.hparams
+        streams = [_Stream(s.label, rank_shards(s.urls(), rank, world), s.weight, s.task, SkipCounter(s.label))
+                   for s in self.sources]
+        self.dataset = PretrainStream(streams, self.transform, self.sampler, hp.seed, rank, hp.shuffle,
+                                      hp.mix_prob, hp.mix_pairs)
+        if self.val is not None:
+            reader = ShardReader(self.val.index_file())
+            present = image_classes(reader, hp.val_classes, hp.val_min_pixels)
+            plan, _ = plan_episodes(present, 1, hp.val_episodes, "class_uniform", hp.seed, hp.val_classes)
+            self.val_dataset = FewShotEpisodes(reader, plan)
+            self.class_ids = list(hp.val_classes) if hp.val_classes else sorted({e.class_id for e in plan})
+
+    def train_dataloader(self) -> EpochLoader:
+        if self._loader is None:  # one loader for the whole run: its pass counter seeds the epochs
+            hp = self.hparams
+            self._loader = with_epoch(self.dataset, hp.batches_per_epoch, hp.batch_size, num_workers=hp.num_workers,
+                                      collate_fn=collate, pin_memory=hp.pin_memory,
+                                      prefetch_factor=4 if hp.num_workers else None)
+        return self._loader
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_dataset is None:
+            return []
+        return DataLoader(self.val_dataset, batch_size=None, num_workers=min(self.hparams.num_workers, 2))
+

@@ -1,0 +1,150 @@
+"""The pretraining DataModule: sources, on-demand conversion, batches, pairing and mix-context rates, seeding."""
+
+from __future__ import annotations
+
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from datamodules.convert import convert
+from datamodules.pretrain import PretrainDataModule, ShardSource
+from datamodules.sources.synthetic import Synthetic
+
+SIZE = (32, 32)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """120 synthetic train scenes (32 px) in 3 shards, 40 val scenes in 1."""
+    out = tmp_path_factory.mktemp("pretrain")
+    convert(Synthetic(None, "train", samples=120, size=32), out, shard_size=40, progress=False)
+    convert(Synthetic(None, "val", samples=40, size=32), out, shard_size=40, progress=False)
+    return out / "synthetic"
+
+
+def _data(shards: Path, **kw) -> PretrainDataModule:
+    kw = {"size": SIZE, "patch_size": 8, "batch_size": 4, "num_workers": 0, "batches_per_epoch": 5, **kw}
+    source = {"path": str(shards), **kw.pop("source", {})}
+    data = PretrainDataModule([ShardSource(**source)], **kw)
+    data.setup("fit")
+    return data
+
+
+def _examples(data: PretrainDataModule, n: int) -> list[dict]:
+    return list(islice(iter(data.dataset), n))
+
+
+def test_batches_have_the_documented_types(shards: Path) -> None:
+    data = _data(shards, val=ShardSource(str(shards), split="val"), val_episodes=6)
+    batches = list(data.train_dataloader())
+    assert len(batches) == 5
+    batch = batches[0]
+    assert batch["image_canvas"].shape == (4, 3, 64, 32) and batch["image_canvas"].dtype == torch.uint8
+    assert batch["target_canvas"].shape == (4, 3, 64, 32) and batch["target_canvas"].dtype == torch.uint8
+    assert batch["valid"].shape == (4, 1, 64, 32) and batch["valid"].dtype == torch.float32
+    assert batch["bool_masked_pos"].shape == (4, 32) and batch["bool_masked_pos"].dtype == torch.bool
+    assert batch["seg_type"].shape == (4,) and set(batch["seg_type"].tolist()) <= {0, 1}
+    assert batch["stats"]["data/examples"] >= 4 and "skipped/synthetic" in batch["stats"]
+    episodes = list(data.val_dataloader())
+    assert len(episodes) == 6 and set(data.class_ids) >= {e["class_id"] for e in episodes}
+
+
+def test_realised_partner_rate_follows_self_prob(shards: Path) -> None:
+    data = _data(shards, source={"task": "semantic"}, self_prob=0.5, mix_prob=0.0)
+    stats = _examples(data, 600)[-1]["stats"]
+    semantic = stats["pairs/self"] + stats["pairs/partner"] + stats["pairs/fallback"]
+    assert semantic == 600 and stats["pairs/instance"] == 0
+    assert 0.42 <= stats["pairs/partner_rate"] <= 0.58  # 1 - self_prob, less a few cold-buffer fallbacks
+    only_self = _data(shards, source={"task": "semantic"}, self_prob=1.0)
+    assert _examples(only_self, 50)[-1]["stats"]["pairs/partner"] == 0
+
+
+def test_task_override_pairs_panoptic_data_as_instances(shards: Path) -> None:
+    data = _data(shards, source={"task": "instance"})
+    examples = _examples(data, 40)
+    assert all(e["seg_type"] == 1 for e in examples)
+    assert examples[-1]["stats"]["pairs/self"] == 0
+
+
+def test_mix_context_rate_and_shared_colours(shards: Path) -> None:
+    data = _data(shards, source={"task": "semantic"}, mix_prob=0.5, mix_pairs=2, max_ids=1)
+    examples = _examples(data, 300)
+    stats = examples[-1]["stats"]
+    # a mixed example consumes mix_pairs pairs: with p = 0.5 and 2 pairs each, a third of the examples are mixed
+    assert 0.25 <= stats["data/mixed"] / stats["data/examples"] <= 0.42
+    for e in examples:  # one colour mapping per example, mixed or not: with max_ids 1, one colour at most
+        target = e["target_canvas"].reshape(3, -1).T
+        colours = {tuple(c) for c in np.unique(target, axis=0).tolist()} - {(0, 0, 0)}
+        assert len(colours) <= 1
+
+
+def test_stream_is_deterministic_by_seed_and_pass(shards: Path) -> None:
+    first = next(iter(_data(shards, seed=3).train_dataloader()))
+    again = next(iter(_data(shards, seed=3).train_dataloader()))
+    other = next(iter(_data(shards, seed=4).train_dataloader()))
+    assert torch.equal(first["image_canvas"], again["image_canvas"])
+    assert not torch.equal(first["image_canvas"], other["image_canvas"])
+    loader = _data(shards, seed=3).train_dataloader()
+    list(loader)
+    second_pass = next(iter(loader))  # pass 1: seeded differently from pass 0
+    assert loader.state_dict() == {"passes": 2}
+    assert not torch.equal(first["image_canvas"], second_pass["image_canvas"])
+    resumed = _data(shards, seed=3).train_dataloader()
+    resumed.load_state_dict({"passes": 1})  # what a checkpoint saved after the first pass restores
+    assert torch.equal(next(iter(resumed))["image_canvas"], second_pass["image_canvas"])
+
+
+def test_ranks_get_disjoint_shards_and_equal_batches(shards: Path) -> None:
+    class Trainer:  # what setup reads of a trainer
+        world_size = 2
+
+        def __init__(self, rank: int) -> None:
+            self.global_rank = rank
+
+    urls, counts = [], []
+    for rank in (0, 1):
+        data = PretrainDataModule([ShardSource(str(shards))], size=SIZE, patch_size=8, batch_size=2, num_workers=0,
+                                  batches_per_epoch=3)
+        data.trainer = Trainer(rank)
+        data.setup("fit")
+        urls.append(set(data.dataset.streams[0].urls))
+        counts.append(len(list(data.train_dataloader())))
+    assert urls[0].isdisjoint(urls[1]) and len(urls[0] | urls[1]) == 3  # 3 shards: 2 + 1
+    assert counts == [3, 3]
+
+
+def test_configuration_errors_name_the_problem(tmp_path: Path, shards: Path) -> None:
+    with pytest.raises(ValueError, match=r"sources\[0\].*weight must be > 0"):
+        PretrainDataModule([ShardSource(str(shards), weight=0)])
+    with pytest.raises(ValueError, match="at least one shard source"):
+        PretrainDataModule([])
+    missing = PretrainDataModule([ShardSource(str(tmp_path / "nothing"))], num_workers=0)
+    with pytest.raises(FileNotFoundError, match=r"nothing/train-index.json does not exist; convert"):
+        missing.setup("fit")
+    pattern = PretrainDataModule([ShardSource(str(tmp_path / "x-{000000..000002}.tar"))], num_workers=0)
+    with pytest.raises(FileNotFoundError, match=r"matches no shard \(3 of 3 missing"):
+        pattern.setup("fit")
+    with pytest.raises(ValueError, match="mask must be"):
+        PretrainDataModule([ShardSource(str(shards))], mask="everything")
+
+
+def test_url_pattern_reads_the_shards(shards: Path) -> None:
+    data = _data(shards, source={"path": str(shards / "train-{000000..000002}.tar")})
+    assert len(data.dataset.streams[0].urls) == 3
+    assert len(_examples(data, 5)) == 5
+
+
+def test_missing_shards_are_converted_on_demand(tmp_path: Path) -> None:
+    folder = tmp_path / "synthetic"
+    source = ShardSource(str(folder), convert={"source": "synthetic", "samples": 12, "size": 32})
+    data = PretrainDataModule([source], size=SIZE, patch_size=8, batch_size=2, num_workers=0, batches_per_epoch=2)
+    data.prepare_data()
+    assert (folder / "train-index.json").is_file()
+    data.setup("fit")
+    assert len(list(data.train_dataloader())) == 2
+    wrong = ShardSource(str(tmp_path / "elsewhere"), convert={"source": "synthetic"})
+    with pytest.raises(ValueError, match=r"OUT/synthetic"):
+        wrong.ensure_converted()
