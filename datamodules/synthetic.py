@@ -170,6 +170,9 @@ class SyntheticScenes:
         scale: range of object radii as fractions of `size`.
         min_visible: each object keeps at least this fraction of its pixels after the objects in front
             of it are painted; a placement that would hide more is redrawn.
+        clouds: strength of the background's gradient and colour clouds (1: the full mottling described in
+            `_background`; 0: one flat colour). Lower values make objects stand out: an easier world for
+            models trained from scratch in minutes.
         noise: standard deviation of per-pixel grain, in 8-bit levels. Off by default: grain is nearly
             averaged away when images are downscaled for a small model, yet it makes PNGs twice as large
             (16 -> 35 KB at 128 px, noise 6); augmentation can add it at training time instead.
@@ -180,7 +183,7 @@ class SyntheticScenes:
 
     def __init__(self, size: int = 128, min_objects: int = 1, max_objects: int = 3,
                  categories: Sequence[str] = SEEN, scale: tuple[float, float] = (0.18, 0.33),
-                 min_visible: float = 0.5, noise: float = 0.0, seed: int = 0) -> None:
+                 min_visible: float = 0.5, clouds: float = 1.0, noise: float = 0.0, seed: int = 0) -> None:
         unknown = [c for c in categories if c not in _IDS]
         if unknown:
             raise ValueError(f"unknown categories {unknown}; choose from {list(_IDS)}")
@@ -192,11 +195,14 @@ class SyntheticScenes:
             raise ValueError(f"scale must satisfy 0 < low <= high <= 0.5, got {scale}")
         if not 0 < min_visible <= 1:  # above 0, every object keeps pixels, so every instance id is in ins
             raise ValueError(f"min_visible must lie in (0, 1], got {min_visible}")
+        if not 0 <= clouds <= 1:
+            raise ValueError(f"clouds must lie in [0, 1], got {clouds}")
         if size < 16:
             raise ValueError(f"size must be at least 16 pixels, got {size}")
         self.size, self.min_objects, self.max_objects = size, min_objects, max_objects
         self.categories = tuple(_IDS[c] for c in categories)
         self.scale, self.min_visible, self.noise, self.seed = scale, min_visible, noise, seed
+        self.clouds = clouds
 
     def rng(self, index: int) -> np.random.Generator:
         """The generator that draws sample `index`."""
@@ -283,8 +289,9 @@ class SyntheticScenes:
         coarse, fine = int(rng.integers(3, 7)), int(rng.integers(12, 24))
         t = np.linspace(-1, 1, coarse)
         gradient = np.cos(direction) * t[None, :] + np.sin(direction) * t[:, None]  # (coarse, coarse)
-        grid = base + slope * gradient[..., None] + rng.uniform(-40, 40, (coarse, coarse, 3))
-        grid = _enlarge(grid, fine) + rng.uniform(-20, 20, (fine, fine, 3))
+        c = self.clouds  # the draws are the same whatever the strength, so scenes differ only in their background
+        grid = base + c * slope * gradient[..., None] + c * rng.uniform(-40, 40, (coarse, coarse, 3))  # c=1: as before
+        grid = _enlarge(grid, fine) + c * rng.uniform(-20, 20, (fine, fine, 3))
         return _enlarge(grid, self.size).astype(np.float32)
 
 

@@ -6,23 +6,31 @@ The one place that imports both packages; it owns nothing but wiring.
 from __future__ import annotations
 
 import os
+import sys
 
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
+
+from seggpt_lab.callbacks import SaveConfig
 
 
 def main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
     """`seggpt-lab fit|validate|test|predict --config recipes/....yaml`; tests and notebooks call `main([...])`."""
     os.environ.setdefault("WANDB_MODE", "offline")  # W&B runs stay local unless the user says otherwise
-    return LightningCLI(
+    cli = LightningCLI(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         args=args,
         run=run,
+        save_config_callback=SaveConfig,
         save_config_kwargs={"overwrite": True},
     )
+    wandb = sys.modules.get("wandb")
+    if run and wandb is not None and wandb.run is not None:
+        wandb.finish()  # one W&B run per command, also when main() runs again in one process (notebooks, tests)
+    return cli
 
 
 def entry() -> None:
@@ -37,7 +45,6 @@ def data_main(args: list[str] | None = None) -> int:
     documented `--shard-size`, `--workers`, `--skip-bad`.
     """
     import argparse
-    import sys
 
     from datamodules.contact_sheet import inspect
     from datamodules.convert import BadSampleError, convert

@@ -1,7 +1,7 @@
 """The quickstart's evaluation: one-shot episodes on new synthetic scenes, the model against trivial baselines.
 
     seggpt-lab fit --config recipes/quickstart.yaml
-    python -m seggpt_lab.quickstart --checkpoint outputs/quickstart/checkpoints/last.ckpt
+    python -m seggpt_lab.quickstart --config recipes/quickstart.yaml [--checkpoint PATH]
 
 Two episode sets of one-shot segmentation (prompt: another image holding the category, painted in one
 colour; the task: that category in the query): new images of the training categories (`val`) and the
@@ -13,6 +13,8 @@ mIoU (x100) for the model and for predictors that do not read the prompt's categ
 - oracle_all_objects: every object pixel of the query whatever its category, an upper bound for a model
   that finds objects but ignores which one the prompt shows.
 
+The world is the recipe's: the validation source's folder and generator settings (`data.init_args.val`,
+with its `convert` spec) give the `val` episodes and, with the split changed, the `heldout` ones.
 Writes `results.json` (`miou`, `heldout_categories_miou`, `baselines`, `oracle_all_objects_miou`, the same for
 the held-out set, the ratio to the best baseline), prediction pictures and the training loss curve.
 """
@@ -26,6 +28,7 @@ import math
 from pathlib import Path
 
 import torch
+import yaml
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
@@ -42,16 +45,34 @@ from seggpt_lab.modules.evaluate import picture
 PREDICTORS = ("model", "copy_prompt", "all_background", "all_foreground", "oracle_all_objects")
 
 
-def episodes(shards: Path, split: str, count: int, size: int, samples: int, seed: int = 0) -> FewShotEpisodes:
-    """`count` one-shot episodes (a class drawn uniformly, then query and prompt) of a synthetic split."""
-    index = shards / "synthetic" / f"{split}-index.json"
+def world(recipe: str | Path) -> tuple[Path, dict]:
+    """The recipe's synthetic validation world: (DIR/synthetic, generator settings such as size and clouds)."""
+    config = yaml.safe_load(Path(recipe).read_text())
+    try:
+        val = config["data"]["init_args"]["val"]
+        spec = dict(val["convert"])
+    except (KeyError, TypeError):
+        raise ValueError(f"{recipe}: data.init_args.val needs a path and a synthetic `convert` spec") from None
+    if spec.pop("source", None) != "synthetic":
+        raise ValueError(f"{recipe}: the quickstart evaluates on synthetic scenes; data.init_args.val.convert.source "
+                         "must be synthetic")
+    spec.pop("samples", None)  # each episode set generates its own number of scenes
+    return Path(val["path"]), spec
+
+
+def episodes(folder: Path, split: str, count: int, spec: dict, samples: int = 300, seed: int = 0
+             ) -> FewShotEpisodes:
+    """`count` one-shot episodes (a class drawn uniformly, then query and prompt) of a synthetic split,
+    generated into `folder` (DIR/synthetic) with the generator settings `spec` when missing."""
+    index = folder / f"{split}-index.json"
     if not index.is_file():
-        convert(Synthetic(None, split, samples=samples, size=size), shards)
+        convert(Synthetic(None, split, samples=samples, **spec), folder.parent, progress=False)
     reader = ShardReader(index)
     plan, _ = plan_episodes(image_classes(reader, min_pixels=16), 1, count, "class_uniform", seed)
     return FewShotEpisodes(reader, plan)
 
 
+@torch.inference_mode()
 def evaluate(model, dataset: FewShotEpisodes, label: str, pictures: Path | None = None, num_pictures: int = 8
              ) -> dict[str, float]:
     """mIoU of every predictor over the episodes of `dataset`."""
@@ -107,18 +128,17 @@ def loss_curve(metrics_csv: Path, out: Path, key: str = "train/loss", size: tupl
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="recipes/quickstart.yaml", help="the recipe the model was trained with")
     parser.add_argument("--checkpoint", default="outputs/quickstart/checkpoints/last.ckpt")
-    parser.add_argument("--shards", default="shards/quickstart", help="the quickstart's shard root")
     parser.add_argument("--output", default="outputs/quickstart")
     parser.add_argument("--episodes", type=int, default=300, help="episodes per set")
-    parser.add_argument("--size", type=int, default=64, help="scene size, when a split must be generated")
     opts = parser.parse_args(argv)
+    folder, spec = world(opts.config)
     out = Path(opts.output)
-    torch.set_grad_enabled(False)
     model = load_pretrained(opts.checkpoint).eval()
     scores = {}
     for split in ("val", "heldout"):
-        data = episodes(Path(opts.shards), split, opts.episodes, opts.size, samples=300)
+        data = episodes(folder, split, opts.episodes, spec)
         scores[split] = evaluate(model, data, split, out / "pictures")
     seen, held = scores["val"], scores["heldout"]
     baselines = {k: seen[k] for k in ("copy_prompt", "all_background", "all_foreground")}

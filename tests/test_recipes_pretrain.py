@@ -23,6 +23,7 @@ RECIPES = REPO / "recipes"
 # recipe -> the --config files that make it; override files come after their base
 COMPOSITIONS = {
     "quickstart.yaml": ["quickstart.yaml"],
+    "quickstart_gpu.yaml": ["quickstart.yaml", "quickstart_gpu.yaml"],
     "pretrain_vit_l.yaml": ["pretrain_vit_l.yaml"],
     "pretrain_vit_l_fsdp.yaml": ["pretrain_vit_l.yaml", "pretrain_vit_l_fsdp.yaml"],
 }

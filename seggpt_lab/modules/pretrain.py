@@ -124,6 +124,7 @@ class PretrainModule(LightningModule):
         self.val_metric: FewShotIoU | None = None
         self._worker_stats: dict[int, dict[str, float]] = {}
         self._last_batch_end: float | None = None
+        self.picture_dir: Path | None = None  # set in setup
 
     # --- optimisation ---
 
@@ -215,10 +216,11 @@ class PretrainModule(LightningModule):
 
     # --- pictures ---
 
-    def picture_dir(self) -> Path:
-        if self.hparams.output_dir:
-            return Path(self.hparams.output_dir) / "pictures"
-        return Path(self.trainer.log_dir or self.trainer.default_root_dir) / "pictures"
+    def setup(self, stage: str) -> None:
+        # resolved here, on every rank: `trainer.log_dir` is a collective under DDP, so the rank-zero-only
+        # picture writer must not ask for it
+        root = self.hparams.output_dir or self.trainer.log_dir or self.trainer.default_root_dir
+        self.picture_dir = Path(root) / "pictures"
 
     @rank_zero_only
     def _picture(self, batch: InContextBatch, pred: torch.Tensor) -> None:
@@ -237,7 +239,7 @@ class PretrainModule(LightningModule):
         tiles = torch.cat(rows, dim=-2).clamp(0, 1)
         picture = Image.fromarray((tiles * 255).round().byte().permute(1, 2, 0).cpu().numpy())
         picture = grid([picture], height=max(picture.height, 96 * n))
-        folder = self.picture_dir()
+        folder = self.picture_dir
         folder.mkdir(parents=True, exist_ok=True)
         picture.save(folder / f"step-{self.global_step:07d}.png")
         for logger in self.loggers:

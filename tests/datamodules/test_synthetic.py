@@ -149,6 +149,7 @@ def test_held_out_categories_never_appear_among_seen_ones_and_all_appear_when_as
     ({"scale": (0.3, 0.6)}, "scale must satisfy"),
     ({"min_visible": 0.0}, "min_visible must lie in (0, 1]"),
     ({"size": 8}, "size must be at least 16"),
+    ({"clouds": 1.5}, "clouds must lie in [0, 1]"),
 ])
 def test_bad_arguments_are_refused_with_a_message_naming_them(kwargs, message):
     with pytest.raises(ValueError) as error:
@@ -162,3 +163,14 @@ def test_grain_changes_pixels_but_not_labels():
     np.testing.assert_array_equal(plain.ins, grainy.ins)
     difference = grainy.rgb.astype(float) - plain.rgb
     assert 5 < difference.std() < 10
+
+
+def test_clouds_scale_the_background_mottling_and_leave_the_objects():
+    default, full, flat, soft = (SyntheticScenes(**kw).scene(5) for kw in ({}, {"clouds": 1.0}, {"clouds": 0.0},
+                                                                             {"clouds": 0.3}))
+    np.testing.assert_array_equal(default.rgb, full.rgb)  # strength 1 is the world as it was
+    np.testing.assert_array_equal(flat.sem, default.sem)
+    background = flat.sem == 0
+    assert len(np.unique(flat.rgb[background], axis=0)) == 1  # one flat colour
+    spread = [s.rgb[background].astype(float).std(axis=0).mean() for s in (soft, default)]
+    assert 0 < spread[0] < 0.5 * spread[1]

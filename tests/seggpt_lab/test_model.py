@@ -51,6 +51,20 @@ def test_bad_sizes_are_rejected_with_a_message():
         create_model("seggpt_vit_huge")
 
 
+def test_initialisations_scale_the_linears_as_documented():
+    torch.manual_seed(0)
+    official, xavier = SegGPT(**TINY), SegGPT(**TINY, init="xavier")
+    for name in ("blocks.0.attn.qkv.weight", "blocks.4.mlp.fc2.weight", "decoder_embed.weight"):
+        a, b = official.get_parameter(name), xavier.get_parameter(name)
+        fan_out, fan_in = b.shape
+        assert a.std().item() == pytest.approx(0.02, rel=0.1)  # timm cuts at +-2 absolute: a plain normal here
+        assert b.std().item() == pytest.approx((2 / (fan_in + fan_out)) ** 0.5, rel=0.1)  # Glorot's variance
+        assert b.abs().max() <= (6 / (fan_in + fan_out)) ** 0.5
+    assert torch.equal(xavier.blocks[0].attn.qkv.bias, torch.zeros(3 * 32))
+    with pytest.raises(ValueError, match="init must be"):
+        SegGPT(**TINY, init="kaiming")
+
+
 def test_query_mask_covers_exactly_the_bottom_half():
     model = tiny()
     mask = model.query_mask(3)

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
+from datamodules.convert import convert
+from datamodules.sources.synthetic import Synthetic
+from seggpt_lab.callbacks import CONFIG_FILE
 from seggpt_lab.cli import main
 from seggpt_lab.model import SegGPT
 from seggpt_lab.modules.pretrain import PretrainModule, layer_id, param_groups, warmup_cosine
+from tests.conftest import REPO
 from tests.seggpt_lab.modules.pretrain_runs import QUICKSTART, overrides
 
 
@@ -119,3 +128,51 @@ def test_resume_from_last_continues_step_schedule_optimiser_and_data(tmp_path: P
     assert _loader_state(resumed) == _loader_state(reference) == [{"passes": 2}]
     for key, value in reference["state_dict"].items():
         torch.testing.assert_close(resumed["state_dict"][key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_wandb_runs_store_config_and_pictures_and_share_a_folder(tmp_path: Path, monkeypatch) -> None:
+    """Two offline W&B runs in one folder: neither crashes, each keeps the resolved config and the prediction grids."""
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # the CLI's default must make the run offline by itself
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    shards = tmp_path / "shards" / "synthetic"
+    for run in ("one", "two"):
+        main(["fit", "--config", QUICKSTART, "--config", str(overrides(tmp_path / run, shards, 2)),
+              "--trainer.logger", "lightning.pytorch.loggers.WandbLogger",
+              "--trainer.logger.init_args.save_dir", str(tmp_path / "wb"),
+              "--trainer.logger.init_args.project", "test", "--model.init_args.lr", "0.002"])
+    runs = sorted((tmp_path / "wb" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2
+    for run in runs:
+        files = run / "files"
+        saved = yaml.safe_load((files / CONFIG_FILE).read_text())
+        assert saved["model"]["class_path"] == "seggpt_lab.modules.pretrain.PretrainModule"
+        assert saved["model"]["init_args"]["lr"] == 0.002
+        assert saved["data"]["init_args"]["batch_size"] == 2
+        assert len(list((files / "media" / "images" / "train").glob("predictions_*.png"))) == 1  # step 0 of 2
+
+
+def test_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
+    """`seggpt-lab fit` with DDP over gloo on 2 processes and two sources of uneven shard counts (3 and 5):
+    it finishes, the ranks read disjoint shards, and both hold the same weights after the steps."""
+    sources = []
+    for name, split, samples, size in (("a", "train", 60, 20), ("b", "heldout", 50, 10)):
+        convert(Synthetic(None, split, samples=samples, size=32), tmp_path / name, shard_size=size, progress=False)
+        sources.append({"path": str(tmp_path / name / "synthetic"), "split": split, "name": name})
+    out = tmp_path / "run"
+    config = overrides(out, tmp_path / "a" / "synthetic", 3, sources=sources, strategy="ddp", devices=2)
+    result = subprocess.run([sys.executable, "-m", "seggpt_lab.cli", "fit", "--config", QUICKSTART, "--config",
+                             str(config)], cwd=REPO, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((out / "probe" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [(r["world_size"], r["step"]) for r in ranks] == [(2, 3), (2, 3)]
+    for name, shards in (("a", 3), ("b", 5)):
+        first, second = (set(r["urls"][name]) for r in ranks)
+        assert first.isdisjoint(second) and len(first | second) == shards, name
+        assert {len(first), len(second)} == {shards // 2, shards - shards // 2}  # uneven: 2/1 and 3/2
+    start = [torch.load(out / "probe" / f"rank{r}-start.pt", weights_only=True) for r in (0, 1)]
+    end = [torch.load(out / "probe" / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for key, value in end[0].items():
+        assert torch.equal(value, end[1][key]), key  # DDP averaged the ranks' different gradients
+        assert torch.equal(start[0][key], start[1][key]), key
+    assert any(not torch.equal(end[0][k], start[0][k]) for k in end[0])  # and the weights did move
