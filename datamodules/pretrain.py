@@ -19,6 +19,7 @@ realised partner rate), mix-context examples, and skipped samples per source, wh
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -109,8 +110,20 @@ class ShardSource:
         return urls
 
     def ensure_converted(self) -> None:
-        """Run the configured conversion when the split's index is missing (a no-op otherwise)."""
-        if self.convert is None or self.is_url() or self.index_file().is_file():
+        """Run the configured conversion when the split's index is missing (a no-op otherwise).
+
+        The `convert` spec is recorded beside the index (`<split>-convert.json`); shards made with another
+        spec are refused with a one-line error instead of being trained on (a changed generator setting
+        would otherwise go unnoticed, and a re-run keeps finished shards whose items match).
+        """
+        if self.convert is None or self.is_url():
+            return
+        record = Path(self.path) / f"{self.split}-convert.json"
+        if self.index_file().is_file():
+            if record.is_file() and json.loads(record.read_text()) != self.convert:
+                raise ValueError(f"source {self.label}: {self.path} holds {self.split} shards converted with "
+                                 f"{record.read_text()}, not {json.dumps(self.convert)}; delete the folder to "
+                                 "convert again, or point path elsewhere")
             return
         from datamodules.convert import convert
         from datamodules.sources import get_source
@@ -124,6 +137,7 @@ class ShardSource:
             raise ValueError(f"source {self.label}: converted shards land in OUT/{name}; set path to .../{name}")
         log.info("converting %s (%s) into %s", name, self.split, folder)
         convert(get_source(name)(spec.pop("root", None), self.split, **spec), folder.parent)
+        record.write_text(json.dumps(self.convert))
 
 
 @dataclass

@@ -32,10 +32,9 @@ import yaml
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from datamodules.convert import convert
 from datamodules.fewshot import FewShotEpisodes, image_classes, plan_episodes
+from datamodules.pretrain import ShardSource
 from datamodules.shards import ShardReader
-from datamodules.sources.synthetic import Synthetic
 from seggpt_lab.canvas import IGNORE_LABEL
 from seggpt_lab.checkpoint import load_pretrained
 from seggpt_lab.inference import predict_labels
@@ -46,28 +45,24 @@ PREDICTORS = ("model", "copy_prompt", "all_background", "all_foreground", "oracl
 
 
 def world(recipe: str | Path) -> tuple[Path, dict]:
-    """The recipe's synthetic validation world: (DIR/synthetic, generator settings such as size and clouds)."""
+    """The recipe's synthetic validation world: (DIR/synthetic, its `convert` spec: source, samples, size...)."""
     config = yaml.safe_load(Path(recipe).read_text())
     try:
         val = config["data"]["init_args"]["val"]
         spec = dict(val["convert"])
     except (KeyError, TypeError):
         raise ValueError(f"{recipe}: data.init_args.val needs a path and a synthetic `convert` spec") from None
-    if spec.pop("source", None) != "synthetic":
+    if spec.get("source") != "synthetic":
         raise ValueError(f"{recipe}: the quickstart evaluates on synthetic scenes; data.init_args.val.convert.source "
                          "must be synthetic")
-    spec.pop("samples", None)  # each episode set generates its own number of scenes
     return Path(val["path"]), spec
 
 
-def episodes(folder: Path, split: str, count: int, spec: dict, samples: int = 300, seed: int = 0
-             ) -> FewShotEpisodes:
+def episodes(folder: Path, split: str, count: int, spec: dict, seed: int = 0) -> FewShotEpisodes:
     """`count` one-shot episodes (a class drawn uniformly, then query and prompt) of a synthetic split,
-    generated into `folder` (DIR/synthetic) with the generator settings `spec` when missing."""
-    index = folder / f"{split}-index.json"
-    if not index.is_file():
-        convert(Synthetic(None, split, samples=samples, **spec), folder.parent, progress=False)
-    reader = ShardReader(index)
+    generated into `folder` (DIR/synthetic) with the `convert` spec when missing, as training does."""
+    ShardSource(str(folder), split=split, convert=spec).ensure_converted()
+    reader = ShardReader(folder / f"{split}-index.json")
     plan, _ = plan_episodes(image_classes(reader, min_pixels=16), 1, count, "class_uniform", seed)
     return FewShotEpisodes(reader, plan)
 

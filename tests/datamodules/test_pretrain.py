@@ -148,3 +148,7 @@ def test_missing_shards_are_converted_on_demand(tmp_path: Path) -> None:
     wrong = ShardSource(str(tmp_path / "elsewhere"), convert={"source": "synthetic"})
     with pytest.raises(ValueError, match=r"OUT/synthetic"):
         wrong.ensure_converted()
+    source.ensure_converted()  # the same spec again: the shards are kept
+    changed = ShardSource(str(folder), convert={"source": "synthetic", "samples": 12, "size": 32, "clouds": 0.3})
+    with pytest.raises(ValueError, match=r"holds train shards converted with .*\"size\": 32}, not .*clouds.*delete"):
+        changed.ensure_converted()

@@ -17,7 +17,7 @@ def test_world_comes_from_the_recipes_validation_source(tmp_path: Path) -> None:
     folder, spec = world(QUICKSTART)
     val = yaml.safe_load(Path(QUICKSTART).read_text())["data"]["init_args"]["val"]
     assert folder == Path(val["path"])
-    assert spec == {k: v for k, v in val["convert"].items() if k not in ("source", "samples")}
+    assert spec == val["convert"]
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"data": {"init_args": {"val": {"path": "x", "convert": {"source": "davis"}}}}}))
     with pytest.raises(ValueError, match="must be synthetic"):
