@@ -192,6 +192,15 @@ def _read_hf_dir(path: Path) -> tuple[dict, dict]:
     return config, state
 
 
+def _read_file(path: Path) -> dict:
+    """One checkpoint file as loaded: a .safetensors file as {"model": tensors}, anything else through torch."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return {"model": load_file(path)}
+    return _torch_load(path)
+
+
 def read_checkpoint(path: str | Path) -> tuple[str, dict, dict[str, torch.Tensor]]:
     """Detect the format of `path`. Returns (format name, SegGPT kwargs, state dict with our names)."""
     path = Path(path)
@@ -201,12 +210,7 @@ def read_checkpoint(path: str | Path) -> tuple[str, dict, dict[str, torch.Tensor
         if not (path / HF_CONFIG).exists():
             raise CheckpointError(f"{path}: a directory without {HF_CONFIG} is not a Hugging Face checkpoint")
         return ("huggingface", *_read_hf_dir(path))
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        ckpt = {"model": load_file(path)}
-    else:
-        ckpt = _torch_load(path)
+    ckpt = _read_file(path)
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: expected a dict of tensors, got {type(ckpt).__name__}")
     if "seggpt_lab" in ckpt:  # ours: save_checkpoint
@@ -279,11 +283,7 @@ def initialize_from(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
     except CheckpointError:
         if path.is_dir() or not path.exists():
             raise
-        raw = _torch_load(path) if path.suffix != ".safetensors" else {}
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            raw = load_file(path)
+        raw = _read_file(path)
         state = raw.get("model", raw.get("state_dict", raw)) if isinstance(raw, dict) else {}
         prefix = next((k[: -len("patch_embed.proj.weight")] for k in state if k.endswith("patch_embed.proj.weight")),
                       None)

@@ -13,6 +13,7 @@ from seggpt_lab.checkpoint import (
     CheckpointError,
     export_huggingface,
     hf_key_map,
+    initialize_from,
     load_pretrained,
     save_checkpoint,
 )
@@ -131,6 +132,32 @@ def test_own_checkpoint_round_trip_keeps_architecture(tiny_pair, tmp_path):
     assert again.config == ours.config
     for (k, a), b in zip(ours.state_dict().items(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
+
+
+def test_initialize_from_a_timm_vit_and_from_a_seggpt_checkpoint(tiny_pair, tmp_path):
+    from safetensors.torch import save_file
+    from timm.models.vision_transformer import VisionTransformer
+
+    from seggpt_lab.model import SegGPT
+
+    ours = load_pretrained(tiny_pair[1])
+    fresh = SegGPT(**ours.config)
+    vit = VisionTransformer(img_size=48, patch_size=8, embed_dim=32, depth=6, num_heads=4, mlp_ratio=2.0)
+    save_file({f"encoder.{k}": v.contiguous() for k, v in vit.state_dict().items()}, tmp_path / "vit.safetensors")
+    report = initialize_from(fresh, tmp_path / "vit.safetensors")  # a prefix and a 6 x 6 position grid
+    assert torch.equal(fresh.blocks[5].mlp.fc2.weight, vit.blocks[5].mlp.fc2.weight)
+    assert torch.equal(fresh.patch_embed.proj.weight, vit.patch_embed.proj.weight)
+    assert "pos_embed" in report["loaded"] and fresh.pos_embed.shape == (1, 4 * 4 + 1, 32)  # resampled to 4 x 4
+    assert "blocks.0.attn.rel_pos_h" in report["missing"] and "decoder_embed.weight" in report["missing"]
+    assert "cls_token" in report["unexpected"] and "head.weight" in report["unexpected"]
+    again = SegGPT(**ours.config)
+    report = initialize_from(again, tiny_pair[1])  # an official-format SegGPT checkpoint: everything fits
+    assert not report["missing"] and not report["unexpected"] and not report["mismatched"]
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), ours.state_dict().values(),
+                                                  strict=True))
+    torch.save({"model": {"weight": torch.zeros(2)}}, tmp_path / "junk.pt")
+    with pytest.raises(CheckpointError, match="neither a SegGPT checkpoint nor a ViT state dict"):
+        initialize_from(again, tmp_path / "junk.pt")
 
 
 def test_lightning_checkpoint_loads_from_its_state_dict(tiny_pair, tmp_path):
