@@ -42,6 +42,7 @@ class Synthetic(Source):
         samples: how many samples the split has; `DEFAULT_SAMPLES[split]` when None.
         size: image side in pixels.
         clouds: background mottling strength in [0, 1] (`SyntheticScenes`); 1 by default.
+        min_objects, max_objects: objects per scene (`SyntheticScenes`); 1-3 by default.
     """
 
     name: ClassVar[str] = "synthetic"
@@ -55,11 +56,12 @@ class Synthetic(Source):
     SEEDS: ClassVar[dict[str, int]] = {"train": 0, "val": 1, "heldout": 2}
 
     def __init__(self, root: str | Path | None = None, split: str = "train", samples: int | None = None,
-                 size: int = 128, clouds: float = 1.0) -> None:
+                 size: int = 128, clouds: float = 1.0, min_objects: int = 1, max_objects: int = 3) -> None:
         super().__init__(None, split)
         self.samples = self.DEFAULT_SAMPLES[split] if samples is None else samples
         categories = HELD_OUT if split == "heldout" else SEEN
-        self.scenes = SyntheticScenes(size=size, categories=categories, clouds=clouds, seed=self.SEEDS[split])
+        self.scenes = SyntheticScenes(size=size, categories=categories, clouds=clouds, min_objects=min_objects,
+                                      max_objects=max_objects, seed=self.SEEDS[split])
 
     def items(self) -> list[int]:
         return list(range(self.samples))

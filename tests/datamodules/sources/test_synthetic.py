@@ -79,3 +79,10 @@ def test_an_index_outside_the_split_names_the_sample():
     assert str(error.value) == "heldout/000005.png: index 5 is outside the split's 5 samples"
     with pytest.raises(ValueError, match="synthetic has splits"):
         Synthetic(split="test")
+
+
+def test_objects_per_scene_reach_the_generator():
+    counts = {n: [len(Synthetic(split="val", samples=12, size=32, max_objects=n).load(i).meta["instances"])
+                  for i in range(12)] for n in (1, 2)}
+    assert counts[1] == [1] * 12
+    assert set(counts[2]) == {1, 2}  # both counts occur in 12 scenes
