@@ -11,17 +11,20 @@ into panoptic segments (connected components of thing classes).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageSequence
 
 from seggpt_lab.canvas import denormalize, make_canvas, normalize, spatial_ensemble, split_canvas
 from seggpt_lab.model import SegGPT
-from seggpt_lab.palette import build_palette, decode, paint
+from seggpt_lab.palette import build_palette, decode, distinct_colors, paint
 
 if TYPE_CHECKING:  # prompts.py builds on this module's resizing
     from seggpt_lab.prompts import Prompt
@@ -168,8 +171,182 @@ def to_tensor(image: Image.Image, size: tuple[int, int], resample: Image.Resampl
     return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float() / 255
 
 
+ImageLike = str | Path | Image.Image | np.ndarray | torch.Tensor
+MaskKind = Literal["auto", "binary", "index", "color"]
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """An image file, fully read; a one-line error names a missing or unreadable file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such image file")
+    try:
+        image = Image.open(path)
+        image.load()
+    except (OSError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{path}: not an image this program can read ({e})") from None
+    return image
+
+
+def _as_array(image: ImageLike) -> np.ndarray:
+    """Any image-like input -> (H, W) or (H, W, C) numpy array (a PIL "P" image keeps its indices)."""
+    if isinstance(image, str | Path):
+        image = open_image(image)
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGBA") if image.mode in ("LA", "PA") else image)
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu()
+        return (image.permute(1, 2, 0) if image.ndim == 3 and image.shape[0] in (1, 3, 4) else image).numpy()
+    if isinstance(image, np.ndarray):
+        return image
+    raise TypeError(f"expected an image path, PIL image, array or tensor, got {type(image).__name__}")
+
+
+def load_rgb(image: ImageLike) -> Image.Image:
+    """An RGB PIL image from a path, PIL image, (H, W[, 3 | 4]) array or (3, H, W) tensor.
+
+    Alpha is dropped, grey is repeated, and 16-bit or float images are scaled to 8 bits (16-bit by 1/257,
+    float in [0, 1] by 255) instead of being clipped, as PIL's own conversion would.
+    """
+    if isinstance(image, str | Path):
+        image = open_image(image)
+    if isinstance(image, Image.Image) and image.mode in ("RGB", "L", "P", "RGBA", "1", "CMYK", "LA", "YCbCr"):
+        return image.convert("RGB")
+    array = _as_array(image)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)) or 0 in array.shape:
+        raise ValueError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {tuple(array.shape)}")
+    if array.dtype == np.uint16 or (array.dtype.kind in "iu" and array.max(initial=0) > 255):
+        array = array.astype(np.float64) / 257
+    elif array.dtype.kind == "f":
+        array = array * 255 if array.max(initial=0) <= 1 else array
+    elif array.dtype == bool:
+        array = array * 255
+    array = np.clip(np.round(array), 0, 255).astype(np.uint8)
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=-1)
+    return Image.fromarray(np.ascontiguousarray(array[..., :3]))
+
+
+def prompt_masks(masks: list[ImageLike], kind: MaskKind = "auto"
+                 ) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray]]:
+    """Prompt masks -> their label maps (H_i, W_i) int64, the palette (K + 1, 3) uint8 that decodes predictions,
+    and the masks as they go on the canvas, (H_i, W_i, 3) uint8: an RGB mask as given (the official demo uses
+    the user's colours and anti-aliasing unchanged), a one-channel mask painted with the palette (as
+    transformers' processor does with `num_labels`).
+
+    Kinds ("auto" decides per the first mask):
+    - "binary": foreground 1 (non-zero; above 127 for 8-bit grey with other values than 0 and 1), painted white.
+    - "index": each value is a label (a palette PNG's indices, a class-index map), painted with `build_palette`.
+    - "color": each colour that covers at least 1% of the coloured pixels of all masks is a label (black is
+      background); other pixels (anti-aliased edges) take the nearest of these colours. The prompt keeps the
+      user's colours, as the official demo does.
+    "auto": a palette ("P") image -> index; an RGB(A) image whose channels differ -> color; otherwise one grey
+    channel -> binary when it is bool, {0, 1}, or 8-bit reaching 255 (white on black, anti-aliased or not: the
+    official examples), and index otherwise. A class map that uses 255 (void) needs kind="index" or a palette PNG.
+    """
+    if not masks:
+        raise ValueError("no prompt masks given")
+    arrays = []
+    for mask in masks:
+        is_palette = isinstance(mask, Image.Image) and mask.mode == "P" or (
+            isinstance(mask, str | Path) and open_image(mask).mode == "P")
+        array = _as_array(mask)
+        if array.ndim == 3 and array.shape[-1] == 4:
+            array = array[..., :3]
+        if array.ndim == 3 and array.shape[-1] == 1:
+            array = array[..., 0]
+        if array.ndim == 3 and array.shape[-1] == 3 and (array == array[..., :1]).all():
+            array = array[..., 0]  # grey stored as RGB
+        if array.ndim not in (2, 3) or 0 in array.shape:
+            raise ValueError(f"expected an (H, W) or (H, W, 3) mask, got shape {tuple(array.shape)}")
+        arrays.append((array, is_palette))
+    if kind == "auto":
+        first, is_palette = arrays[0]
+        if is_palette:
+            kind = "index"
+        elif first.ndim == 3:
+            kind = "color"
+        else:
+            white = first.dtype == np.uint8 and first.max(initial=0) == 255
+            kind = "binary" if first.dtype == bool or white or first.max(initial=0) <= 1 else "index"
+    if kind == "color":
+        pixels = np.concatenate([_rgb(a).reshape(-1, 3) for a, _ in arrays])
+        colours, counts = np.unique(pixels[pixels.any(1)], axis=0, return_counts=True)
+        order = np.argsort(-counts, kind="stable")  # the most frequent colour is label 1
+        keep = colours[order][counts[order] >= 0.01 * counts.sum()]
+        palette = np.concatenate([np.zeros((1, 3), np.uint8), keep.astype(np.uint8)])
+        labels = []
+        for array, _ in arrays:
+            rgb = torch.from_numpy(_rgb(array).astype(np.float32) / 255).permute(2, 0, 1)
+            labels.append(decode(rgb, torch.from_numpy(palette)).numpy())
+        return labels, palette, [_rgb(a) for a, _ in arrays]
+    labels = []
+    for array, _ in arrays:
+        if array.ndim == 3:
+            raise ValueError(f"a {kind} mask has one channel; got a colour image (use kind='color')")
+        if kind == "binary":
+            threshold = 127 if array.dtype != bool and array.max(initial=0) > 1 else 0
+            labels.append((array > threshold).astype(np.int64))
+        else:
+            if array.dtype.kind not in "biu" or array.min(initial=0) < 0:
+                raise ValueError("an index mask holds non-negative integers")
+            labels.append(array.astype(np.int64))
+    palette = build_palette(max(max(int(label.max(initial=0)) for label in labels), 1)).numpy()
+    canvas = [_rgb(a) if a.ndim == 3 or a.dtype == np.uint8 and kind == "binary" and not a.max(initial=0) <= 1
+              else palette[lab] for (a, _), lab in zip(arrays, labels, strict=True)]
+    return labels, palette, canvas
+
+
+def _rgb(mask: np.ndarray) -> np.ndarray:
+    """A mask array as RGB uint8, grey repeated."""
+    return np.ascontiguousarray(np.repeat(mask[..., None], 3, -1) if mask.ndim == 2 else mask).astype(np.uint8)
+
+
+@dataclass
+class Segmentation:
+    """One query's prediction at the query's size.
+
+    labels: (H, W) int64: 0 background, k the prompt's label k (binary masks: 1; index masks: the index; colour
+        masks: `palette[k]`; a prompt file: its class ids).
+    mask: the predicted colour image (RGB): the official demo's output, before any decoding.
+    palette: (K + 1, 3) uint8, the colour of each palette row (row 0 black).
+    """
+
+    labels: np.ndarray
+    mask: Image.Image
+    palette: np.ndarray
+
+    def label_image(self) -> Image.Image:
+        """The labels as a palette PNG ("P"): values with their colours (labels above 255 need another format)."""
+        if self.labels.max(initial=0) > 255:
+            raise ValueError("labels above 255 do not fit a palette PNG; save `labels` as a 16-bit PNG instead")
+        image = Image.fromarray(self.labels.astype(np.uint8), mode="P")
+        colours = np.zeros((256, 3), np.uint8)
+        rows = min(len(self.palette), 256)
+        colours[:rows] = self.palette[:rows]
+        if int(self.labels.max(initial=0)) >= rows:  # class ids beyond the palette rows: distinct colours
+            colours[rows:] = distinct_colors(256 - rows).numpy()
+        image.putpalette(colours.flatten().tolist())
+        return image
+
+    def overlay(self, image: ImageLike) -> Image.Image:
+        """The official demo's overlay of the colour prediction on the query."""
+        return overlay(load_rgb(image), self.mask)
+
+
 class Predictor:
-    """Paint the query like the prompt masks paint the prompt images (the official demo, on PIL images).
+    """Segment queries like the prompts are segmented: the official demo's pre- and post-processing.
+
+        predictor = Predictor.from_pretrained("seggpt_vit_large.pth")
+        result = predictor.segment("query.jpg", prompts=[("prompt.jpg", "prompt_mask.png")])
+        result.labels, result.mask, result.overlay("query.jpg")
+
+    Images (queries and prompts) are resized to the half canvas with PIL's bicubic filter, masks painted and
+    resized with nearest neighbours, both ImageNet-normalised; the prediction is the query half, de-normalised,
+    clipped to [0, 255] and resized back to the query's size with nearest neighbours (seggpt_engine.py), then
+    decoded to labels by the nearest palette colour.
 
     Args:
         model: a SegGPT (put in eval mode here).
@@ -180,9 +357,105 @@ class Predictor:
         self.model = model.eval().to(device)
         self.half = (model.img_size[0] // 2, model.img_size[1])  # (h, w) of one image in the canvas
 
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu", **overrides) -> Predictor:
+        """Any checkpoint `load_pretrained` reads: official, Hugging Face (file or folder), ours, Lightning."""
+        from seggpt_lab.checkpoint import load_pretrained  # checkpoint.py imports this module's neighbours
+
+        return cls(load_pretrained(path, **overrides), device)
+
+    def _image(self, image: ImageLike) -> torch.Tensor:
+        return to_tensor(load_rgb(image), self.half, Image.Resampling.BICUBIC)
+
+    def _finish(self, out: torch.Tensor, size: tuple[int, int], palette: np.ndarray, lookup: np.ndarray | None
+                ) -> Segmentation:
+        """(3, h, w) prediction in [0, 1] -> Segmentation at `size` = (H, W)."""
+        rgb = (out * 255).clamp(0, 255)
+        rgb = F.interpolate(rgb[None], size=size, mode="nearest")[0]  # the official order: clip, then resize
+        rows = decode(rgb / 255, torch.from_numpy(palette)).numpy()
+        labels = lookup[rows] if lookup is not None else rows
+        mask = Image.fromarray(rgb.round().byte().permute(1, 2, 0).cpu().numpy())
+        return Segmentation(labels=labels.astype(np.int64), mask=mask, palette=palette)
+
+    def segment(self, query: ImageLike | list[ImageLike], prompts: list[tuple[ImageLike, ImageLike]] | None = None,
+                *, prompt_file: str | Path | Prompt | None = None, ensemble: Ensemble = "feature",
+                seg_type: Literal["semantic", "instance"] = "instance", mask_kind: MaskKind = "auto"
+                ) -> Segmentation | list[Segmentation]:
+        """Segment one query (or a list: a list of results) by example.
+
+        prompts: (image, mask) pairs; images and masks may be paths, PIL images, arrays or tensors, masks binary,
+            class-index or colour images (`prompt_masks`). Several prompts are combined by `ensemble`.
+        prompt_file: a tuned prompt file (or a loaded `Prompt`) instead of `prompts`; labels are its class ids.
+        seg_type: the task token; the official demo's default is "instance".
+        """
+        if isinstance(query, list):
+            return [self.segment(q, prompts, prompt_file=prompt_file, ensemble=ensemble, seg_type=seg_type,
+                                 mask_kind=mask_kind) for q in query]
+        if (prompts is None) == (prompt_file is None):
+            raise ValueError("give either prompts=[(image, mask), ...] or prompt_file=...")
+        image = load_rgb(query)
+        size = (image.height, image.width)
+        if prompt_file is not None:
+            from seggpt_lab.prompts import load_prompt
+
+            prompt = load_prompt(prompt_file) if isinstance(prompt_file, str | Path) else prompt_file
+            target = F.interpolate(prompt["target"].float()[None], size=self.half, mode="nearest")[0]
+            out = predict_canvas(self.model, resize_image(prompt["image"], self.half)[None], target[None],
+                                 self._image(image), seg_type)
+            return self._finish(out, size, prompt["palette"].numpy(), np.array([0, *prompt["class_ids"]]))
+        prompt_images, masks, query_tensor, palette = self.prepare(image, prompts, mask_kind)
+        out = predict_canvas(self.model, prompt_images, masks, query_tensor, seg_type, ensemble)
+        return self._finish(out, size, palette, None)
+
+    def prepare(self, query: ImageLike, prompts: list[tuple[ImageLike, ImageLike]], mask_kind: MaskKind = "auto"
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
+        """The model's inputs at the half-canvas size, RGB in [0, 1]: prompt images (K, 3, h, w), prompt masks
+        (K, 3, h, w), the query (3, h, w); and the palette that decodes the prediction."""
+        if not prompts or any(not isinstance(p, tuple | list) or len(p) != 2 for p in prompts):
+            raise ValueError("prompts must be a non-empty list of (image, mask) pairs")
+        labels, palette, painted = prompt_masks([m for _, m in prompts], mask_kind)
+        images = [load_rgb(p) for p, _ in prompts]
+        for i, (im, lab) in enumerate(zip(images, labels, strict=True)):
+            if lab.shape != (im.height, im.width):
+                raise ValueError(f"prompt {i}: the mask is {lab.shape[1]}x{lab.shape[0]} pixels, the image "
+                                 f"{im.width}x{im.height}; give each prompt image its own mask")
+        if not any(lab.any() for lab in labels):
+            raise ValueError("the prompt masks mark nothing (every pixel is background): nothing to segment")
+        masks = [to_tensor(Image.fromarray(m), self.half, Image.Resampling.NEAREST) for m in painted]
+        return torch.stack([self._image(im) for im in images]), torch.stack(masks), self._image(query), palette
+
+    def segment_video(self, frames: str | Path | list[ImageLike], first_mask: ImageLike, num_frames: int = 0,
+                      seg_type: Literal["semantic", "instance"] = "instance", max_frames: int | None = None
+                      ) -> list[Segmentation]:
+        """Propagate the first frame's objects through a video (the official video mode, several objects).
+
+        frames: a folder of frames (sorted by name), a list of frames, or a video file (GIF natively; other
+            containers with PyAV installed). first_mask: the first frame's objects (an index mask such as a DAVIS
+            palette PNG, or binary / colour). Each later frame is prompted by the first frame and the previous
+            `num_frames` predictions (a FIFO queue), combined by the feature ensemble. The first result is the
+            given mask.
+        """
+        images = read_frames(frames, max_frames)
+        (first,), palette, _ = prompt_masks([first_mask])
+        if first.shape != (images[0].shape[1], images[0].shape[2]):
+            raise ValueError(f"the first-frame mask is {first.shape[1]}x{first.shape[0]} pixels, the frames "
+                             f"{images[0].shape[2]}x{images[0].shape[1]}")
+        num_labels = len(palette) - 1
+
+        def predict(prompt_images, prompt_labels, query):
+            return predict_labels(self.model, prompt_images, prompt_labels, query, num_labels, seg_type)
+
+        preds = propagate(images, torch.from_numpy(first), predict, num_frames)
+        results = []
+        for labels in preds:
+            colours = palette[np.clip(labels.numpy(), 0, num_labels)]
+            results.append(Segmentation(labels=labels.numpy().astype(np.int64), mask=Image.fromarray(colours),
+                                        palette=palette))
+        return results
+
     def predict(self, query: Image.Image, prompt_images: list[Image.Image], prompt_masks: list[Image.Image],
                 seg_type: Literal["semantic", "instance"] = "instance", ensemble: Ensemble = "feature") -> Image.Image:
-        """Returns the predicted mask as an RGB image of the query's size (colours as in the prompt masks)."""
+        """The official demo's output: the predicted colour image at the query's size, masks used as given."""
         if not prompt_images or len(prompt_images) != len(prompt_masks):
             raise ValueError(f"need one mask per prompt image, got {len(prompt_images)} images "
                              f"and {len(prompt_masks)} masks")
@@ -192,6 +465,64 @@ class Predictor:
         out = predict_canvas(self.model, prompts, masks, query_tensor, seg_type, ensemble)
         out = F.interpolate(out[None], size=(query.height, query.width), mode="nearest")[0]
         return Image.fromarray((out.permute(1, 2, 0) * 255).round().byte().cpu().numpy())
+
+
+def propagate(frames: list[torch.Tensor], first: torch.Tensor, predict, memory: int = 0) -> list[torch.Tensor]:
+    """Semi-supervised video propagation: frames (3, H, W) uint8, the first frame's labels (H, W) -> labels per frame.
+
+    Frame t is predicted by `predict(prompt_images, prompt_labels, frame)` with the first frame and the last
+    `memory` predicted frames as prompts (the official video mode's FIFO queue); the first result is `first`.
+    """
+    queue: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=memory)
+    preds = [first]
+    for frame in frames[1:]:
+        prompts = [(frames[0], first), *queue]
+        pred = predict([p[0] for p in prompts], [p[1] for p in prompts], frame)
+        if memory:
+            queue.append((frame, pred))
+        preds.append(pred)
+    return preds
+
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def read_frames(frames: str | Path | list[ImageLike], max_frames: int | None = None) -> list[torch.Tensor]:
+    """A folder of frames (sorted by name), a list of frames or a video file -> (3, H, W) uint8 tensors."""
+    if isinstance(frames, str | Path):
+        path = Path(frames)
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise ValueError(f"{path}: the folder holds no frames ({', '.join(IMAGE_SUFFIXES)})")
+            frames = files
+        elif not path.is_file():
+            raise FileNotFoundError(f"{path}: no such video file or frame folder")
+        elif path.suffix.lower() == ".gif":
+            frames = [f.convert("RGB") for f in ImageSequence.Iterator(open_image(path))]
+        else:
+            frames = _decode_video(path)
+    frames = list(frames)[:max_frames]
+    if not frames:
+        raise ValueError("the video has no frames")
+    tensors = [torch.from_numpy(np.asarray(load_rgb(f)).copy()).permute(2, 0, 1) for f in frames]
+    if len({tuple(t.shape) for t in tensors}) > 1:
+        raise ValueError(f"frames differ in size: {sorted({tuple(t.shape[1:]) for t in tensors})}")
+    return tensors
+
+
+def _decode_video(path: Path) -> list[Image.Image]:
+    try:
+        import av
+    except ImportError:
+        raise ValueError(f"{path}: reading {path.suffix} videos needs PyAV (pip install av); or give a folder of "
+                         "frames or a GIF") from None
+    try:
+        with av.open(str(path)) as container:
+            return [frame.to_image() for frame in container.decode(video=0)]
+    except (av.error.FFmpegError, ValueError) as e:
+        raise ValueError(f"{path}: not a video PyAV can read ({e})") from None
 
 
 def overlay(image: Image.Image, mask: Image.Image) -> Image.Image:

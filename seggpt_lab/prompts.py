@@ -2,10 +2,10 @@
 
 A prompt file holds the prompt half of both canvases at the model's half-canvas size — `image`
 (3, h, w) and `target` (3, h, w), RGB in [0, 1] — plus `palette` ((K + 1, 3) uint8, row 0 black) and
-`class_ids` (palette row k is class `class_ids[k - 1]`). In-context tuning (the paper's section 3.3)
-learns `image` and `target`; `prompt_from_examples` builds one from labelled examples, tiled as a
-spatial ensemble. Semantic and panoptic evaluation read them; files are loaded with
-`weights_only=True`.
+`class_ids` (palette row k is class `class_ids[k - 1]`) with their `class_names`. In-context tuning
+(the paper's section 3.3, `seggpt_lab.modules.prompt_tuning`) learns `image` and `target`;
+`prompt_from_examples` builds one from labelled examples, tiled as a spatial ensemble. Semantic and
+panoptic evaluation and the `Predictor` read them; files are loaded with `weights_only=True`.
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ class Prompt(TypedDict):
     target: torch.Tensor  # (3, h, w) float in [0, 1]
     palette: torch.Tensor  # (K + 1, 3) uint8
     class_ids: list[int]  # class id of palette row k, k = 1..K
+    class_names: list[str]  # name of class_ids[k - 1]
 
 
 def prompt_from_examples(images: list[torch.Tensor], labels: list[torch.Tensor], class_ids: list[int],
-                         size: tuple[int, int]) -> Prompt:
+                         size: tuple[int, int], class_names: list[str] | None = None) -> Prompt:
     """Examples (3, H_i, W_i) uint8 with class-id labels (H_i, W_i) -> one prompt of (h, w) = `size`: each class
     painted with `build_palette(len(class_ids))`, other labels black, several examples tiled in a grid."""
     palette = build_palette(len(class_ids))
@@ -41,7 +42,8 @@ def prompt_from_examples(images: list[torch.Tensor], labels: list[torch.Tensor],
         masks.append(paint(resize_labels(rows, size), palette))
     image = spatial_ensemble(torch.stack([resize_image(im, size) for im in images]))
     target = spatial_ensemble(torch.stack(masks), mode="nearest")
-    return Prompt(image=image, target=target, palette=palette, class_ids=list(class_ids))
+    names = list(class_names) if class_names is not None else [str(c) for c in class_ids]
+    return Prompt(image=image, target=target, palette=palette, class_ids=list(class_ids), class_names=names)
 
 
 def save_prompt(prompt: Prompt, path: str | Path) -> None:
@@ -54,6 +56,7 @@ def load_prompt(path: str | Path) -> Prompt:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such prompt file (tune one, or build one with prompt_from_examples)")
     data = torch.load(path, map_location="cpu", weights_only=True)
+    data.setdefault("class_names", [str(c) for c in data.get("class_ids", [])])  # files written before names
     missing = [k for k in Prompt.__annotations__ if k not in data]
     if missing:
         raise ValueError(f"{path}: not a prompt file, missing {missing}")
