@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -304,6 +304,14 @@ def _rgb(mask: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(mask[..., None], 3, -1) if mask.ndim == 2 else mask).astype(np.uint8)
 
 
+class PromptTensors(NamedTuple):
+    """Prompts ready for the model: images and painted masks (K, 3, h, w) in [0, 1], the decoding palette."""
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    palette: np.ndarray
+
+
 @dataclass
 class Segmentation:
     """One query's prediction at the query's size.
@@ -364,7 +372,8 @@ class Predictor:
 
         return cls(load_pretrained(path, **overrides), device)
 
-    def _image(self, image: ImageLike) -> torch.Tensor:
+    def query_tensor(self, image: ImageLike) -> torch.Tensor:
+        """An image as the model sees it: (3, h, w) in [0, 1] at the half-canvas size, resized bicubic by PIL."""
         return to_tensor(load_rgb(image), self.half, Image.Resampling.BICUBIC)
 
     def _finish(self, out: torch.Tensor, size: tuple[int, int], palette: np.ndarray, lookup: np.ndarray | None
@@ -377,7 +386,8 @@ class Predictor:
         mask = Image.fromarray(rgb.round().byte().permute(1, 2, 0).cpu().numpy())
         return Segmentation(labels=labels.astype(np.int64), mask=mask, palette=palette)
 
-    def segment(self, query: ImageLike | list[ImageLike], prompts: list[tuple[ImageLike, ImageLike]] | None = None,
+    def segment(self, query: ImageLike | list[ImageLike],
+                prompts: list[tuple[ImageLike, ImageLike]] | PromptTensors | None = None,
                 *, prompt_file: str | Path | Prompt | None = None, ensemble: Ensemble = "feature",
                 seg_type: Literal["semantic", "instance"] = "instance", mask_kind: MaskKind = "auto"
                 ) -> Segmentation | list[Segmentation]:
@@ -385,10 +395,12 @@ class Predictor:
 
         prompts: (image, mask) pairs; images and masks may be paths, PIL images, arrays or tensors, masks binary,
             class-index or colour images (`prompt_masks`). Several prompts are combined by `ensemble`.
+            `prepare(prompts)` gives them ready for the model, for many calls.
         prompt_file: a tuned prompt file (or a loaded `Prompt`) instead of `prompts`; labels are its class ids.
         seg_type: the task token; the official demo's default is "instance".
         """
         if isinstance(query, list):
+            prompts = self.prepare(prompts, mask_kind) if prompts is not None else None
             return [self.segment(q, prompts, prompt_file=prompt_file, ensemble=ensemble, seg_type=seg_type,
                                  mask_kind=mask_kind) for q in query]
         if (prompts is None) == (prompt_file is None):
@@ -401,16 +413,18 @@ class Predictor:
             prompt = load_prompt(prompt_file) if isinstance(prompt_file, str | Path) else prompt_file
             target = F.interpolate(prompt["target"].float()[None], size=self.half, mode="nearest")[0]
             out = predict_canvas(self.model, resize_image(prompt["image"], self.half)[None], target[None],
-                                 self._image(image), seg_type)
+                                 self.query_tensor(image), seg_type)
             return self._finish(out, size, prompt["palette"].numpy(), np.array([0, *prompt["class_ids"]]))
-        prompt_images, masks, query_tensor, palette = self.prepare(image, prompts, mask_kind)
-        out = predict_canvas(self.model, prompt_images, masks, query_tensor, seg_type, ensemble)
-        return self._finish(out, size, palette, None)
+        prepared = self.prepare(prompts, mask_kind)
+        out = predict_canvas(self.model, prepared.images, prepared.masks, self.query_tensor(image), seg_type, ensemble)
+        return self._finish(out, size, prepared.palette, None)
 
-    def prepare(self, query: ImageLike, prompts: list[tuple[ImageLike, ImageLike]], mask_kind: MaskKind = "auto"
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
-        """The model's inputs at the half-canvas size, RGB in [0, 1]: prompt images (K, 3, h, w), prompt masks
-        (K, 3, h, w), the query (3, h, w); and the palette that decodes the prediction."""
+    def prepare(self, prompts: list[tuple[ImageLike, ImageLike]] | PromptTensors, mask_kind: MaskKind = "auto"
+                ) -> PromptTensors:
+        """Prompts (image, mask) pairs -> the model's prompt inputs at the half-canvas size (read once, reused for
+        every query of a `segment` call; `seggpt-lab predict` prepares them once per run)."""
+        if isinstance(prompts, PromptTensors):
+            return prompts
         if not prompts or any(not isinstance(p, tuple | list) or len(p) != 2 for p in prompts):
             raise ValueError("prompts must be a non-empty list of (image, mask) pairs")
         labels, palette, painted = prompt_masks([m for _, m in prompts], mask_kind)
@@ -422,7 +436,7 @@ class Predictor:
         if not any(lab.any() for lab in labels):
             raise ValueError("the prompt masks mark nothing (every pixel is background): nothing to segment")
         masks = [to_tensor(Image.fromarray(m), self.half, Image.Resampling.NEAREST) for m in painted]
-        return torch.stack([self._image(im) for im in images]), torch.stack(masks), self._image(query), palette
+        return PromptTensors(torch.stack([self.query_tensor(im) for im in images]), torch.stack(masks), palette)
 
     def segment_video(self, frames: str | Path | list[ImageLike], first_mask: ImageLike, num_frames: int = 0,
                       seg_type: Literal["semantic", "instance"] = "instance", max_frames: int | None = None
@@ -442,8 +456,9 @@ class Predictor:
                              f"{images[0].shape[2]}x{images[0].shape[1]}")
         num_labels = len(palette) - 1
 
-        def predict(prompt_images, prompt_labels, query):
-            return predict_labels(self.model, prompt_images, prompt_labels, query, num_labels, seg_type)
+        def predict(prompts, t, _):
+            return predict_labels(self.model, [p[0] for p in prompts], [p[1] for p in prompts], images[t], num_labels,
+                                  seg_type)
 
         preds = propagate(images, torch.from_numpy(first), predict, num_frames)
         results = []
@@ -467,19 +482,29 @@ class Predictor:
         return Image.fromarray((out.permute(1, 2, 0) * 255).round().byte().cpu().numpy())
 
 
-def propagate(frames: list[torch.Tensor], first: torch.Tensor, predict, memory: int = 0) -> list[torch.Tensor]:
-    """Semi-supervised video propagation: frames (3, H, W) uint8, the first frame's labels (H, W) -> labels per frame.
+def propagate(frames: list[torch.Tensor], first: torch.Tensor, predict, memory: int = 0,
+              given: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+    """Semi-supervised video propagation: frames (3, H, W), the first frame's labels (H, W) -> labels per frame.
 
-    Frame t is predicted by `predict(prompt_images, prompt_labels, frame)` with the first frame and the last
-    `memory` predicted frames as prompts (the official video mode's FIFO queue); the first result is `first`.
+    Frame t is `predict(prompts, t, num_labels)`, prompts being (image, labels) pairs: the first frame, then the
+    last `memory` predicted frames (the official video mode's FIFO queue); num_labels is the largest object id
+    so far. With `given` (labels per frame; the YouTube-VOS and MOSE protocol), a frame whose labels bring
+    objects not seen before keeps those masks over its prediction and becomes a prompt frame too.
+    The first result is `first`.
     """
+    anchors = [(frames[0], first)]
+    seen = set(first.unique().tolist()) - {0}
     queue: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=memory)
     preds = [first]
-    for frame in frames[1:]:
-        prompts = [(frames[0], first), *queue]
-        pred = predict([p[0] for p in prompts], [p[1] for p in prompts], frame)
-        if memory:
-            queue.append((frame, pred))
+    for t in range(1, len(frames)):
+        pred = predict([*anchors, *queue], t, max(max(seen, default=0), 1))
+        new = set(given[t].unique().tolist()) - {0} - seen if given is not None else set()
+        if new:
+            pred = torch.where(given[t] > 0, given[t], pred)
+            seen |= new
+            anchors.append((frames[t], pred))
+        elif memory:
+            queue.append((frames[t], pred))
         preds.append(pred)
     return preds
 

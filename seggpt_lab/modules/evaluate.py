@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import json
-from collections import deque
 from pathlib import Path
 from typing import Literal
 
@@ -29,6 +28,7 @@ from seggpt_lab.inference import (
     predict_foreground,
     predict_labels,
     predict_with_prompt,
+    propagate,
 )
 from seggpt_lab.metrics import FewShotIoU, JandF, PanopticQuality, SemanticIoU
 from seggpt_lab.model import SegGPT
@@ -203,22 +203,16 @@ class VideoEvaluation(_Evaluation):
 
     def test_step(self, sequence: VideoSequence, index: int) -> None:
         images, truth = sequence["images"], sequence["labels"]
-        anchors = [(images[0], clean(truth[0]))]  # prompt frames: the first, and with new_objects any that adds some
-        seen = set(anchors[0][1].unique().tolist()) - {0}
-        memory: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=self.hparams.memory)
-        preds = [anchors[0][1]]
-        for t in range(1, len(images)):
-            prompts = [*anchors, *memory]
-            num_labels = max(max(seen, default=0), 1)
-            pred = self.predict_one([p[0] for p in prompts], [p[1] for p in prompts], images[t], truth[t], num_labels)
-            given = clean(truth[t])
-            if self.hparams.new_objects and (set(given.unique().tolist()) - {0} - seen):
-                pred = torch.where(given > 0, given, pred)
-                seen |= set(given.unique().tolist()) - {0}
-                anchors.append((images[t], pred))
-            elif self.hparams.memory:
-                memory.append((images[t], pred))
-            preds.append(pred)
+        given = [clean(label) for label in truth]
+        first = given[0]
+        seen = set(first.unique().tolist()) - {0}
+        if self.hparams.new_objects:
+            seen = seen.union(*(set(label.unique().tolist()) for label in given)) - {0}
+
+        def predict(prompts, t, num_labels):
+            return self.predict_one([p[0] for p in prompts], [p[1] for p in prompts], images[t], truth[t], num_labels)
+
+        preds = propagate(images, first, predict, self.hparams.memory, given if self.hparams.new_objects else None)
         pred_seq = torch.stack(preds)
         row = {"video": sequence["key"], "frames": len(images), "objects": len(seen)}
         if self.hparams.score:
@@ -233,7 +227,7 @@ class VideoEvaluation(_Evaluation):
             middle = len(images) // 2
             self.save_picture(f"video-{sequence['key']}", picture(
                 [images[0], images[middle], images[middle], images[middle]],
-                [anchors[0][1], torch.zeros_like(pred_seq[0]), pred_seq[middle], truth[middle]], max(seen, default=1)))
+                [first, torch.zeros_like(pred_seq[0]), pred_seq[middle], truth[middle]], max(seen, default=1)))
 
     def _write_annotations(self, sequence: VideoSequence, pred: torch.Tensor, num_objects: int) -> None:
         folder = self.output_dir / "Annotations" / sequence["key"]

@@ -40,6 +40,15 @@ from seggpt_lab.palette import build_palette, paint
 from seggpt_lab.prompts import Prompt, load_prompt, prompt_from_examples, save_prompt
 
 
+def class_balanced(weight: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Per-pixel weights (any shape, 0 on void) rescaled so that every class present (palette row, background
+    included) has the same total weight, the total unchanged: the loss then counts classes as mIoU does."""
+    valid = weight > 0
+    counts = torch.bincount(rows[valid], weights=weight[valid]).float()
+    present = (counts > 0).sum().clamp_min(1)
+    return weight / counts.clamp_min(1e-12)[rows.clamp(max=len(counts) - 1)] * weight.sum() / present * valid
+
+
 class PromptTuningModule(LightningModule):
     """Learns a prompt image and target for a frozen SegGPT; see the module docstring.
 
@@ -49,6 +58,8 @@ class PromptTuningModule(LightningModule):
         lr: Adam's step size on the prompt pixels (values in [0, 1]).
         seg_type: the task token ("semantic" for class sets).
         loss_beta: smooth-l1 threshold in normalised units (official pretraining: 0.01).
+        class_balance: weight the pixels of each class present in a batch alike (the loss then ranks prompts as
+            mIoU does, not as pixel accuracy does); off: every valid pixel weighs the same, as in pretraining.
         background: decode with black as a class (LoveDA, VOC); False: every pixel takes its nearest class
             colour (ADE20K, whose 0 is void).
         output: the prompt file written (the best by val/mIoU; the last without validation).
@@ -57,7 +68,8 @@ class PromptTuningModule(LightningModule):
 
     def __init__(self, model: SegGPT | None = None, checkpoint: str | None = None,
                  init: str = "examples", lr: float = 0.01, seg_type: Literal["semantic", "instance"] = "semantic",
-                 loss_beta: float = 0.01, background: bool = True, output: str = "outputs/prompt_tuning/prompt.pt",
+                 loss_beta: float = 0.01, class_balance: bool = False, background: bool = True,
+                 output: str = "outputs/prompt_tuning/prompt.pt",
                  num_pictures: int = 4) -> None:
         super().__init__()
         if (model is None) == (checkpoint is None):
@@ -137,7 +149,10 @@ class PromptTuningModule(LightningModule):
         query_target = paint(rows, self.palette)  # (B, 3, h, w); classes outside the set are black
         image_canvas = normalize(make_canvas(self.image.expand(n, -1, -1, -1), image.float() / 255))
         target_canvas = normalize(make_canvas(self.target.expand(n, -1, -1, -1), query_target))
-        valid = make_canvas(torch.zeros_like(label[:, None]), (label != IGNORE_LABEL)[:, None]).float()
+        weight = (label != IGNORE_LABEL).float()
+        if self.hparams.class_balance:
+            weight = class_balanced(weight, rows)
+        valid = make_canvas(torch.zeros_like(weight[:, None]), weight[:, None])
         mask = self.model.query_mask(n, self.device)
         seg = torch.full((n,), SEG_TYPES[self.hparams.seg_type], device=self.device)
         pred = self.model(image_canvas, target_canvas, mask, seg)

@@ -90,7 +90,8 @@ def test_official_demo_canvases_and_output(shared_data) -> None:
     folder = shared_data.joinpath(*EXAMPLES)
     predictor = Predictor(_model(half=64))
     prompt, mask, query = folder / "hmbb_1.jpg", folder / "hmbb_1_target.png", folder / "hmbb_2.jpg"
-    images, masks, query_tensor, palette = predictor.prepare(query, [(prompt, mask)])
+    images, masks, palette = predictor.prepare([(prompt, mask)])
+    query_tensor = predictor.query_tensor(query)
 
     def official(path, resample=None):  # seggpt_engine.py: convert("RGB").resize((w, h)[, NEAREST]) / 255
         image = Image.open(path).convert("RGB")

@@ -20,6 +20,7 @@ from seggpt_lab.cli import main
 from seggpt_lab.inference import predict_with_prompt
 from seggpt_lab.metrics import SemanticIoU
 from seggpt_lab.model import SegGPT
+from seggpt_lab.modules.prompt_tuning import class_balanced
 from seggpt_lab.prompts import load_prompt
 from tests.conftest import REPO
 
@@ -64,6 +65,16 @@ def test_data_holds_validation_keys_out_of_training_and_tiles_them(loveda: Path)
         PromptTuningDataModule(str(loveda), str(loveda), val_keys=["loveda__9"]).setup()
 
 
+def test_class_balanced_weights_give_every_present_class_one_share() -> None:
+    rows = torch.tensor([[0, 0, 0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 2, 2, 2, 9]])
+    weight = torch.ones(rows.shape)
+    weight[1, 3] = 0  # void
+    balanced = class_balanced(weight, rows)
+    shares = [float(balanced[rows == k].sum()) for k in (0, 1, 2, 9)]
+    assert shares == pytest.approx([15 / 4] * 4) and float(balanced[1, 3]) == 0
+    assert float(balanced.sum()) == pytest.approx(float(weight.sum()))
+
+
 def _fit(loveda: Path, frozen: Path, out: Path, *extra: str) -> dict:
     """Run the recipe with the test's model and shards; results.json, with the module under "module"."""
     cli = main(["fit", "--config", str(RECIPE), "--model.init_args.checkpoint", str(frozen),
@@ -75,7 +86,7 @@ def _fit(loveda: Path, frozen: Path, out: Path, *extra: str) -> dict:
 
 def test_recipe_tunes_a_prompt_that_beats_the_example_on_the_held_out_tile(loveda: Path, frozen: Path,
                                                                           tmp_path: Path) -> None:
-    results = _fit(loveda, frozen, tmp_path)
+    results = _fit(loveda, frozen, tmp_path, "--trainer.max_steps", "150")
     print(f"\nLoveDA held-out tile, mIoU: example prompt {results['example_prompt_miou']:.2f}, "
           f"tuned prompt {results['tuned_prompt_miou']:.2f} (step {results['step']})")
     assert results["tuned_prompt_miou"] > results["example_prompt_miou"]
@@ -111,3 +122,14 @@ def test_tuning_continues_from_a_prompt_file_and_refuses_another_class_set(loved
              "--model.init_args.init", str(tmp_path / "a" / "prompt.pt"))
     with pytest.raises(ValueError, match="neither 'examples', 'noise' nor an existing prompt file"):
         _fit(loveda, frozen, tmp_path / "d", "--model.init_args.init", str(tmp_path / "missing.pt"))
+
+
+@pytest.mark.parametrize("recipe", ["prompt_tune_ade20k.yaml", "prompt_tune_coco_panoptic.yaml",
+                                    "prompt_tune_loveda.yaml"])
+def test_tuning_recipes_parse(recipe: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", str(REPO / "recipes" / recipe), "--print_config"])
+    assert exit_.value.code == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["model"]["class_path"] == "seggpt_lab.modules.prompt_tuning.PromptTuningModule"
+    assert config["data"]["class_path"] == "datamodules.prompt_tuning.PromptTuningDataModule"

@@ -1,0 +1,62 @@
+"""`seggpt-lab predict`: the Predictor behind LightningCLI's predict subcommand.
+
+    seggpt-lab predict --config recipes/predict.yaml --model.init_args.checkpoint seggpt_vit_large.pth ...
+
+Each item of `datamodules.predict.PredictDataModule` is segmented with the data module's prompts (or its
+prompt file), or, for a video, propagated from its first-frame mask; `seggpt_lab.callbacks.PredictionWriter`
+writes the results. The step returns the item with its `Segmentation`(s).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from lightning.pytorch import LightningModule
+
+from seggpt_lab.checkpoint import load_pretrained
+from seggpt_lab.inference import Ensemble, MaskKind, Predictor, PromptTensors
+from seggpt_lab.model import SegGPT
+
+
+class PredictModule(LightningModule):
+    """Segments what the data module lists.
+
+    Args:
+        model: a SegGPT; or `checkpoint`, any file `load_pretrained` reads (official, Hugging Face, ours).
+        seg_type: the task token (the official demo's default: "instance").
+        ensemble: how several prompts combine, "feature" or "spatial".
+        mask_kind: how prompt masks are read ("auto": see `seggpt_lab.inference.prompt_masks`).
+        num_frames: videos: previous predicted frames used as prompts besides the first (the official FIFO queue).
+    """
+
+    def __init__(self, model: SegGPT | None = None, checkpoint: str | None = None,
+                 seg_type: Literal["semantic", "instance"] = "instance", ensemble: Ensemble = "feature",
+                 mask_kind: MaskKind = "auto", num_frames: int = 0) -> None:
+        super().__init__()
+        if (model is None) == (checkpoint is None):
+            raise ValueError("model: give exactly one of `model` and `checkpoint`")
+        if num_frames < 0:
+            raise ValueError(f"model.num_frames must be >= 0, got {num_frames}")
+        self.save_hyperparameters(ignore=["model"])
+        self.model = load_pretrained(checkpoint) if model is None else model
+        self.predictor: Predictor | None = None
+        self.prompts: PromptTensors | None = None
+
+    def on_predict_start(self) -> None:
+        self.predictor = Predictor(self.model, self.device)
+        data = self.trainer.datamodule
+        if data.prompts:  # read and checked once for the whole run
+            self.prompts = self.predictor.prepare(list(zip(data.prompts, data.prompt_masks, strict=True)),
+                                                  self.hparams.mask_kind)
+
+    def predict_step(self, item: dict, index: int) -> dict:
+        data, hp = self.trainer.datamodule, self.hparams
+        if item["kind"] == "video":
+            results = self.predictor.segment_video(item["path"], data.first_mask, hp.num_frames, hp.seg_type,
+                                                   data.max_frames)
+            return {**item, "frames": results}
+        if data.prompt_file is not None:
+            result = self.predictor.segment(item["path"], prompt_file=data.prompt_file, seg_type=hp.seg_type)
+        else:
+            result = self.predictor.segment(item["path"], self.prompts, ensemble=hp.ensemble, seg_type=hp.seg_type)
+        return {**item, "result": result}
