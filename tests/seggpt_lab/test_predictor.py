@@ -174,3 +174,22 @@ def test_video_propagation_keeps_the_first_mask_and_reads_gifs(tmp_path) -> None
         predictor.segment_video(tmp_path / "empty", first)
     with pytest.raises(ValueError, match="the video has no frames"):
         predictor.segment_video([], first)
+
+
+def test_video_files_are_read_with_pyav(tmp_path) -> None:
+    av = pytest.importorskip("av")
+    frames = [_scene(s, size=(48, 64))[0] for s in range(5)]
+    with av.open(str(tmp_path / "clip.mp4"), "w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    read = read_frames(tmp_path / "clip.mp4")
+    assert len(read) == 5 and read[0].shape == (3, 48, 64) and read[0].dtype == torch.uint8
+    first = np.zeros((48, 64), np.uint8)
+    first[10:30, 20:40] = 255
+    assert len(Predictor(_model()).segment_video(tmp_path / "clip.mp4", first, num_frames=1)) == 5
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    with pytest.raises(ValueError, match=r"broken\.mp4: not a video PyAV can read"):
+        read_frames(tmp_path / "broken.mp4")
