@@ -60,7 +60,14 @@ def panoptic_statistics(pred: Prediction, target: GroundTruth, categories: Seque
     gt_area = _segment_areas(gt_ids, gt_segments, index, "ground-truth")
 
     offset = int(pred_ids.max()) + 1 if pred_ids.numel() else 1
-    pairs, counts = torch.unique(gt_ids.long() * offset + pred_ids.long(), return_counts=True)
+    keys = gt_ids.long() * offset + pred_ids.long()
+    size = (int(gt_ids.max()) + 1 if gt_ids.numel() else 1) * offset
+    if size <= max(4 * keys.numel(), 1 << 16):  # dense ids (ours are 1..N): one linear-time count, no sort
+        counts = torch.bincount(keys.flatten(), minlength=size)
+        pairs = counts.nonzero().flatten()
+        counts = counts[pairs]
+    else:  # sparse ids (COCO's RGB-coded ones): sort once
+        pairs, counts = torch.unique(keys, return_counts=True)
     overlaps = {(k // offset, k % offset): n for k, n in zip(pairs.tolist(), counts.tolist(), strict=True)}
     on_void = {p: n for (g, p), n in overlaps.items() if g == VOID}
 

@@ -74,10 +74,15 @@ def disk_dilation(masks: Tensor, radius: int) -> Tensor:
     return out
 
 
+def count(masks: Tensor) -> Tensor:
+    """(..., H, W) bool -> (...,) float64 pixel counts. Summed as uint8 into int32 over one flattened axis: on CPU
+    a bool sum (to int64) is 3.6x slower, and a two-axis one ~10x (480 x 854 x 6: 0.75 against 2.7 ms)."""
+    return masks.flatten(-2).view(torch.uint8).sum(-1, dtype=torch.int32).double()
+
+
 def region_similarity(pred: Tensor, target: Tensor) -> Tensor:
     """J: (..., H, W) bool masks -> (...,) float64 IoU; 1 where both masks are empty (db_eval_iou)."""
-    inter = (pred & target).flatten(-2).sum(-1).double()  # flatten: a two-dim bool sum is ~10x slower on CPU
-    union = (pred | target).flatten(-2).sum(-1).double()
+    inter, union = count(pred & target), count(pred | target)
     return torch.where(union > 0, inter / union.clamp(min=1), 1.0)
 
 
@@ -91,9 +96,8 @@ def boundary_f_measure(pred: Tensor, target: Tensor, bound_th: float = BOUND_TH)
     radius = boundary_radius(*pred.shape[-2:], bound_th)
     bounds = boundary_map(torch.stack([pred, target]))  # (2, ..., H, W)
     dilated = disk_dilation(bounds, radius)
-    n_pred, n_gt = bounds.flatten(-2).sum(-1).double()
-    hit_pred = (bounds[0] & dilated[1]).flatten(-2).sum(-1).double()
-    hit_gt = (bounds[1] & dilated[0]).flatten(-2).sum(-1).double()
+    n_pred, n_gt = count(bounds)
+    hit_pred, hit_gt = count(bounds[0] & dilated[1]), count(bounds[1] & dilated[0])
     # an empty boundary has nothing to miss: P = 1 without a predicted one, R = 1 without a ground-truth one
     precision = torch.where(n_pred > 0, hit_pred / n_pred.clamp(min=1), 1.0)
     recall = torch.where(n_gt > 0, hit_gt / n_gt.clamp(min=1), 1.0)

@@ -197,6 +197,22 @@ def test_matches_the_reference_on_random_images() -> None:
     assert metric.tp.sum() > 0 and metric.fp.sum() > 0 and metric.fn.sum() > 0
 
 
+def test_sparse_segment_ids_count_as_their_dense_renumbering() -> None:
+    """COCO's RGB-coded ids (up to 2^24) take the sorting path, small ids the counting path: same statistics."""
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        (pred_ids, pred_segs), (gt_ids, gt_segs) = random_image(rng, [1, 2, 3], [7, 8])
+        dense = panoptic_statistics(*as_tensors(((pred_ids, pred_segs), (gt_ids, gt_segs))), [1, 2, 3, 7, 8])
+
+        def code(i):  # an RGB-style id, far beyond what a dense count would allocate for
+            return 0 if i == 0 else i * 65_536 + 255
+
+        sparse = ((np.vectorize(code)(pred_ids), {code(k): v for k, v in pred_segs.items()}),
+                  (np.vectorize(code)(gt_ids), {code(k): v for k, v in gt_segs.items()}))
+        for a, b in zip(dense, panoptic_statistics(*as_tensors(sparse), [1, 2, 3, 7, 8]), strict=True):
+            torch.testing.assert_close(a, b)
+
+
 def test_merged_ranks_equal_one_process() -> None:
     rng = np.random.default_rng(1)
     images = [as_tensors(random_image(rng, [1, 2], [5])) for _ in range(7)]
