@@ -16,6 +16,7 @@ from lightning.pytorch import LightningModule
 from seggpt_lab.checkpoint import load_pretrained
 from seggpt_lab.inference import Ensemble, MaskKind, Predictor, PromptTensors
 from seggpt_lab.model import SegGPT
+from seggpt_lab.prompts import Prompt, load_prompt
 
 
 class PredictModule(LightningModule):
@@ -41,13 +42,17 @@ class PredictModule(LightningModule):
         self.model = load_pretrained(checkpoint) if model is None else model
         self.predictor: Predictor | None = None
         self.prompts: PromptTensors | None = None
+        self.prompt_file: Prompt | None = None
 
     def on_predict_start(self) -> None:
         self.predictor = Predictor(self.model, self.device)
         data = self.trainer.datamodule
-        if data.prompts:  # read and checked once for the whole run
+        # read and checked once for the whole run
+        if data.prompts:
             self.prompts = self.predictor.prepare(list(zip(data.prompts, data.prompt_masks, strict=True)),
                                                   self.hparams.mask_kind)
+        if data.prompt_file is not None:
+            self.prompt_file = load_prompt(data.prompt_file)
 
     def predict_step(self, item: dict, index: int) -> dict:
         data, hp = self.trainer.datamodule, self.hparams
@@ -56,7 +61,7 @@ class PredictModule(LightningModule):
                                                    data.max_frames)
             return {**item, "frames": results}
         if data.prompt_file is not None:
-            result = self.predictor.segment(item["path"], prompt_file=data.prompt_file, seg_type=hp.seg_type)
+            result = self.predictor.segment(item["path"], prompt_file=self.prompt_file, seg_type=hp.seg_type)
         else:
             result = self.predictor.segment(item["path"], self.prompts, ensemble=hp.ensemble, seg_type=hp.seg_type)
         return {**item, "result": result}

@@ -16,6 +16,7 @@ from seggpt_lab.checkpoint import save_checkpoint
 from seggpt_lab.cli import main
 from seggpt_lab.inference import Predictor
 from seggpt_lab.model import SegGPT
+from seggpt_lab.prompts import prompt_from_examples, save_prompt
 from tests.conftest import REPO
 
 RECIPE = str(REPO / "recipes" / "predict.yaml")
@@ -115,3 +116,13 @@ def test_predict_recipe_parses(capsys) -> None:
         main(["predict", "--config", RECIPE, "--data.init_args.queries", "[a.jpg]", "--print_config"])
     assert exit_.value.code == 0
     assert "seggpt_lab.callbacks.PredictionWriter" in capsys.readouterr().out
+
+
+def test_predict_with_a_prompt_file_writes_its_class_ids(checkpoint, examples, tmp_path) -> None:
+    image = torch.from_numpy(np.asarray(Image.open(examples / "hmbb_1.jpg").convert("RGB")).copy()).permute(2, 0, 1)
+    label = torch.from_numpy((np.asarray(Image.open(examples / "hmbb_1_target.png").convert("L")) > 127) * 9)
+    save_prompt(prompt_from_examples([image], [label], [9], (64, 64), ["hmbb"]), tmp_path / "prompt.pt")
+    _predict(checkpoint, tmp_path / "out", "--data.init_args.queries", f"[{examples / 'hmbb_2.jpg'}]",
+             "--data.init_args.prompt_file", str(tmp_path / "prompt.pt"), "--model.init_args.seg_type", "semantic")
+    mask = np.asarray(Image.open(tmp_path / "out" / "hmbb_2_mask.png"))
+    assert mask.shape == Image.open(examples / "hmbb_2.jpg").size[::-1] and set(np.unique(mask)) <= {0, 9}
