@@ -120,7 +120,11 @@ class ShardSource:
             return
         record = Path(self.path) / f"{self.split}-convert.json"
         if self.index_file().is_file():
-            if record.is_file() and json.loads(record.read_text()) != self.convert:
+            if not record.is_file():  # converted by hand, or before specs were recorded: nothing to compare
+                log.warning("source %s: %s holds %s shards without a record of how they were made; they are used "
+                            "as if made with %s (delete the folder to convert again)", self.label, self.path,
+                            self.split, json.dumps(self.convert))
+            elif json.loads(record.read_text()) != self.convert:
                 raise ValueError(f"source {self.label}: {self.path} holds {self.split} shards converted with "
                                  f"{record.read_text()}, not {json.dumps(self.convert)}; delete the folder to "
                                  "convert again, or point path elsewhere")

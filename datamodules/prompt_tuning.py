@@ -65,9 +65,11 @@ class SemanticTiles(Dataset):
         self.reader = reader
         self.items: list[tuple[str, int, int]] = []  # key, top, left
         for key in keys:
-            h, w = reader.meta(key)["size"] if tile else (0, 0)
-            self.items += [(key, y, x) for y in range(0, h - tile + 1, tile) for x in range(0, w - tile + 1, tile)] \
-                if tile else [(key, 0, 0)]
+            if not tile:
+                self.items.append((key, 0, 0))
+                continue
+            h, w = reader.meta(key)["size"]
+            self.items += [(key, y, x) for y in range(0, h - tile + 1, tile) for x in range(0, w - tile + 1, tile)]
         self.tile = tile
 
     def __len__(self) -> int:

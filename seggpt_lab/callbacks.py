@@ -56,8 +56,6 @@ class PredictionWriter(BasePredictionWriter):
 
     def write_on_batch_end(self, trainer, pl_module, prediction: dict, batch_indices, batch, batch_idx: int,
                            dataloader_idx: int = 0) -> None:
-        from seggpt_lab.inference import read_frames
-
         self.output_dir.mkdir(parents=True, exist_ok=True)
         name = prediction["name"]
         if prediction["kind"] == "image":
@@ -65,11 +63,10 @@ class PredictionWriter(BasePredictionWriter):
             result.label_image().save(self.output_dir / f"{name}_mask.png")
             result.overlay(prediction["path"]).save(self.output_dir / f"{name}_overlay.png")
             return
-        frames = prediction["frames"]
         folder = self.output_dir / name
         folder.mkdir(exist_ok=True)
         overlays = []
-        for t, (image, result) in enumerate(zip(read_frames(prediction["path"], len(frames)), frames, strict=True)):
+        for t, (image, result) in enumerate(zip(prediction["images"], prediction["frames"], strict=True)):
             result.label_image().save(folder / f"{t:05d}.png")
             overlays.append(result.overlay(image))
         overlays[0].save(self.output_dir / f"{name}_overlay.gif", save_all=True, append_images=overlays[1:],

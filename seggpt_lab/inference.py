@@ -96,6 +96,17 @@ def predict_foreground(model: SegGPT, prompt_images: list[torch.Tensor], prompt_
                          align_corners=False)[0, 0]
 
 
+def predict_prompt_file(model: SegGPT, prompt: Prompt, query: torch.Tensor,
+                        seg_type: Literal["semantic", "instance"] = "semantic") -> torch.Tensor:
+    """A prompt file's `image` and `target` as the prompt half, a query (3, h, w) in [0, 1] at the half-canvas size
+    -> the predicted query mask (3, h, w), RGB in [0, 1]."""
+    half = (model.img_size[0] // 2, model.img_size[1])
+    target = prompt["target"].float()
+    if tuple(target.shape[-2:]) != half:
+        target = F.interpolate(target[None], size=half, mode="nearest")[0]
+    return predict_canvas(model, resize_image(prompt["image"], half)[None], target[None], query, seg_type)
+
+
 def predict_with_prompt(model: SegGPT, prompt: Prompt, query_image: torch.Tensor,
                         seg_type: Literal["semantic", "instance"] = "semantic", background: bool = True
                         ) -> torch.Tensor:
@@ -106,11 +117,7 @@ def predict_with_prompt(model: SegGPT, prompt: Prompt, query_image: torch.Tensor
     whose 0 is void: Painter decodes with the class colours only, ecosystem.md §4c).
     """
     half = (model.img_size[0] // 2, model.img_size[1])
-    target = prompt["target"].float()
-    if tuple(target.shape[-2:]) != half:
-        target = F.interpolate(target[None], size=half, mode="nearest")[0]
-    rgb = predict_canvas(model, resize_image(prompt["image"], half)[None], target[None],
-                         resize_image(query_image, half), seg_type)
+    rgb = predict_prompt_file(model, prompt, resize_image(query_image, half), seg_type)
     rows = decode(rgb, prompt["palette"]) if background else decode(rgb, prompt["palette"][1:]) + 1
     lookup = torch.tensor([0, *prompt["class_ids"]], dtype=torch.long, device=rows.device)
     return resize_labels(lookup[rows], tuple(query_image.shape[-2:]))
@@ -411,9 +418,7 @@ class Predictor:
             from seggpt_lab.prompts import load_prompt
 
             prompt = load_prompt(prompt_file) if isinstance(prompt_file, str | Path) else prompt_file
-            target = F.interpolate(prompt["target"].float()[None], size=self.half, mode="nearest")[0]
-            out = predict_canvas(self.model, resize_image(prompt["image"], self.half)[None], target[None],
-                                 self.query_tensor(image), seg_type)
+            out = predict_prompt_file(self.model, prompt, self.query_tensor(image), seg_type)
             return self._finish(out, size, prompt["palette"].numpy(), np.array([0, *prompt["class_ids"]]))
         prepared = self.prepare(prompts, mask_kind)
         out = predict_canvas(self.model, prepared.images, prepared.masks, self.query_tensor(image), seg_type, ensemble)
@@ -509,7 +514,6 @@ def propagate(frames: list[torch.Tensor], first: torch.Tensor, predict, memory: 
     return preds
 
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 

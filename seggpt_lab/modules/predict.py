@@ -4,7 +4,7 @@
 
 Each item of `datamodules.predict.PredictDataModule` is segmented with the data module's prompts (or its
 prompt file), or, for a video, propagated from its first-frame mask; `seggpt_lab.callbacks.PredictionWriter`
-writes the results. The step returns the item with its `Segmentation`(s).
+writes the results. The step returns the item with its `Segmentation`(s) (and a video's decoded frames).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Literal
 from lightning.pytorch import LightningModule
 
 from seggpt_lab.checkpoint import load_pretrained
-from seggpt_lab.inference import Ensemble, MaskKind, Predictor, PromptTensors
+from seggpt_lab.inference import Ensemble, MaskKind, Predictor, PromptTensors, read_frames
 from seggpt_lab.model import SegGPT
 from seggpt_lab.prompts import Prompt, load_prompt
 
@@ -57,9 +57,9 @@ class PredictModule(LightningModule):
     def predict_step(self, item: dict, index: int) -> dict:
         data, hp = self.trainer.datamodule, self.hparams
         if item["kind"] == "video":
-            results = self.predictor.segment_video(item["path"], data.first_mask, hp.num_frames, hp.seg_type,
-                                                   data.max_frames)
-            return {**item, "frames": results}
+            images = read_frames(item["path"], data.max_frames)  # decoded once: the writer overlays these
+            results = self.predictor.segment_video(images, data.first_mask, hp.num_frames, hp.seg_type)
+            return {**item, "frames": results, "images": images}
         if data.prompt_file is not None:
             result = self.predictor.segment(item["path"], prompt_file=self.prompt_file, seg_type=hp.seg_type)
         else:

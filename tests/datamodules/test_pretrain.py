@@ -137,6 +137,17 @@ def test_url_pattern_reads_the_shards(shards: Path) -> None:
     assert len(_examples(data, 5)) == 5
 
 
+def test_shards_without_a_convert_record_are_used_with_a_warning(tmp_path: Path, caplog) -> None:
+    folder = tmp_path / "synthetic"
+    source = ShardSource(str(folder), convert={"source": "synthetic", "samples": 4, "size": 32})
+    source.ensure_converted()
+    (folder / "train-convert.json").unlink()  # as shards converted by hand or by an older version
+    with caplog.at_level("WARNING", logger="datamodules.pretrain"):
+        source.ensure_converted()
+    assert "without a record of how they were made" in caplog.text
+    assert (folder / "train-index.json").is_file()
+
+
 def test_missing_shards_are_converted_on_demand(tmp_path: Path) -> None:
     folder = tmp_path / "synthetic"
     source = ShardSource(str(folder), convert={"source": "synthetic", "samples": 12, "size": 32})
