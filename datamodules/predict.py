@@ -21,7 +21,7 @@ from typing import TypedDict
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
-from seggpt_lab.inference import IMAGE_SUFFIXES
+from seggpt_lab.canvas import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 

@@ -93,6 +93,10 @@ class VideoSequence(TypedDict):
 
 IGNORE_LABEL = 255  # void in evaluation labels (the DAVIS and HSNet convention)
 
+# files that a folder of query images or video frames contributes: here, beside the other shared input types,
+# because both the inference reader and `datamodules.predict` need them (datamodules may import canvas only)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
 
 class ClassPrompt(TypedDict):
     """Example prompts of one class: images (3, h_k, w_k) uint8 with binary labels (h_k, w_k) long."""

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageSequence
 
-from seggpt_lab.canvas import denormalize, make_canvas, normalize, spatial_ensemble, split_canvas
+from seggpt_lab.canvas import IMAGE_SUFFIXES, denormalize, make_canvas, normalize, spatial_ensemble, split_canvas
 from seggpt_lab.model import SegGPT
 from seggpt_lab.palette import build_palette, decode, distinct_colors, paint
 
@@ -512,9 +512,6 @@ def propagate(frames: list[torch.Tensor], first: torch.Tensor, predict, memory: 
             queue.append((frames[t], pred))
         preds.append(pred)
     return preds
-
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def read_frames(frames: str | Path | list[ImageLike], max_frames: int | None = None) -> list[torch.Tensor]:
