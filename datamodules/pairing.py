@@ -105,14 +105,12 @@ class PairSampler:
         """One pair per usable sample, in input order. Buffer and counts carry over between calls."""
         for sample in samples:
             pair = self.pair(sample)
-            if pair is None:
-                self.counts["skipped"] += 1
-                continue
-            self.counts["pairs"] += 1
-            yield pair
+            if pair is not None:
+                yield pair
 
     def pair(self, sample: Sample) -> Pair | None:
-        """The pair for one sample (None when it has nothing to colour); the sample then joins the buffer."""
+        """The pair for one sample (None when it has nothing to colour, counted as skipped); the sample then joins
+        the buffer."""
         task = sample.meta["task"]
         classes = class_ids(sample) if task != "instance" else []
         instances = instance_ids(sample) if task != "semantic" else []
@@ -125,7 +123,20 @@ class PairSampler:
             pair = None
         if classes:
             self._remember(sample, classes)
+        self.counts["pairs" if pair is not None else "skipped"] += 1
         return pair
+
+    def discard(self, *samples: Sample) -> None:
+        """Take samples out of the partner buffer (one whose image turned out unreadable must not be drawn again)."""
+        keys = {s.key for s in samples}
+        for c in list(self.buffer):
+            held = self.buffer[c]
+            kept = deque(s for s in held if s.key not in keys)
+            self.buffered -= len(held) - len(kept)
+            if kept:
+                self.buffer[c] = kept
+            else:
+                del self.buffer[c]
 
     def _semantic(self, sample: Sample, classes: list[int]) -> Pair:
         if self.rng.random() < self.self_prob:

@@ -29,11 +29,13 @@ from typing import Any, Literal
 import numpy as np
 import webdataset as wds
 from lightning.pytorch import LightningDataModule
+from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset
 
 from datamodules.augment import PairTransform, collate
 from datamodules.fewshot import FewShotEpisodes, image_classes, plan_episodes
 from datamodules.pairing import Pair, PairSampler, worker_seed
+from datamodules.schema import Sample, SampleError
 from datamodules.shards import (
     EpochLoader,
     MixedStream,
@@ -43,11 +45,15 @@ from datamodules.shards import (
     rank_shards,
     sample_stream,
     shard_urls,
+    skip_reason,
     with_epoch,
 )
 
 log = logging.getLogger(__name__)
 Task = Literal["semantic", "instance", "panoptic"]
+# what a bad sample can raise in pairing and augmentation, after `schema.validate` passed it: PIL decoding a
+# corrupt image body (OSError: truncated or broken data; SyntaxError: broken PNG chunks; decompression bombs)
+SAMPLE_ERRORS = (SampleError, OSError, SyntaxError, Image.DecompressionBombError)
 
 
 @dataclass
@@ -169,7 +175,7 @@ class PretrainStream(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _samples(self, index: int, stream: _Stream) -> Iterator:
+    def _samples(self, index: int, stream: _Stream) -> Iterator[tuple[int, Sample]]:
         # every source its own seed: the same base seed would shuffle equal-sized sources alike
         samples = sample_stream(stream.urls, self.seed + 1 + index, resampled=True, shuffle=self.shuffle,
                                 handler=stream.skips, rank=self.rank)
@@ -177,7 +183,7 @@ class PretrainStream(IterableDataset):
         for sample in samples:
             if stream.task is not None:
                 sample.meta["task"] = stream.task  # our own freshly decoded sample: no one else holds it
-            yield sample
+            yield index, sample  # the stream index: a sample that fails later is counted against its source
 
     def __iter__(self) -> Iterator[dict]:
         worker, _ = _worker()
@@ -188,17 +194,30 @@ class PretrainStream(IterableDataset):
         rng = np.random.default_rng([worker_seed(self.seed, self.rank, worker, self.epoch), 1])
         pending: dict[str, list[Pair]] = {}  # source -> semantic pairs waiting for a mix-context group
         counts = {"examples": 0, "mixed": 0}
-        for pair in sampler.pairs(mixture):
+        for index, sample in mixture:
+            skips = self.streams[index].skips
+            pair = sampler.pair(sample)
+            if pair is None:
+                skips.skip("unpaired", sample.key)
+                continue
+            pairs = [pair]
             if pair.label == "sem" and self.mix_prob > 0 and rng.random() < self.mix_prob:
                 group = pending.setdefault(pair.query.key.split("__")[0], [])
                 group.append(pair)
                 if len(group) < self.mix_pairs:
                     continue
-                example = self.transform.mixed(group, rng)
+                pairs = group.copy()
                 group.clear()
-                counts["mixed"] += 1
-            else:
-                example = self.transform(pair, rng)
+            try:
+                example = self.transform.mixed(pairs, rng) if len(pairs) > 1 else self.transform(pair, rng)
+            except SAMPLE_ERRORS as e:  # an image body that does not decode; any other error is a bug and raises
+                sampler.discard(*(s for p in pairs for s in (p.prompt, p.query)))
+                skips.skip(skip_reason(e), f"{sample.key}: {e}")
+                continue
+            if not example["target_canvas"].any():  # the crops left none of the pair's labels in view
+                skips.skip("empty", sample.key)
+                continue
+            counts["mixed"] += len(pairs) > 1
             counts["examples"] += 1
             example["stats"] = self._stats(worker, sampler, counts)
             yield example
@@ -206,7 +225,9 @@ class PretrainStream(IterableDataset):
     def _stats(self, worker: int, sampler: PairSampler, counts: dict[str, int]) -> dict[str, float]:
         stats = {f"pairs/{k}": v for k, v in sampler.stats().items()}
         stats.update({f"data/{k}": v for k, v in counts.items()})
-        stats.update({f"skipped/{s.name}": s.skips.total for s in self.streams})
+        for s in self.streams:
+            stats[f"skipped/{s.name}"] = s.skips.total
+            stats.update({f"skipped/{s.name}/{reason}": n for reason, n in s.skips.counts.items()})
         return {"worker": worker, **stats}
 
 
@@ -247,6 +268,11 @@ class PretrainDataModule(LightningDataModule):
         val_episodes: validation episodes; val_min_pixels: smallest class area for an episode.
         val_classes: class ids to validate on; None: every class in `val`.
         pin_memory: page-locked batches, for GPU training.
+        max_skip_rate: stop with an error naming the source when more than this share of a source's samples
+            is corrupt (unreadable, invalid, or an image that does not decode); fewer are skipped and counted
+            (logged as `skipped/<source>`). Samples with nothing to colour are skipped without counting here.
+        skip_rate_min_samples: samples a DataLoader worker reads from a source before its skip rate is judged,
+            so that one early bad sample does not stop a run.
     """
 
     def __init__(
@@ -276,6 +302,8 @@ class PretrainDataModule(LightningDataModule):
         val_min_pixels: int = 16,
         val_classes: list[int] | None = None,
         pin_memory: bool = False,
+        max_skip_rate: float = 0.1,
+        skip_rate_min_samples: int = 200,
     ) -> None:
         super().__init__()
         if not sources:
@@ -287,6 +315,9 @@ class PretrainDataModule(LightningDataModule):
             raise ValueError("data: need batch_size >= 1, num_workers >= 0, batches_per_epoch >= 1, mix_pairs >= 2 "
                              f"and 0 <= mix_prob <= 1; got {batch_size}, {num_workers}, {batches_per_epoch}, "
                              f"{mix_pairs}, {mix_prob}")
+        if not 0 <= max_skip_rate <= 1 or skip_rate_min_samples < 1:
+            raise ValueError(f"data: need 0 <= max_skip_rate <= 1 and skip_rate_min_samples >= 1, got {max_skip_rate} "
+                             f"and {skip_rate_min_samples}")
         self.save_hyperparameters()
         self.sources, self.val = list(sources), val
         # built here, so that a wrong setting fails at configuration time, before any worker starts
@@ -306,8 +337,8 @@ class PretrainDataModule(LightningDataModule):
             return
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         hp = self.hparams
-        streams = [_Stream(s.label, rank_shards(s.urls(), rank, world), s.weight, s.task, SkipCounter(s.label))
-                   for s in self.sources]
+        streams = [_Stream(s.label, rank_shards(s.urls(), rank, world), s.weight, s.task,
+                           SkipCounter(s.label, hp.max_skip_rate, hp.skip_rate_min_samples)) for s in self.sources]
         self.dataset = PretrainStream(streams, self.transform, self.sampler, hp.seed, rank, hp.shuffle,
                                       hp.mix_prob, hp.mix_pairs)
         if self.val is not None:

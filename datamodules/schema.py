@@ -135,3 +135,60 @@ def decode(raw: dict[str, bytes]) -> Sample:
         sem=decode_png16(raw["sem.png"]) if "sem.png" in raw else None,
         ins=decode_png16(raw["ins.png"]) if "ins.png" in raw else None,
     )
+
+
+class InvalidSample(SampleError):
+    """A shard sample that decodes but breaks the schema; `reason` names the rule, for skip counts."""
+
+    def __init__(self, key: str, reason: str, problem: str) -> None:
+        super().__init__(key, problem)
+        self.reason = reason
+
+
+def _unknown_ids(label: np.ndarray, known: set[int]) -> list[int]:
+    """The values of `label` outside `known`, sorted."""
+    top = int(label.max()) if label.size else 0
+    if top < len(known) and known.issuperset(range(top + 1)):  # ids 0..max all known: the max says it all (0.1 ms)
+        return []
+    # bincount, not np.unique: one pass instead of a sort (a 854 x 480 map in ~0.7 ms)
+    return sorted(set(np.flatnonzero(np.bincount(label.ravel())).tolist()) - known)
+
+
+def validate(sample: Sample) -> Sample:
+    """Check a decoded sample against the schema, once, before pairing and augmentation trust it.
+
+    Raises `InvalidSample` (reason in parentheses) when the image member is not an image (`image`), the
+    metadata is malformed (`meta`), a label map the metadata promises is missing or there is none at all
+    (`no_mask`), a label map is not (H, W) of the image (`size`), or it holds ids that its metadata does not
+    list (`labels`: sem values outside {0, IGNORE} and `classes`, ins values outside {0} and `instances`).
+    Only the image header is read here; a corrupt image body fails later, when it is decoded.
+    """
+    key = sample.key
+    try:
+        with Image.open(io.BytesIO(sample.image)) as im:
+            width, height = im.size
+    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
+        raise InvalidSample(key, "image", f"the {sample.image_ext} member is not a readable image ({e})") from None
+    try:
+        classes = {int(c) for c in sample.meta.get("classes", {})}
+        instances = {int(i) for i, inst in sample.meta.get("instances", {}).items()
+                     if isinstance(inst["category"], int) and isinstance(inst["iscrowd"], bool)}
+        if len(instances) != len(sample.meta.get("instances", {})):
+            raise ValueError("an instance needs an int category and a bool iscrowd")
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        raise InvalidSample(key, "meta", f"malformed json metadata ({e!r})") from None
+    if sample.sem is None and sample.ins is None:
+        raise InvalidSample(key, "no_mask", "sample has no label map (sem.png or ins.png)")
+    for name, label, ids, allowed in (("sem.png", sample.sem, classes, {0, IGNORE}),
+                                      ("ins.png", sample.ins, instances, {0})):
+        if label is None:
+            if ids:
+                raise InvalidSample(key, "no_mask", f"json lists {'classes' if name == 'sem.png' else 'instances'} "
+                                                    f"but the sample has no {name}")
+            continue
+        if label.shape != (height, width):
+            raise InvalidSample(key, "size", f"{name} is {label.shape} but the image is {(height, width)}")
+        unknown = _unknown_ids(label, ids | allowed)
+        if unknown:
+            raise InvalidSample(key, "labels", f"{name} holds ids {unknown[:5]} that its json does not list")
+    return sample

@@ -12,7 +12,7 @@ import random
 import re
 import tarfile
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -22,7 +22,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from datamodules.pairing import worker_seed
-from datamodules.schema import Sample, decode
+from datamodules.schema import Sample, decode, validate
 
 log = logging.getLogger(__name__)
 
@@ -146,30 +146,80 @@ def rank_shards(urls: list[str], rank: int, world_size: int) -> list[str]:
     return urls[rank::world_size]
 
 
-class SkipCounter:
-    """A webdataset handler that logs and counts what it skips instead of raising.
+class TooManySkips(RuntimeError):
+    """A source skipped more of its samples than `max_rate` allows: its shards are broken, not a few samples."""
 
-    One per source; pass it as `handler=` to every stage that can fail (tar reading, decoding). `counts`
-    holds skips by exception type; `str(counter)` is a one-line summary for logs. Counts live in the
-    process that ran the stage: with DataLoader workers each worker counts its own skips (and logs them).
+
+def skip_reason(exn: BaseException) -> str:
+    """The name a skip is counted under: the broken rule for `InvalidSample`, else the exception's type."""
+    return getattr(exn, "reason", type(exn).__name__)
+
+
+# skips that are not corruption: a sample with nothing to colour, crops that left no label in view. They are
+# counted but not judged against `max_rate` (a source of small objects is not broken); only a source of which
+# nothing at all is usable stops the run.
+UNUSABLE = ("unpaired", "empty")
+
+
+class SkipCounter:
+    """Counts what one source reads and skips, and stops the run when it skips too much.
+
+    One per source; pass it as `handler=` to every stage that can fail (tar reading, decoding), and call
+    `read()` for each sample that got through and `skip(reason)` for one dropped later (pairing,
+    augmentation). `counts` holds skips by reason; `str(counter)` is a one-line summary for logs. Once
+    `min_samples` have been seen (read, or lost before they could be read), `TooManySkips` names the source
+    when the share of corrupt samples passes `max_rate`, or when no sample at all was usable (`UNUSABLE`
+    reasons included): a few bad samples are skipped, a broken source stops the run instead of starving it.
+    Counts live in the process that ran the stage: each DataLoader worker counts (and judges) its own.
     """
 
-    def __init__(self, source: str = "") -> None:
-        self.source = source
+    def __init__(self, source: str = "", max_rate: float = 1.0, min_samples: int = 100) -> None:
+        if not 0 <= max_rate <= 1 or min_samples < 1:
+            raise ValueError(f"need 0 <= max_rate <= 1 and min_samples >= 1, got {max_rate} and {min_samples}")
+        self.source, self.max_rate, self.min_samples = source, max_rate, min_samples
         self.counts: Counter[str] = Counter()
+        self.seen = 0
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
 
+    @property
+    def corrupt(self) -> int:
+        return sum(n for reason, n in self.counts.items() if reason not in UNUSABLE)
+
+    def read(self) -> None:
+        """One sample came through the reading stages."""
+        self.seen += 1
+
+    def skip(self, reason: str, detail: str = "", after_read: bool = True) -> None:
+        """Count one dropped sample (`after_read`: `read` counted it already); raise when too many are dropped."""
+        self.counts[reason] += 1
+        self.seen += not after_read
+        name = self.source or "shards"
+        (log.debug if reason in UNUSABLE else log.warning)("%s: skipped a sample (%d so far): %s%s", name,
+                                                           self.total, reason, f": {detail}" if detail else "")
+        if self.seen < self.min_samples:
+            return
+        if self.corrupt > self.max_rate * self.seen:
+            problem = (f"{self.corrupt} of the {self.seen} samples read were corrupt, more than max_skip_rate "
+                       f"{self.max_rate:g}")
+            advice = "check or re-convert its shards, or raise data.max_skip_rate"
+        elif self.total >= self.seen:
+            problem, advice = f"none of the {self.seen} samples read was usable", "check its labels and task"
+        else:
+            return
+        raise TooManySkips(f"source {name}: {problem} ({self._detail()}; the last: {detail or reason}); {advice}")
+
     def __call__(self, exn: Exception) -> bool:
-        self.counts[type(exn).__name__] += 1
-        log.warning("%s: skipped a corrupt sample (%d so far): %s: %s", self.source or "shards", self.total,
-                    type(exn).__name__, exn)
+        self.skip(skip_reason(exn), str(exn).splitlines()[0] if str(exn) else "", after_read=False)
         return True  # webdataset: True = continue with the next sample
 
+    def _detail(self) -> str:
+        return ", ".join(f"{name}: {n}" for name, n in sorted(self.counts.items()))
+
     def __str__(self) -> str:
-        detail = ", ".join(f"{name}: {n}" for name, n in sorted(self.counts.items()))
+        detail = self._detail()
         return f"{self.source or 'shards'}: skipped {self.total}" + (f" ({detail})" if detail else "")
 
 
@@ -186,7 +236,7 @@ class SampleStream(IterableDataset):
     """
 
     def __init__(self, urls: list[str], seed: int, rank: int, resampled: bool, shuffle: int,
-                 handler: Callable[[Exception], bool]) -> None:
+                 handler: SkipCounter) -> None:
         super().__init__()
         if not urls:
             raise ValueError("sample_stream: no shard URLs for this rank (see rank_shards)")
@@ -211,15 +261,29 @@ class SampleStream(IterableDataset):
             wds.tarfile_to_samples(handler=self.handler),
             wds.shuffle(self.shuffle, initial=min(self.shuffle, 100), rng=random.Random(seed)) if self.shuffle > 1
             else None,
-            wds.map(decode, handler=self.handler),  # raw members -> Sample: decode and map in one stage
+            wds.map(read_sample, handler=self.handler),  # raw members -> Sample: decode and map in one stage
         )
 
+    def check_workers(self, num_workers: int) -> None:
+        """A fixed stream gives each DataLoader worker whole shards: more workers than shards leave some idle."""
+        if not self.resampled and num_workers > len(self.urls):
+            raise ValueError(f"source {self.handler.source or self.urls[0]}: {num_workers} DataLoader workers but "
+                             f"only {len(self.urls)} shards for this rank, so some workers would read nothing; use "
+                             f"num_workers <= {len(self.urls)}, more shards, or a resampled stream")
+
     def __iter__(self) -> Iterator[Sample]:
-        return iter(self.pipeline())
+        for sample in self.pipeline():
+            self.handler.read()
+            yield sample
+
+
+def read_sample(raw: dict[str, bytes]) -> Sample:
+    """Tar members -> a `Sample` checked against the schema (`schema.validate`), for the stream's decode stage."""
+    return validate(decode(raw))
 
 
 def sample_stream(urls: list[str], seed: int, resampled: bool = True, shuffle: int = 1000,
-                  handler: Callable[[Exception], bool] | None = None, rank: int = 0) -> SampleStream:
+                  handler: SkipCounter | None = None, rank: int = 0) -> SampleStream:
     """The one webdataset pipeline: shards -> worker split -> tar -> shuffle -> decode to `Sample`.
 
     Args:
@@ -227,7 +291,8 @@ def sample_stream(urls: list[str], seed: int, resampled: bool = True, shuffle: i
         seed: base seed; the stream is a function of (seed, rank, DataLoader worker, epoch).
         resampled: draw shards with replacement forever (training); False reads `urls` once, split by worker.
         shuffle: sample shuffle buffer size; 0 or 1 keeps shard order.
-        handler: called on tar and decode errors; default a `SkipCounter` that logs, counts and skips.
+        handler: the `SkipCounter` called on tar, decode and validation errors (it logs, counts and skips, and
+            stops the run past its rate); default one that never stops.
         rank: the global rank, for seeding only.
     """
     return SampleStream(urls, seed, rank, resampled, shuffle, handler or SkipCounter(Path(urls[0]).parent.name))
@@ -257,6 +322,12 @@ class MixedStream(IterableDataset):
         for stream in self.streams:
             if hasattr(stream, "set_epoch"):
                 stream.set_epoch(epoch)
+
+    def check_workers(self, num_workers: int) -> None:
+        """Each worker mixes its own copy of every stream, so every stream must serve `num_workers` workers."""
+        for stream in self.streams:
+            if hasattr(stream, "check_workers"):
+                stream.check_workers(num_workers)
 
     def __iter__(self) -> Iterator[Any]:
         rng = np.random.default_rng(worker_seed(self.seed, self.rank, _worker()[0], self.epoch))
@@ -289,6 +360,8 @@ class EpochLoader:
             raise ValueError(f"batches per epoch must be >= 1, got {batches}")
         if getattr(loader, "persistent_workers", False):
             raise ValueError("EpochLoader reseeds the dataset every pass; persistent_workers would ignore it")
+        if hasattr(loader.dataset, "check_workers"):  # here, in the main process, before any worker starts
+            loader.dataset.check_workers(loader.num_workers)
         self.loader, self.batches, self.passes = loader, batches, 0
 
     def __len__(self) -> int:
