@@ -44,8 +44,8 @@ from datamodules.shards import (
     _worker,
     rank_shards,
     sample_stream,
+    shard_sizes,
     shard_urls,
-    skip_reason,
     with_epoch,
 )
 
@@ -115,6 +115,11 @@ class ShardSource:
                                     + (f", {len(missing)} missing (first {missing[0]})" if missing else ""))
         return urls
 
+    def sizes(self) -> dict[str, int]:
+        """{shard: sample count} from the index, so that samples a damaged shard loses are counted; {} for a URL
+        pattern, which has no index."""
+        return {} if self.is_url() else shard_sizes(self.index_file())
+
     def ensure_converted(self) -> None:
         """Run the configured conversion when the split's index is missing (a no-op otherwise).
 
@@ -159,6 +164,7 @@ class _Stream:
     weight: float
     task: Task | None
     skips: SkipCounter = field(default_factory=SkipCounter)
+    sizes: dict[str, int] = field(default_factory=dict)  # {shard: sample count}, from the index
 
 
 class PretrainStream(IterableDataset):
@@ -178,7 +184,7 @@ class PretrainStream(IterableDataset):
     def _samples(self, index: int, stream: _Stream) -> Iterator[tuple[int, Sample]]:
         # every source its own seed: the same base seed would shuffle equal-sized sources alike
         samples = sample_stream(stream.urls, self.seed + 1 + index, resampled=True, shuffle=self.shuffle,
-                                handler=stream.skips, rank=self.rank)
+                                handler=stream.skips, rank=self.rank, sizes=stream.sizes)
         samples.set_epoch(self.epoch)
         for sample in samples:
             if stream.task is not None:
@@ -212,7 +218,7 @@ class PretrainStream(IterableDataset):
                 example = self.transform.mixed(pairs, rng) if len(pairs) > 1 else self.transform(pair, rng)
             except SAMPLE_ERRORS as e:  # an image body that does not decode; any other error is a bug and raises
                 sampler.discard(*(s for p in pairs for s in (p.prompt, p.query)))
-                skips.skip(skip_reason(e), f"{sample.key}: {e}")
+                skips.skip(getattr(e, "reason", "image_data"), f"{sample.key}: {e}")
                 continue
             if not example["target_canvas"].any():  # the crops left none of the pair's labels in view
                 skips.skip("empty", sample.key)
@@ -338,7 +344,8 @@ class PretrainDataModule(LightningDataModule):
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         hp = self.hparams
         streams = [_Stream(s.label, rank_shards(s.urls(), rank, world), s.weight, s.task,
-                           SkipCounter(s.label, hp.max_skip_rate, hp.skip_rate_min_samples)) for s in self.sources]
+                           SkipCounter(s.label, hp.max_skip_rate, hp.skip_rate_min_samples), s.sizes())
+                   for s in self.sources]
         self.dataset = PretrainStream(streams, self.transform, self.sampler, hp.seed, rank, hp.shuffle,
                                       hp.mix_prob, hp.mix_pairs)
         if self.val is not None:

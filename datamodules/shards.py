@@ -10,7 +10,9 @@ import json
 import logging
 import random
 import re
+import struct
 import tarfile
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -19,6 +21,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import webdataset as wds
+from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from datamodules.pairing import worker_seed
@@ -45,6 +48,12 @@ def shard_urls(index_file: str | Path) -> list[str]:
     """Paths of the shards an index lists, in order."""
     index_file = Path(index_file)
     return [str(index_file.parent / s["name"]) for s in read_index(index_file)["shards"]]
+
+
+def shard_sizes(index_file: str | Path) -> dict[str, int]:
+    """{shard path: sample count} from an index, for a stream to count the samples a damaged shard lost."""
+    index_file = Path(index_file)
+    return {str(index_file.parent / s["name"]): int(s["samples"]) for s in read_index(index_file)["shards"]}
 
 
 def iter_raw(index_file: str | Path) -> Iterator[dict[str, bytes]]:
@@ -146,8 +155,22 @@ def rank_shards(urls: list[str], rank: int, world_size: int) -> list[str]:
     return urls[rank::world_size]
 
 
+# what damaged shard bytes raise while tars are read and samples decoded and validated: tarfile errors, I/O and
+# image decoding errors (OSError), malformed members (ValueError: bad json or UTF-8, a member name twice,
+# `schema.SampleError`), PIL's broken-PNG SyntaxError, a cut zlib stream. Anything else is a bug and propagates.
+DATA_ERRORS = (tarfile.TarError, OSError, ValueError, SyntaxError, EOFError, zlib.error, struct.error,
+               Image.DecompressionBombError)
+
+
 class TooManySkips(RuntimeError):
     """A source skipped more of its samples than `max_rate` allows: its shards are broken, not a few samples."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:  # webdataset appends the stream and URL to the args of what passes its tar stage
+        return self.message
 
 
 def skip_reason(exn: BaseException) -> str:
@@ -192,10 +215,10 @@ class SkipCounter:
         """One sample came through the reading stages."""
         self.seen += 1
 
-    def skip(self, reason: str, detail: str = "", after_read: bool = True) -> None:
-        """Count one dropped sample (`after_read`: `read` counted it already); raise when too many are dropped."""
-        self.counts[reason] += 1
-        self.seen += not after_read
+    def skip(self, reason: str, detail: str = "", after_read: bool = True, count: int = 1) -> None:
+        """Count `count` dropped samples (`after_read`: `read` counted them already); raise when too many are."""
+        self.counts[reason] += count
+        self.seen += 0 if after_read else count
         name = self.source or "shards"
         (log.debug if reason in UNUSABLE else log.warning)("%s: skipped a sample (%d so far): %s%s", name,
                                                            self.total, reason, f": {detail}" if detail else "")
@@ -212,6 +235,8 @@ class SkipCounter:
         raise TooManySkips(f"source {name}: {problem} ({self._detail()}; the last: {detail or reason}); {advice}")
 
     def __call__(self, exn: Exception) -> bool:
+        if not isinstance(exn, DATA_ERRORS):
+            raise exn
         self.skip(skip_reason(exn), str(exn).splitlines()[0] if str(exn) else "", after_read=False)
         return True  # webdataset: True = continue with the next sample
 
@@ -236,12 +261,13 @@ class SampleStream(IterableDataset):
     """
 
     def __init__(self, urls: list[str], seed: int, rank: int, resampled: bool, shuffle: int,
-                 handler: SkipCounter) -> None:
+                 handler: SkipCounter, sizes: dict[str, int] | None = None) -> None:
         super().__init__()
         if not urls:
             raise ValueError("sample_stream: no shard URLs for this rank (see rank_shards)")
         self.urls, self.seed, self.rank = list(urls), seed, rank
         self.resampled, self.shuffle, self.handler = resampled, shuffle, handler
+        self.sizes = {u: sizes[u] for u in self.urls if u in sizes} if sizes else {}
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -258,11 +284,30 @@ class SampleStream(IterableDataset):
             shards = [wds.SimpleShardList(self.urls), wds.split_by_worker]  # nodes were split by rank_shards
         return wds.DataPipeline(
             *shards,
-            wds.tarfile_to_samples(handler=self.handler),
+            self._tar_samples,
             wds.shuffle(self.shuffle, initial=min(self.shuffle, 100), rng=random.Random(seed)) if self.shuffle > 1
             else None,
             wds.map(read_sample, handler=self.handler),  # raw members -> Sample: decode and map in one stage
         )
+
+    def _tar_samples(self, shards: Iterator[dict[str, str]]) -> Iterator[dict[str, Any]]:
+        """webdataset's tar stage, one shard at a time, so that samples a shard lost are counted: a tar garbled or
+        cut at a member boundary just ends, silently, and only its index (`sizes`) knows what is missing."""
+        for shard in shards:
+            read, errors = 0, 0
+
+            def handler(exn: Exception) -> bool:
+                nonlocal errors
+                errors += 1
+                return self.handler(exn)
+
+            for raw in wds.tariterators.tarfile_samples(iter([shard]), handler=handler):
+                read += 1
+                yield raw
+            lost = self.sizes.get(shard["url"], 0) - read - errors  # the errors were counted as skips already
+            if lost > 0:
+                self.handler.skip("lost", f"{lost} samples of {shard['url']} never came out of the tar",
+                                  after_read=False, count=lost)
 
     def check_workers(self, num_workers: int) -> None:
         """A fixed stream gives each DataLoader worker whole shards: more workers than shards leave some idle."""
@@ -283,7 +328,8 @@ def read_sample(raw: dict[str, bytes]) -> Sample:
 
 
 def sample_stream(urls: list[str], seed: int, resampled: bool = True, shuffle: int = 1000,
-                  handler: SkipCounter | None = None, rank: int = 0) -> SampleStream:
+                  handler: SkipCounter | None = None, rank: int = 0, sizes: dict[str, int] | None = None
+                  ) -> SampleStream:
     """The one webdataset pipeline: shards -> worker split -> tar -> shuffle -> decode to `Sample`.
 
     Args:
@@ -294,8 +340,11 @@ def sample_stream(urls: list[str], seed: int, resampled: bool = True, shuffle: i
         handler: the `SkipCounter` called on tar, decode and validation errors (it logs, counts and skips, and
             stops the run past its rate); default one that never stops.
         rank: the global rank, for seeding only.
+        sizes: {shard: sample count} (`shard_sizes`), to count the samples of a damaged shard that never came out
+            of its tar as skipped ("lost"); without it such losses go uncounted.
     """
-    return SampleStream(urls, seed, rank, resampled, shuffle, handler or SkipCounter(Path(urls[0]).parent.name))
+    return SampleStream(urls, seed, rank, resampled, shuffle, handler or SkipCounter(Path(urls[0]).parent.name),
+                        sizes)
 
 
 class MixedStream(IterableDataset):
