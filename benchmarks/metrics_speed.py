@@ -4,14 +4,14 @@ baselines; both give the same numbers, checked before timing).
 
 - J&F: a real DAVIS-2017 frame (../shared/data/davis2017_osvos, OSVOS's palette PNGs, 480 x 854, objects
   1-3 of "pigs") as ground truth, and the same frame shifted by 3 pixels as the prediction. Ours:
-  `region_similarity` + `boundary_f_measure` on the (K, H, W) stack. Baseline: the DAVIS toolkit's way, one
+  `object_j_and_f` on the two label maps (what `JandF` runs on every frame). Baseline: the DAVIS toolkit's way, one
   object at a time: `_seg2bmap` in NumPy, `cv2.dilate` with a disk, precision / recall / F.
 - PQ: a 640 x 480 image with 8 stuff bands and 40 thing ellipses (some crowd), the prediction a shifted copy
   with a few segments merged. Ours: `panoptic_statistics` (one `unique` over id pairs). Baseline: a boolean
   mask per segment and a loop over ground-truth x predicted segment pairs of one category.
 
     pip install opencv-python-headless   # the J&F baseline only
-    python benchmarks/metrics_speed.py [--repeats 20]
+    python benchmarks/metrics_speed.py [--repeats 50] [--threads N]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import torch
 from PIL import Image
 
 from seggpt_lab.metrics.panoptic import panoptic_statistics
-from seggpt_lab.metrics.video import boundary_f_measure, boundary_radius, region_similarity
+from seggpt_lab.metrics.video import boundary_radius, object_j_and_f
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -136,36 +137,43 @@ def panoptic_image(seed: int = 0, h: int = 480, w: int = 640):
     return pred, segments, gt, info
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    start = time.perf_counter()
+def side_by_side(ours, base, repeats: int) -> tuple[float, float]:
+    """Median milliseconds of each, timed alternately (ours, base, ours, ...) so that load drifts hit both alike."""
+    times: tuple[list[float], list[float]] = ([], [])
+    ours(), base()  # warm-up
     for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats * 1000
+        for fn, out in zip((ours, base), times, strict=True):
+            start = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=None, help="for torch and OpenCV alike (default: theirs)")
     opts = parser.parse_args()
+    if opts.threads:
+        import cv2
+
+        torch.set_num_threads(opts.threads)
+        cv2.setNumThreads(opts.threads)
     shared = Path(os.environ.get("SEGGPT_LAB_SHARED_DATA", REPO.parent / "shared" / "data"))
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
 
     pred, truth = davis_frame(shared)
     objects = int(truth.max())
-    ids = torch.arange(1, objects + 1)[:, None, None]
     pred_t, truth_t = torch.from_numpy(pred), torch.from_numpy(truth)
 
     def ours_jf():
-        p, t = pred_t[None] == ids, truth_t[None] == ids
-        return region_similarity(p, t), boundary_f_measure(p, t)
+        return object_j_and_f(pred_t, truth_t, objects)
 
     j, f = ours_jf()
     j_ref, f_ref = j_and_f_baseline(pred, truth, objects)
     assert np.allclose(j.numpy(), j_ref) and np.allclose(f.numpy(), f_ref), (j, j_ref, f, f_ref)
-    ours = timed(ours_jf, opts.repeats)
-    base = timed(lambda: j_and_f_baseline(pred, truth, objects), opts.repeats)
+    ours, base = side_by_side(ours_jf, lambda: j_and_f_baseline(pred, truth, objects), opts.repeats)
     print(f"J&F, one 480x854 frame, {objects} objects (J {np.round(j_ref, 4).tolist()}, "
           f"F {np.round(f_ref, 4).tolist()})")
     print(f"  ours {ours:7.2f} ms   per-object NumPy/OpenCV {base:7.2f} ms   speed-up {base / ours:5.1f}x")
@@ -177,8 +185,8 @@ def main() -> None:
     ref = pq_baseline(p_ids, p_segments, g_ids, g_info, categories)
     for a, b in zip(stats, ref, strict=True):
         assert np.allclose(a.numpy().astype(float), b), (a, b)
-    ours = timed(lambda: panoptic_statistics(*args), opts.repeats)
-    base = timed(lambda: pq_baseline(p_ids, p_segments, g_ids, g_info, categories), opts.repeats)
+    ours, base = side_by_side(lambda: panoptic_statistics(*args),
+                              lambda: pq_baseline(p_ids, p_segments, g_ids, g_info, categories), opts.repeats)
     tp, fp, fn = (int(x.sum()) for x in stats[:3])
     print(f"PQ statistics, one 640x480 image, {len(g_info)} ground-truth / {len(p_segments)} predicted segments "
           f"(TP {tp}, FP {fp}, FN {fn})")

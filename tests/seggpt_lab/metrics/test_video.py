@@ -18,7 +18,15 @@ from seggpt_lab.metrics import (
     region_similarity,
     sequence_j_and_f,
 )
-from seggpt_lab.metrics.video import boundary_radius
+from seggpt_lab.metrics.video import (
+    _pack_bits_torch,
+    boundary_radius,
+    label_bits,
+    object_j_and_f,
+    pack_bits,
+    popcount,
+    unpack_bits,
+)
 
 # --- slow reference formulations (numpy, pixel sets and distances rather than shifts of whole stacks) ---
 
@@ -142,6 +150,52 @@ def test_disk_dilation_matches_distances_on_random_masks() -> None:
     for mask, d in zip(masks, dilated, strict=True):
         expected = ref_within(grid, np.argwhere(mask.numpy()), 4).reshape(30, 41)
         assert np.array_equal(d.numpy(), expected)
+
+
+@pytest.mark.parametrize("width", [1, 63, 64, 65, 130, 200])
+def test_bit_packing_round_trips_and_counts(width: int) -> None:
+    gen = torch.Generator().manual_seed(width)
+    masks = torch.rand(2, 3, 5, width, generator=gen) > 0.5
+    bits = pack_bits(masks)
+    assert bits.shape == (2, 3, 5, -(-width // 64)) and bits.dtype == torch.int64
+    assert torch.equal(_pack_bits_torch(masks), bits)  # the path for GPU tensors packs alike
+    assert torch.equal(unpack_bits(bits, width), masks)
+    assert torch.equal(popcount(bits), masks.flatten(-2).sum(-1).double())
+    full = pack_bits(torch.ones(1, 1, width, dtype=torch.bool))  # every bit of the word, the sign bit too
+    assert popcount(full).item() == width
+
+
+def test_boundaries_and_dilation_across_words() -> None:
+    """Rows of several 64-bit words (the packed form's carries) and radii wider than a word."""
+    gen = torch.Generator().manual_seed(2)
+    masks = torch.rand(4, 9, 150, generator=gen) > 0.5
+    for mask, b in zip(masks, boundary_map(masks), strict=True):
+        assert np.array_equal(b.numpy(), ref_boundary(mask.numpy()))
+    sparse = torch.rand(2, 12, 150, generator=gen) > 0.98
+    grid = np.argwhere(np.ones((12, 150), dtype=bool))
+    for radius in (5, 63, 64, 70):
+        for mask, d in zip(sparse, disk_dilation(sparse, radius), strict=True):
+            expected = ref_within(grid, np.argwhere(mask.numpy()), radius).reshape(12, 150)
+            assert np.array_equal(d.numpy(), expected), radius
+
+
+def test_object_masks_from_label_maps() -> None:
+    labels = torch.tensor([[0, 1, 2, 255, 300, 3, 1]])
+    bits = label_bits(labels, 3)
+    assert [unpack_bits(b, 7)[0].nonzero().flatten().tolist() for b in bits] == [[1, 6], [2], [5]]
+    many = torch.arange(300).view(1, 300)  # objects past uint8: the labels keep their type
+    assert unpack_bits(label_bits(many, 299), 300)[:, 0].nonzero().tolist() == [[k - 1, k] for k in range(1, 300)]
+
+
+def test_object_j_and_f_equals_the_mask_functions() -> None:
+    gen = torch.Generator().manual_seed(3)
+    pred, target = torch.randint(0, 4, (2, 20, 70), generator=gen), torch.randint(0, 4, (2, 20, 70), generator=gen)
+    target[0, :3] = 7  # above K: background
+    j, f = object_j_and_f(pred, target, 3, bound_th=2)
+    ids = torch.arange(1, 4)[:, None, None, None]
+    assert torch.equal(j, region_similarity(pred[None] == ids, target[None] == ids))
+    assert torch.equal(f, boundary_f_measure(pred[None] == ids, target[None] == ids, bound_th=2))
+    assert j.shape == f.shape == (3, 2)
 
 
 def test_region_similarity() -> None:
