@@ -8,10 +8,11 @@ object and frame, J is the region IoU (1 when both masks are empty) and F the bo
 recall (frames > 0.5) / decay (first minus last of four overlapping bins); the reported numbers are
 means over objects, every object of every sequence weighing the same.
 
-Masks are scored bit-packed: each row of a mask is a run of int64 words, 64 pixels a word, so the
-boundary maps, the disk dilation (about 80 shifts and ORs) and the pixel counts touch one bit per pixel
-instead of a byte. No library offers packed binary morphology for torch tensors (on CPU and GPU alike),
-hence the hand-written shifts; `benchmarks/metrics_speed.py` measures it against the toolkit's way.
+Masks are scored bit-packed, in numpy on the CPU whatever the labels' device (as the toolkit does): each
+row of a mask is a run of uint64 words, 64 pixels a word, so the boundary maps, the disk dilation (about
+80 shifts and ORs of whole stacks) and the pixel counts (the popcount instruction) touch one bit per pixel
+instead of a byte. No library offers packed binary morphology, hence the hand-written shifts;
+`benchmarks/metrics_speed.py` measures it against the toolkit's way, one object at a time with OpenCV.
 
 Shapes: T frames, K objects, N independent masks (any leading dimensions), H x W pixels.
 """
@@ -30,50 +31,31 @@ BOUND_TH = 0.008  # davis2017/metrics.py f_measure default: a fraction of the di
 _CHUNK_PIXELS = 2**22  # a sequence is scored a few frames at a time: K x t x H x W mask bytes stay near 4 MB
 
 
-# --- bit-packed masks: pixel x of a row is bit x % 64 of word x // 64 ---
+# --- bit-packed masks (numpy): pixel x of a row is bit x % 64 of word x // 64, words little-endian uint64 ---
 
-def pack_bits(masks: Tensor) -> Tensor:
-    """(..., H, W) bool (or 0/1 uint8) -> (..., H, ceil(W / 64)) int64 words; bits past W are 0.
-
-    On CPU numpy's `packbits` does it (SIMD; torch has no bit packing), elsewhere `_pack_bits_torch`.
-    """
-    if masks.device.type != "cpu":
-        return _pack_bits_torch(masks)
-    packed = torch.from_numpy(np.packbits(masks.numpy(), axis=-1, bitorder="little"))
-    return torch.nn.functional.pad(packed, (0, -packed.shape[-1] % 8)).view(torch.int64)
+WORD = np.dtype("<u8")  # explicit byte order: the bit layout holds on any machine
 
 
-def _pack_bits_torch(masks: Tensor) -> Tensor:
-    width = masks.shape[-1]
-    ones = masks.view(torch.uint8) if masks.dtype == torch.bool else masks
-    ones = torch.nn.functional.pad(ones, (0, -width % 64))
-    # eight pixels per int64, pixel j in bit 8j (little-endian bytes); ORing in the copies shifted by 7, 14
-    # and 28 (every multiple of 7 up to 49) brings bit 8j to bit j, and nothing else lands in the low byte
-    x = ones.contiguous().view(torch.int64)
-    x = x | (x >> 7)
-    x = x | (x >> 14)
-    x = x | (x >> 28)
-    return x.to(torch.uint8).view(torch.int64)
+def pack_bits(masks: np.ndarray) -> np.ndarray:
+    """(..., H, W) bool -> (..., H, ceil(W / 64)) uint64 words; bits past W are 0."""
+    packed = np.packbits(masks, axis=-1, bitorder="little")
+    pad = -packed.shape[-1] % 8
+    if pad:
+        packed = np.pad(packed, [(0, 0)] * (packed.ndim - 1) + [(0, pad)])
+    return packed.view(WORD)
 
 
-def unpack_bits(bits: Tensor, width: int) -> Tensor:
-    """The inverse of `pack_bits`: (..., H, words) int64 -> (..., H, width) bool."""
-    positions = torch.arange(64, device=bits.device)
-    return ((bits[..., None] >> positions) & 1).bool().flatten(-2)[..., :width]
+def unpack_bits(bits: np.ndarray, width: int) -> np.ndarray:
+    """The inverse of `pack_bits`: (..., H, words) -> (..., H, width) bool."""
+    return np.unpackbits(np.ascontiguousarray(bits).view(np.uint8), axis=-1, count=width, bitorder="little").view(bool)
 
 
-def _span(lo: int, hi: int, words: int, device: torch.device) -> Tensor:
-    """(words,) int64 with the bits of pixels lo <= x < hi set."""
-    x = torch.arange(words * 64, device=device)
-    return pack_bits(((x >= lo) & (x < hi)).view(1, -1))[0]
+def popcount(bits: np.ndarray) -> np.ndarray:
+    """(..., H, words) -> (...,) int64: set bits per mask (the CPU's popcount instruction)."""
+    return np.bitwise_count(bits).reshape(*bits.shape[:-2], -1).sum(-1, dtype=np.int64)
 
 
-def _logical_right(x: Tensor, n: int) -> Tensor:
-    """x >>> n for int64 words, 0 < n < 64 (torch shifts signed words arithmetically)."""
-    return (x >> n) & ((1 << (64 - n)) - 1)
-
-
-def _or_shifted(out: Tensor, src: Tensor, s: int) -> None:
+def _or_shifted(out: np.ndarray, src: np.ndarray, s: int) -> None:
     """out |= src with every pixel moved s along the row (s < 0: towards 0); pixels leaving the words drop out."""
     words = src.shape[-1]
     q, t = divmod(abs(s), 64)
@@ -81,44 +63,28 @@ def _or_shifted(out: Tensor, src: Tensor, s: int) -> None:
         return
     if s > 0:  # word i takes word i - q shifted up, and the top t bits of word i - q - 1
         body = src[..., :words - q]
-        out[..., q:] |= body << t if t else body
-        if t and words - q > 1:
-            out[..., q + 1:] |= _logical_right(body[..., :-1], 64 - t)
+        out[..., q:] |= body << np.uint64(t)
+        if t:
+            out[..., q + 1:] |= body[..., :-1] >> np.uint64(64 - t)
     else:  # word i takes word i + q shifted down, and the low t bits of word i + q + 1
         body = src[..., q:]
-        out[..., :words - q] |= _logical_right(body, t) if t else body
-        if t and words - q > 1:
-            out[..., :words - q - 1] |= body[..., 1:] << (64 - t)
+        out[..., :words - q] |= body >> np.uint64(t)
+        if t:
+            out[..., :words - q - 1] |= body[..., 1:] << np.uint64(64 - t)
 
 
-def popcount(bits: Tensor) -> Tensor:
-    """(..., H, words) int64 -> (...,) float64: set bits per mask (SWAR popcount: torch has none).
-
-    Bit pairs, nibbles and bytes are summed in place within each word, then the eight byte counts (<= 8
-    each) are folded into the low byte, so the final sum runs over words rather than bytes.
-    """
-    x = bits.flatten(-2)
-    x = x - ((x >> 1) & 0x5555555555555555)  # the arithmetic shift's copied sign bit is masked off
-    x = (x & 0x3333333333333333) + ((x >> 2) & 0x3333333333333333)
-    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0F
-    x = x + (x >> 8)
-    x = x + (x >> 16)
-    x = x + (x >> 32)
-    return (x & 0x7F).sum(-1).double()
-
-
-def boundary_bits(bits: Tensor, width: int) -> Tensor:
+def boundary_bits(bits: np.ndarray, width: int) -> np.ndarray:
     """`boundary_map` on packed masks of the given width."""
-    east = torch.zeros_like(bits)  # east[x] = mask[x + 1]
+    east = np.zeros_like(bits)  # east[x] = mask[x + 1]
     _or_shifted(east, bits, -1)
-    inner = _span(0, width - 1, bits.shape[-1], bits.device)  # the last column has no east neighbour
+    inner = pack_bits(np.arange(bits.shape[-1] * 64) < width - 1)  # the last column has no east neighbour
     b = (bits ^ east) & inner
     b[..., :-1, :] |= bits[..., :-1, :] ^ bits[..., 1:, :]
     b[..., :-1, :] |= (bits[..., :-1, :] ^ east[..., 1:, :]) & inner
     return b
 
 
-def dilate_bits(bits: Tensor, radius: int) -> Tensor:
+def dilate_bits(bits: np.ndarray, radius: int) -> np.ndarray:
     """`disk_dilation` on packed masks: horizontal runs by doubling, then one shifted OR per disk row.
 
     A run of half-width w (every pixel within w along the row) comes from one of half-width a < w as
@@ -126,18 +92,18 @@ def dilate_bits(bits: Tensor, radius: int) -> Tensor:
     run pixels that leave the frame for the steps that bring them back; rows need none (no run crosses them).
     """
     margin = -(-radius // 64)
-    padded = torch.nn.functional.pad(bits, (margin, margin))
+    padded = np.pad(bits, [(0, 0)] * (bits.ndim - 1) + [(margin, margin)])
     half_widths = [math.isqrt(radius * radius - dy * dy) for dy in range(radius + 1)]
     runs, a = {0: padded}, 0
     for w in sorted(set(half_widths) - {0}):
         while a < w:
             step = min(w - a, 2 * a + 1)
-            run = runs[a].clone()
+            run = runs[a].copy()
             _or_shifted(run, runs[a], step)
             _or_shifted(run, runs[a], -step)
             a += step
             runs[a] = run
-    out = runs[half_widths[0]].clone()
+    out = runs[half_widths[0]].copy()
     for dy in range(1, radius + 1):
         row = runs[half_widths[dy]]
         out[..., dy:, :] |= row[..., :-dy, :]
@@ -145,26 +111,38 @@ def dilate_bits(bits: Tensor, radius: int) -> Tensor:
     return out[..., margin: out.shape[-1] - margin]
 
 
-def _small(labels: Tensor, num_objects: int) -> Tensor:
-    """Labels as uint8 when objects 1..K fit; ids above 255 (rare: a cheap max tells) become 255, no object."""
-    if num_objects >= 255 or labels.dtype == torch.uint8:
+def _as_bytes(labels: np.ndarray, num_objects: int) -> np.ndarray:
+    """uint8 labels when objects 1..K fit (4-8 times less to compare); ids above 255 become 255, no object."""
+    if num_objects >= 255 or labels.dtype == np.uint8:
         return labels
-    if int(labels.max()) > 255:
-        labels = labels.clamp(max=255)
-    return labels.to(torch.uint8)
+    return (np.minimum(labels, 255) if labels.max() > 255 else labels).astype(np.uint8)
 
 
-def label_bits(labels: Tensor, num_objects: int) -> Tensor:
-    """(..., H, W) integer label map -> (K, ..., H, words) packed masks of objects 1..K; other ids are background.
+def label_bits(labels: np.ndarray, num_objects: int) -> np.ndarray:
+    """(..., H, W) integer label map -> (K, ..., H, words) packed masks of objects 1..K; other ids are background."""
+    labels = _as_bytes(labels, num_objects)
+    ids = np.arange(1, num_objects + 1, dtype=labels.dtype).reshape(-1, *[1] * labels.ndim)
+    return pack_bits(labels[None] == ids)
 
-    Equality is tested as a zero XOR on uint8 labels: torch's CPU comparison kernels are several times
-    slower than its bitwise ones.
-    """
-    labels = _small(labels, num_objects)
-    labels = torch.nn.functional.pad(labels, (0, -labels.shape[-1] % 64))  # padding is background
-    ids = torch.arange(1, num_objects + 1, dtype=labels.dtype, device=labels.device)
-    other = (labels[None] ^ ids.view(-1, *[1] * labels.dim())).bool()  # True where the pixel is not object k
-    return ~pack_bits(other)
+
+def _j_and_f(pred: np.ndarray, target: np.ndarray, height: int, width: int, bound_th: float
+             ) -> tuple[Tensor, Tensor]:
+    """J and F of packed masks (..., H, words), each (...,) float64: every pixel count taken by one popcount."""
+    bounds = boundary_bits(np.stack([pred, target]), width)  # (2, ..., H, words)
+    dilated = dilate_bits(bounds, boundary_radius(height, width, bound_th))
+    counts = popcount(np.stack([pred & target, pred | target, bounds[0], bounds[1],
+                                bounds[0] & dilated[1], bounds[1] & dilated[0]]))
+    inter, union, n_pred, n_gt, hit_pred, hit_gt = torch.from_numpy(counts).double()
+    j = torch.where(union > 0, inter / union.clamp(min=1), 1.0)
+    # an empty boundary has nothing to miss: P = 1 without a predicted one, R = 1 without a ground-truth one
+    precision = torch.where(n_pred > 0, hit_pred / n_pred.clamp(min=1), 1.0)
+    recall = torch.where(n_gt > 0, hit_gt / n_gt.clamp(min=1), 1.0)
+    total = precision + recall
+    return j, torch.where(total > 0, 2 * precision * recall / total.clamp(min=1e-12), 0.0)
+
+
+def _numpy(masks: Tensor) -> np.ndarray:
+    return masks.detach().cpu().numpy()
 
 
 # --- J and F ---
@@ -176,7 +154,8 @@ def boundary_map(masks: Tensor) -> Tensor:
     special cases (last row compared only eastwards, last column only southwards, corner never a
     boundary) are exactly the neighbours that fall outside the frame. A mask that fills the frame has none.
     """
-    return unpack_bits(boundary_bits(pack_bits(masks), masks.shape[-1]), masks.shape[-1])
+    width = masks.shape[-1]
+    return torch.from_numpy(unpack_bits(boundary_bits(pack_bits(_numpy(masks)), width), width)).to(masks.device)
 
 
 def boundary_radius(height: int, width: int, bound_th: float = BOUND_TH) -> int:
@@ -197,27 +176,15 @@ def disk_dilation(masks: Tensor, radius: int) -> Tensor:
     The same set as `cv2.dilate(mask, skimage.morphology.disk(radius))` in the toolkit: the union over rows
     dy of the disk of a horizontal run of half-width isqrt(radius^2 - dy^2).
     """
-    return unpack_bits(dilate_bits(pack_bits(masks), radius), masks.shape[-1])
-
-
-def _j_and_f(pred: Tensor, target: Tensor, height: int, width: int, bound_th: float) -> tuple[Tensor, Tensor]:
-    """J and F of packed masks (..., H, words): every pixel count taken by one popcount."""
-    bounds = boundary_bits(torch.stack([pred, target]), width)  # (2, ..., H, words)
-    dilated = dilate_bits(bounds, boundary_radius(height, width, bound_th))
-    inter, union, n_pred, n_gt, hit_pred, hit_gt = popcount(torch.stack([
-        pred & target, pred | target, bounds[0], bounds[1], bounds[0] & dilated[1], bounds[1] & dilated[0]]))
-    j = torch.where(union > 0, inter / union.clamp(min=1), 1.0)
-    # an empty boundary has nothing to miss: P = 1 without a predicted one, R = 1 without a ground-truth one
-    precision = torch.where(n_pred > 0, hit_pred / n_pred.clamp(min=1), 1.0)
-    recall = torch.where(n_gt > 0, hit_gt / n_gt.clamp(min=1), 1.0)
-    total = precision + recall
-    return j, torch.where(total > 0, 2 * precision * recall / total.clamp(min=1e-12), 0.0)
+    width = masks.shape[-1]
+    return torch.from_numpy(unpack_bits(dilate_bits(pack_bits(_numpy(masks)), radius), width)).to(masks.device)
 
 
 def region_similarity(pred: Tensor, target: Tensor) -> Tensor:
     """J: (..., H, W) bool masks -> (...,) float64 IoU; 1 where both masks are empty (db_eval_iou)."""
-    inter, union = popcount(torch.stack([pack_bits(pred & target), pack_bits(pred | target)]))
-    return torch.where(union > 0, inter / union.clamp(min=1), 1.0)
+    p, t = pack_bits(_numpy(pred)), pack_bits(_numpy(target))
+    inter, union = torch.from_numpy(popcount(np.stack([p & t, p | t]))).double()
+    return torch.where(union > 0, inter / union.clamp(min=1), 1.0).to(pred.device)
 
 
 def boundary_f_measure(pred: Tensor, target: Tensor, bound_th: float = BOUND_TH) -> Tensor:
@@ -227,14 +194,18 @@ def boundary_f_measure(pred: Tensor, target: Tensor, bound_th: float = BOUND_TH)
     boundary pixel, recall the converse. Without a predicted boundary P = 1, R = 0; without a
     ground-truth boundary P = 0, R = 1; with neither, F = 1.
     """
-    return _j_and_f(pack_bits(pred), pack_bits(target), *pred.shape[-2:], bound_th)[1]
+    f = _j_and_f(pack_bits(_numpy(pred)), pack_bits(_numpy(target)), *pred.shape[-2:], bound_th)[1]
+    return f.to(pred.device)
 
 
 def object_j_and_f(pred: Tensor, target: Tensor, num_objects: int, bound_th: float = BOUND_TH
                    ) -> tuple[Tensor, Tensor]:
-    """Label maps (..., H, W) -> J and F of objects 1..K, each (K, ...) float64; other ids are background."""
-    bits = label_bits(torch.stack([_small(pred, num_objects), _small(target, num_objects)]), num_objects)
-    return _j_and_f(bits[:, 0], bits[:, 1], *pred.shape[-2:], bound_th)
+    """Label maps (..., H, W) -> J and F of objects 1..K, each (K, ...) float64 on the labels' device; ids
+    outside 1..K are background."""
+    labels = np.stack([_as_bytes(_numpy(pred), num_objects), _as_bytes(_numpy(target), num_objects)])
+    bits = label_bits(labels, num_objects)  # (K, 2, ..., H, words)
+    j, f = _j_and_f(bits[:, 0], bits[:, 1], *pred.shape[-2:], bound_th)
+    return j.to(pred.device), f.to(pred.device)
 
 
 def per_object_statistics(values: Tensor) -> tuple[Tensor, Tensor, Tensor]:
