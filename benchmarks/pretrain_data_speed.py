@@ -6,39 +6,67 @@ and N synthetic 512 x 512 PNG scenes into a temporary folder, then draws batches
 shard reading, decoding, pairing, crops, jitter, colouring, patch masks, collation) and prints pairs/s.
 Each setting runs after a warm-up batch; a DataLoader with W workers yields up to W times the rate.
 
-    python benchmarks/pretrain_data_speed.py [--batches 30] [--batch-size 8] [--synthetic 200]
+The floor (issue 7, target 3) is the rate of merely decoding the same images and masks: every sample of
+the DAVIS shards decoded at full size (PIL, RGB array) with its label maps, once per pair that uses it:
+a self-pair uses one sample, a partner pair two, so floor pairs/s = samples/s / (1 + partner pairs /
+pairs), with the partner share the pipeline itself reports. Floor and pipeline alternate in rounds and
+the medians are compared, so load on the machine affects both alike.
+
+    python benchmarks/pretrain_data_speed.py [--batches 30] [--rounds 3] [--batch-size 8] [--synthetic 200]
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 from datamodules.convert import convert
 from datamodules.pretrain import PretrainDataModule, ShardSource
+from datamodules.schema import decode_png16
+from datamodules.shards import iter_raw
 from datamodules.sources import get_source
 
 
-def pairs_per_second(folder: Path, split: str, batches: int, batch_size: int, **data) -> float:
-    module = PretrainDataModule([ShardSource(str(folder), split=split)], size=(448, 448), patch_size=16,
-                                batch_size=batch_size, num_workers=0, batches_per_epoch=batches + 1, **data)
-    module.setup("fit")
-    loader = iter(module.train_dataloader())
-    next(loader)  # warm-up: opens the shard, fills the shuffle buffer's first samples
+class Pipeline:
+    """One worker's batches from one shard set; `rate(batches)` times the next ones, in pairs/s."""
+
+    def __init__(self, folder: Path, split: str, batch_size: int, **data) -> None:
+        module = PretrainDataModule([ShardSource(str(folder), split=split)], size=(448, 448), patch_size=16,
+                                    batch_size=batch_size, num_workers=0, batches_per_epoch=10**6, **data)
+        module.setup("fit")
+        self.loader, self.batch_size = iter(module.train_dataloader()), batch_size
+        self.stats = next(self.loader)["stats"]  # warm-up: opens the shard, fills the shuffle buffer's first samples
+
+    def rate(self, batches: int) -> float:
+        start = time.perf_counter()
+        for _ in range(batches):
+            self.stats = next(self.loader)["stats"]
+        return batches * self.batch_size / (time.perf_counter() - start)
+
+
+def decode_rate(raw: list[dict[str, bytes]]) -> float:
+    """Samples per second when all that is done is decoding each image and its label maps."""
     start = time.perf_counter()
-    for _ in range(batches):
-        next(loader)
-    return batches * batch_size / (time.perf_counter() - start)
+    for sample in raw:
+        image = np.asarray(Image.open(io.BytesIO(sample["jpg"] if "jpg" in sample else sample["png"])).convert("RGB"))
+        labels = [decode_png16(sample[k]) for k in ("sem.png", "ins.png") if k in sample]
+        assert image.shape[:2] == labels[0].shape
+    return len(raw) / (time.perf_counter() - start)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=3, help="alternations of pipeline and floor (DAVIS)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--synthetic", type=int, default=200, help="synthetic 512 px scenes to convert")
     args = parser.parse_args()
@@ -48,16 +76,23 @@ def main() -> None:
         convert(get_source("davis")(str(shared / "davis2016" / "DAVIS"), "2016-val"), out, progress=False)
         convert(get_source("synthetic")(None, "train", samples=args.synthetic, size=512), out, progress=False)
         davis, synthetic = (Path(out) / "davis", "2016-val"), (Path(out) / "synthetic", "train")
+        print(f"one worker (1 thread), 448 x 448 views, batch {args.batch_size}")
+        pipeline = Pipeline(*davis, args.batch_size)
+        raw = list(iter_raw(davis[0] / f"{davis[1]}-index.json"))
+        rounds = [(pipeline.rate(args.batches // args.rounds), decode_rate(raw)) for _ in range(args.rounds)]
+        rate, samples = (statistics.median(r) for r in zip(*rounds, strict=True))
+        per_pair = 1 + pipeline.stats["pairs/partner"] / pipeline.stats["pairs/pairs"]
+        floor = samples / per_pair
+        print(f"  DAVIS-2016 854x480 JPEG, defaults    {rate:7.1f} pairs/s   decode-only floor {floor:7.1f} pairs/s "
+              f"({samples:.1f} samples/s, {per_pair:.2f} samples per pair)   pipeline / floor {rate / floor:.0%}"
+              "   (target >= 60%)")
         runs = [  # label, shards, PretrainDataModule arguments
-            ("DAVIS-2016 854x480 JPEG, defaults", davis, {}),
             ("DAVIS-2016, no colour jitter", davis, {"jitter": 0.0}),
             ("synthetic 512x512 PNG, defaults", synthetic, {}),
             ("synthetic, mix-context p=0.5", synthetic, {"mix_prob": 0.5}),
         ]
-        print(f"one worker (1 thread), 448 x 448 views, batch {args.batch_size}, {args.batches} batches each")
         for label, (folder, split), data in runs:
-            rate = pairs_per_second(folder, split, args.batches, args.batch_size, **data)
-            print(f"  {label:<36} {rate:7.1f} pairs/s")
+            print(f"  {label:<36} {Pipeline(folder, split, args.batch_size, **data).rate(args.batches):7.1f} pairs/s")
 
 
 if __name__ == "__main__":

@@ -78,14 +78,17 @@ def random_coloring(
         raise ValueError("random_coloring needs at least one label map")
     candidates = candidate_ids(labels[-1], ids)
     cap = min(len(candidates), len(COLORS), len(candidates) if max_ids is None else max_ids)
-    lut = np.zeros((NUM_LABELS, 3), np.uint8)  # id -> colour; 196 kB, zeroed in microseconds
+    # id -> colour as one little-endian 32-bit word (r, g, b, 0): gathering words is 2-4x faster than 3-byte rows
+    lut = np.zeros((NUM_LABELS, 4), np.uint8)
     mapping: Mapping = {}
     if cap > 0:
         chosen = rng.choice(candidates, int(rng.integers(1, cap + 1)), replace=False)
         colors = COLORS[rng.choice(len(COLORS), len(chosen), replace=False)]
-        lut[chosen] = colors
+        lut[chosen, :3] = colors
         mapping = {int(i): (int(r), int(g), int(b)) for i, (r, g, b) in zip(chosen, colors, strict=True)}
-    targets = [np.take(lut, lab, axis=0) for lab in labels]  # (H, W, 3); IGNORE -> lut[IGNORE] = black
+    words = lut.view("<u4")[:, 0]
+    # (H, W, 3) views of (H, W, 4) words; IGNORE -> lut[IGNORE] = black
+    targets = [words[lab].view(np.uint8).reshape(*lab.shape, 4)[..., :3] for lab in labels]
     valid = [(lab != IGNORE).view(np.uint8) for lab in labels]
     return targets, valid, mapping
 
