@@ -179,8 +179,7 @@ def skip_reason(exn: BaseException) -> str:
 
 
 # skips that are not corruption: a sample with nothing to colour, crops that left no label in view. They are
-# counted but not judged against `max_rate` (a source of small objects is not broken); only a source of which
-# nothing at all is usable stops the run.
+# counted but not judged against `max_rate` (a source of small objects is not broken).
 UNUSABLE = ("unpaired", "empty")
 
 
@@ -189,10 +188,11 @@ class SkipCounter:
 
     One per source; pass it as `handler=` to every stage that can fail (tar reading, decoding), and call
     `read()` for each sample that got through and `skip(reason)` for one dropped later (pairing,
-    augmentation). `counts` holds skips by reason; `str(counter)` is a one-line summary for logs. Once
-    `min_samples` have been seen (read, or lost before they could be read), `TooManySkips` names the source
-    when the share of corrupt samples passes `max_rate`, or when no sample at all was usable (`UNUSABLE`
-    reasons included): a few bad samples are skipped, a broken source stops the run instead of starving it.
+    augmentation), right after its `read()`. `counts` holds skips by reason; `str(counter)` is a one-line
+    summary for logs. Once `min_samples` have been seen (read, or lost before they could be read),
+    `TooManySkips` names the source when the share of corrupt samples passes `max_rate`; and whatever
+    `max_rate`, when `min_samples` samples in a row were skipped (a source that became unreadable, or holds
+    nothing usable), so that a broken source stops the run instead of starving it in an endless loop.
     Counts live in the process that ran the stage: each DataLoader worker counts (and judges) its own.
     """
 
@@ -202,6 +202,8 @@ class SkipCounter:
         self.source, self.max_rate, self.min_samples = source, max_rate, min_samples
         self.counts: Counter[str] = Counter()
         self.seen = 0
+        self.streak = 0  # samples skipped since the last usable one
+        self._streak_before_read = 0
 
     @property
     def total(self) -> int:
@@ -214,11 +216,16 @@ class SkipCounter:
     def read(self) -> None:
         """One sample came through the reading stages."""
         self.seen += 1
+        self._streak_before_read, self.streak = self.streak, 0
 
     def skip(self, reason: str, detail: str = "", after_read: bool = True, count: int = 1) -> None:
-        """Count `count` dropped samples (`after_read`: `read` counted them already); raise when too many are."""
+        """Count `count` dropped samples (`after_read`: the one `read` just counted); raise when too many are."""
         self.counts[reason] += count
-        self.seen += 0 if after_read else count
+        if after_read:
+            self.streak = self._streak_before_read + count  # the sample just read was not usable after all
+        else:
+            self.seen += count
+            self.streak += count
         name = self.source or "shards"
         (log.debug if reason in UNUSABLE else log.warning)("%s: skipped a sample (%d so far): %s%s", name,
                                                            self.total, reason, f": {detail}" if detail else "")
@@ -228,8 +235,8 @@ class SkipCounter:
             problem = (f"{self.corrupt} of the {self.seen} samples read were corrupt, more than max_skip_rate "
                        f"{self.max_rate:g}")
             advice = "check or re-convert its shards, or raise data.max_skip_rate"
-        elif self.total >= self.seen:
-            problem, advice = f"none of the {self.seen} samples read was usable", "check its labels and task"
+        elif self.streak >= self.min_samples:
+            problem, advice = f"the last {self.streak} samples were all skipped", "check its shards, labels and task"
         else:
             return
         raise TooManySkips(f"source {name}: {problem} ({self._detail()}; the last: {detail or reason}); {advice}")
