@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from datamodules.augment import PairTransform, collate
 from datamodules.fewshot import FewShotEpisodes, image_classes, plan_episodes
 from datamodules.pairing import Pair, PairSampler, worker_seed
-from datamodules.schema import Sample, SampleError
+from datamodules.schema import InvalidSample, Sample, SampleError
 from datamodules.shards import (
     EpochLoader,
     MixedStream,
@@ -218,7 +218,7 @@ class PretrainStream(IterableDataset):
                 example = self.transform.mixed(pairs, rng) if len(pairs) > 1 else self.transform(pair, rng)
             except SAMPLE_ERRORS as e:  # an image body that does not decode; any other error is a bug and raises
                 sampler.discard(*(s for p in pairs for s in (p.prompt, p.query)))
-                skips.skip(getattr(e, "reason", "image_data"), f"{sample.key}: {e}")
+                skips.skip(e.reason if isinstance(e, InvalidSample) else "image_data", f"{sample.key}: {e}")
                 continue
             if not example["target_canvas"].any():  # the crops left none of the pair's labels in view
                 skips.skip("empty", sample.key)

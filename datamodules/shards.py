@@ -25,7 +25,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from datamodules.pairing import worker_seed
-from datamodules.schema import Sample, decode, validate
+from datamodules.schema import InvalidSample, Sample, decode, validate
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ class TooManySkips(RuntimeError):
 
 def skip_reason(exn: BaseException) -> str:
     """The name a skip is counted under: the broken rule for `InvalidSample`, else the exception's type."""
-    return getattr(exn, "reason", type(exn).__name__)
+    return exn.reason if isinstance(exn, InvalidSample) else type(exn).__name__
 
 
 # skips that are not corruption: a sample with nothing to colour, crops that left no label in view. They are
