@@ -129,9 +129,19 @@ def _j_and_f(pred: np.ndarray, target: np.ndarray, height: int, width: int, boun
              ) -> tuple[Tensor, Tensor]:
     """J and F of packed masks (..., H, words), each (...,) float64: every pixel count taken by one popcount."""
     bounds = boundary_bits(np.stack([pred, target]), width)  # (2, ..., H, words)
-    dilated = dilate_bits(bounds, boundary_radius(height, width, bound_th))
-    counts = popcount(np.stack([pred & target, pred | target, bounds[0], bounds[1],
-                                bounds[0] & dilated[1], bounds[1] & dilated[0]]))
+    # only the box around every boundary pixel (plus the radius) can hold a hit: dilate that part alone
+    radius = boundary_radius(height, width, bound_th)
+    lead = tuple(range(bounds.ndim - 2))
+    rows, words = np.flatnonzero(bounds.any(axis=(*lead, -1))), np.flatnonzero(bounds.any(axis=(*lead, -2)))
+    if rows.size:
+        margin = -(-radius // 64)
+        box = (..., slice(max(rows[0] - radius, 0), rows[-1] + radius + 1),
+               slice(max(words[0] - margin, 0), words[-1] + margin + 1))
+        bounds = bounds[box]
+    dilated = dilate_bits(bounds, radius)
+    counts = popcount(np.stack([pred & target, pred | target]))
+    counts = np.concatenate([counts, popcount(np.stack([bounds[0], bounds[1], bounds[0] & dilated[1],
+                                                        bounds[1] & dilated[0]]))])
     inter, union, n_pred, n_gt, hit_pred, hit_gt = torch.from_numpy(counts).double()
     j = torch.where(union > 0, inter / union.clamp(min=1), 1.0)
     # an empty boundary has nothing to miss: P = 1 without a predicted one, R = 1 without a ground-truth one
