@@ -10,6 +10,7 @@ import json
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -202,6 +203,21 @@ def _fuzz(folder: Path, seed: int, flips: int) -> None:
         shard.write_bytes(bytes(data))
 
 
+def _fit(config: Path, timeout: float) -> subprocess.CompletedProcess:
+    """`seggpt-lab fit --config CONFIG` in its own process group, all of which is killed when it overruns (a hang
+    fails the test, and leaves no DDP rank behind)."""
+    proc = subprocess.Popen([sys.executable, "-m", "seggpt_lab.cli", "fit", "--config", str(config)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ONE_THREAD,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
 def _tiny_config(out: Path, sources: list[dict], steps: int, **trainer) -> Path:
     config = {
         "seed_everything": 0,
@@ -240,8 +256,7 @@ def test_fuzzed_real_shards_train_without_crashing_or_hanging(shared_data: Path,
     cfg["data"]["init_args"]["max_skip_rate"] = 1.0  # train through heavy damage: what is under test is no crash
     config.write_text(yaml.safe_dump(cfg))
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "seggpt_lab.cli", "fit", "--config", str(config)], cwd=REPO,
-                            capture_output=True, text=True, timeout=150, env=ONE_THREAD)  # a hang fails here
+    result = _fit(config, timeout=150)
     wall = time.perf_counter() - start
     assert result.returncode == 0, result.stderr[-3000:]
     with open(out / "csv" / "metrics.csv") as f:
@@ -290,8 +305,7 @@ def test_ddp_rank_with_unreadable_shards_fails_both_ranks(tmp_path: Path) -> Non
     cfg["data"]["init_args"].update(skip_rate_min_samples=20, batches_per_epoch=10)
     config.write_text(yaml.safe_dump(cfg))
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "seggpt_lab.cli", "fit", "--config", str(config)], cwd=REPO,
-                            capture_output=True, text=True, timeout=180, env=ONE_THREAD)
+    result = _fit(config, timeout=180)
     print(f"\nDDP with a corrupt rank: exit {result.returncode} after {time.perf_counter() - start:.1f} s")
     assert result.returncode != 0
     # rank 1 names the source; rank 0, waiting in the gradient all-reduce, fails as gloo loses its peer
