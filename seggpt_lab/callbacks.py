@@ -1,21 +1,31 @@
-"""Callbacks: the one the CLI adds to every run, and the writer of `seggpt-lab predict`.
+"""Callbacks and the checkpoint plugin the CLI adds to every run, and the writer of `seggpt-lab predict`.
 
 `SaveConfig` is LightningCLI's `SaveConfigCallback` (the resolved config as `config.yaml` in the trainer's
 log_dir, overwritten by a later run in the same folder instead of aborting it) that also stores the config
 with each W&B run: as the file `seggpt-lab-config.yaml` in the run's files and under the key `cli` of the
 run's config, so runs can be filtered by any recipe value. With a WandbLogger, Lightning's log_dir is the
 logger's save_dir, shared by every run started there (ecosystem.md §1.4); the W&B copy is the one per run.
+
+`SafeCheckpointIO` is the strategy's checkpoint writer and reader in every run (`seggpt_lab.cli`): atomic
+writes in the checkpoint's own folder and weights-only reads (see the class).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import yaml
+from fsspec.implementations.local import LocalFileSystem
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
+
+from seggpt_lab.checkpoint import load_weights_only, save_atomic
 
 CONFIG_FILE = "seggpt-lab-config.yaml"
 
@@ -32,6 +42,34 @@ class SaveConfig(SaveConfigCallback):
             run = logger.experiment
             Path(run.dir, CONFIG_FILE).write_text(text)  # files in run.dir are synced with the run
             run.config.update({"cli": yaml.safe_load(text)}, allow_val_change=True)
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning's `TorchCheckpointIO` with atomic local writes and weights-only reads.
+
+    Writes: `seggpt_lab.checkpoint.save_atomic` (a temporary file beside the checkpoint, fsync, `os.replace`).
+    Lightning's own writer stages the file in the system temp folder and moves it when done: a copy into the
+    final name when that folder is on another file system (tmpfs /tmp), which a kill can cut short, and an
+    orphan there after every SIGKILL. Remote paths (s3://, ...) keep Lightning's fsspec transaction.
+    Reads (`--ckpt_path`, `ckpt_path="last"`): `weights_only=True` unless the caller asks otherwise
+    (`--weights_only false`, for files you trust), also under torch < 2.6 or TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD;
+    our checkpoints hold only tensors and plain data (the modules' hyperparameters are the CLI's config).
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike,
+                        storage_options: Any | None = None) -> None:
+        if storage_options is not None or not isinstance(get_filesystem(path), LocalFileSystem):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        save_atomic(checkpoint, path)
+
+    def load_checkpoint(self, path: str | os.PathLike, map_location: Any = lambda storage, loc: storage,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        if weights_only is False or not isinstance(get_filesystem(path), LocalFileSystem):
+            return super().load_checkpoint(path, map_location, weights_only)
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no such checkpoint file")
+        return load_weights_only(path, "checkpoint", map_location)
 
 
 class PredictionWriter(BasePredictionWriter):

@@ -3,7 +3,8 @@
 Our parameter names are the official ones (baaivision/Painter models_seggpt.py), so an official or
 Painter state dict loads as is; Hugging Face names go through one explicit rename table
 (seggpt_reference.md §10, the same pairs as transformers' convert_seggpt_to_hf.py). Every file is
-read with `weights_only=True`, so no checkpoint can run code when it is opened.
+read with `weights_only=True` (`load_weights_only`), so no checkpoint can run code when it is opened, and
+written atomically (`save_atomic`), so a run killed while saving leaves the previous file whole.
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import pickle
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -160,11 +164,46 @@ def infer_config(state: dict[str, torch.Tensor]) -> dict:
     }
 
 
-def _torch_load(path: Path) -> dict:
+def load_weights_only(path: str | Path, what: str = "checkpoint", map_location: Any = "cpu", mmap: bool = False
+                      ) -> Any:
+    """`torch.load(path, weights_only=True)`: tensors and plain containers only, whatever torch's default.
+
+    A file that holds anything else (pickled code, a custom class) is refused before any of it runs, with a
+    one-line `CheckpointError` naming the file; so is a file torch cannot read at all (truncated, not torch).
+    """
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle errors come in many types; all mean the same to the user
-        raise CheckpointError(f"{path}: cannot be read as a weights-only torch checkpoint ({e})") from None
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        held = f" ({found[1]})" if found else ""
+        raise CheckpointError(f"{path}: refused: the {what} holds pickled objects{held}, and only tensors and plain "
+                              "containers are loaded; open it with torch.load(weights_only=False) only if you trust "
+                              "its source") from None
+    except Exception as e:  # a truncated or foreign file: zip, EOF and runtime errors all mean the same here
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"{path}: cannot be read as a torch {what} ({reason})") from None
+
+
+def save_atomic(obj: Any, path: str | Path) -> None:
+    """`torch.save` to `PATH.tmp` in the same folder, fsync, then `os.replace`: whoever reads `path` (or resumes
+    from it after a crash or a SIGKILL mid-save) finds the old file or the new one, never a partial one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")  # same folder, so the rename is atomic; not *.ckpt, so never "last"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if os.name == "posix":  # the rename is durable once the folder's entry is on disk
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
 
 
 def _read_hf_dir(path: Path) -> tuple[dict, dict]:
@@ -180,7 +219,7 @@ def _read_hf_dir(path: Path) -> tuple[dict, dict]:
         shards = set(json.loads((path / "model.safetensors.index.json").read_text())["weight_map"].values())
         hf_state = {k: v for shard in sorted(shards) for k, v in load_file(path / shard).items()}
     elif (path / "pytorch_model.bin").exists():
-        hf_state = _torch_load(path / "pytorch_model.bin")
+        hf_state = load_weights_only(path / "pytorch_model.bin")
     else:
         raise CheckpointError(f"{path}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
     config = config_from_hf(hf_config)
@@ -198,7 +237,7 @@ def _read_file(path: Path) -> dict:
         from safetensors.torch import load_file
 
         return {"model": load_file(path)}
-    return _torch_load(path)
+    return load_weights_only(path)
 
 
 def read_checkpoint(path: str | Path) -> tuple[str, dict, dict[str, torch.Tensor]]:
@@ -317,8 +356,8 @@ def initialize_from(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
 
 
 def save_checkpoint(model: SegGPT, path: str | Path) -> None:
-    """Write the weights and the architecture, for `load_pretrained`."""
-    torch.save({"seggpt_lab": {"format_version": FORMAT_VERSION, "config": dict(model.config)},
+    """Write the weights and the architecture, for `load_pretrained` (atomically: `save_atomic`)."""
+    save_atomic({"seggpt_lab": {"format_version": FORMAT_VERSION, "config": dict(model.config)},
                 "state_dict": model.state_dict()}, path)
 
 

@@ -6,18 +6,78 @@ The one place that imports both packages; it owns nothing but wiring.
 from __future__ import annotations
 
 import os
+import re
 import sys
+from pathlib import Path
 
-from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.cli import LightningCLI
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from seggpt_lab.callbacks import SaveConfig
+from seggpt_lab.callbacks import SafeCheckpointIO, SaveConfig
+from seggpt_lab.checkpoint import load_weights_only
+
+# jsonargparse's report around the reason: which union member failed, and the given value
+_REPORT = ("Does not validate", "Subtypes:", "Errors:", "Given value", "Expected a <class 'NoneType'>",
+           "Problem with given class_path")
+
+
+def config_error(message: str) -> str:
+    """jsonargparse's parse error (nested, several lines) -> one line: the full key, then what is wrong."""
+    if group := re.search(r"Group '([^']+)' does not accept option '([^']+)'", message):
+        return f"{group[1]}.{group[2]}: {group[1]} has no such key; check its spelling"
+    if subcommand := re.search(r"Subcommand '([^']+)' does not accept option '([^']+)'", message):
+        return f"{subcommand[2]}: {subcommand[1]} has no such key; check its spelling"
+    if unknown := re.search(r"unrecognized arguments: (\S+)", message):
+        return f"{unknown[1]}: no such option; check its spelling"
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    classes = re.findall(r"class_path '([^']+)'", message)
+    lines = (re.sub(r'^(- )?(Parser key "[^"]+":)?', "", line.strip()).strip() for line in message.splitlines())
+    reason = next((line for line in lines if line and not line.startswith(_REPORT)), message.strip())
+    if (option := re.fullmatch(r"Option '([^']+)' is not accepted", reason)) and classes:
+        keys.append(option[1])
+        reason = f"{classes[-1]} has no such argument; check its spelling"
+    return f"{'.init_args.'.join(keys)}: {reason}" if keys else reason
+
+
+class Parser(LightningArgumentParser):
+    """The CLI's parser: no abbreviated options (argparse would read `--trainer.max_step 3` as max_steps), and a
+    configuration error ends with one line naming the key (exit status 2) instead of the usage and a nested report."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str, ex: Exception | None = None):
+        if not self.exit_on_error or os.environ.get("SEGGPT_LAB_TRACEBACK") or os.environ.get("JSONARGPARSE_DEBUG"):
+            return super().error(message, ex)
+        command = self.prog.replace(" [options]", "")
+        print(f"seggpt-lab: error: {config_error(message)} (`{command} --help` lists the options)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+class CLI(LightningCLI):
+    """LightningCLI with the project's defaults, so that recipes need not repeat them: checkpoints written
+    atomically and read weights-only (`SafeCheckpointIO`), and a `--ckpt_path` file checked before any use."""
+
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path and Path(path).is_file():  # LightningCLI reads its hyperparameters next: refuse pickled code here
+            load_weights_only(path, "checkpoint", mmap=True)
+
+    def instantiate_trainer(self, **kwargs) -> Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default; a chosen plugin stays
+            trainer.strategy.checkpoint_io = SafeCheckpointIO()
+        return trainer
 
 
 def main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
     """`seggpt-lab fit|validate|test|predict --config recipes/....yaml`; tests and notebooks call `main([...])`."""
     os.environ.setdefault("WANDB_MODE", "offline")  # W&B runs stay local unless the user says otherwise
-    cli = LightningCLI(
+    cli = CLI(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
@@ -26,6 +86,7 @@ def main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
         run=run,
         save_config_callback=SaveConfig,
         save_config_kwargs={"overwrite": True},
+        parser_class=Parser,
     )
     wandb = sys.modules.get("wandb")
     if run and wandb is not None and wandb.run is not None:

@@ -5,7 +5,8 @@ A prompt file holds the prompt half of both canvases at the model's half-canvas 
 `class_ids` (palette row k is class `class_ids[k - 1]`) with their `class_names`. In-context tuning
 (the paper's section 3.3, `seggpt_lab.modules.prompt_tuning`) learns `image` and `target`;
 `prompt_from_examples` builds one from labelled examples, tiled as a spatial ensemble. Semantic and
-panoptic evaluation and the `Predictor` read them; files are loaded with `weights_only=True`.
+panoptic evaluation and the `Predictor` read them; files are loaded with `weights_only=True` (a file holding
+pickled code is refused without running it) and written atomically (`seggpt_lab.checkpoint`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TypedDict
 import torch
 
 from seggpt_lab.canvas import spatial_ensemble
+from seggpt_lab.checkpoint import load_weights_only, save_atomic
 from seggpt_lab.inference import resize_image, resize_labels
 from seggpt_lab.palette import build_palette, paint
 
@@ -47,7 +49,7 @@ def prompt_from_examples(images: list[torch.Tensor], labels: list[torch.Tensor],
 
 
 def save_prompt(prompt: Prompt, path: str | Path) -> None:
-    torch.save({k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in prompt.items()}, path)
+    save_atomic({k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in prompt.items()}, path)
 
 
 def load_prompt(path: str | Path) -> Prompt:
@@ -55,7 +57,9 @@ def load_prompt(path: str | Path) -> Prompt:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such prompt file (tune one, or build one with prompt_from_examples)")
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    data = load_weights_only(path, "prompt file")
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a prompt file, a {type(data).__name__} instead of a dict")
     data.setdefault("class_names", [str(c) for c in data.get("class_ids", [])])  # files written before names
     missing = [k for k in Prompt.__annotations__ if k not in data]
     if missing:

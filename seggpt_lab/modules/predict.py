@@ -38,6 +38,8 @@ class PredictModule(LightningModule):
             raise ValueError("model: give exactly one of `model` and `checkpoint`")
         if num_frames < 0:
             raise ValueError(f"model.num_frames must be >= 0, got {num_frames}")
+        # not the model: built in Python it is an nn.Module, which would be pickled into every checkpoint and make
+        # it unreadable weights-only (resume refuses it); its weights are in the state dict, its config in the CLI's
         self.save_hyperparameters(ignore=["model"])
         self.model = load_pretrained(checkpoint) if model is None else model
         self.predictor: Predictor | None = None

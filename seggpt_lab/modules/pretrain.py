@@ -117,6 +117,8 @@ class PretrainModule(LightningModule):
         if lr <= 0 or warmup_steps < 0 or foreground_weight <= 0:
             raise ValueError(f"need lr > 0, warmup_steps >= 0, foreground_weight > 0; got {lr}, {warmup_steps}, "
                              f"{foreground_weight}")
+        # not the model: built in Python it is an nn.Module, which would be pickled into every checkpoint and make
+        # it unreadable weights-only (resume refuses it); its weights are in the state dict, its config in the CLI's
         self.save_hyperparameters(ignore=["model"])
         self.model = model
         if init_checkpoint is not None:

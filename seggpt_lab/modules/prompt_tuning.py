@@ -80,6 +80,8 @@ class PromptTuningModule(LightningModule):
             raise ValueError(f"model.seg_type must be one of {list(SEG_TYPES)}, got {seg_type!r}")
         if init not in ("examples", "noise") and not Path(init).is_file():
             raise ValueError(f"model.init: {init!r} is neither 'examples', 'noise' nor an existing prompt file")
+        # not the model: built in Python it is an nn.Module, which would be pickled into every checkpoint and make
+        # it unreadable weights-only (resume refuses it); its weights are in the state dict, its config in the CLI's
         self.save_hyperparameters(ignore=["model"])
         self.model = load_pretrained(checkpoint) if model is None else model
         self.model.requires_grad_(False)
