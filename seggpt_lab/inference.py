@@ -236,6 +236,9 @@ def load_rgb(image: ImageLike) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(array[..., :3]))
 
 
+MAX_INDEX_LABEL = 255  # an 8-bit palette PNG's indices: every label an 8-bit mask can hold
+
+
 def prompt_masks(masks: list[ImageLike], kind: MaskKind = "auto"
                  ) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray]]:
     """Prompt masks -> their label maps (H_i, W_i) int64, the palette (K + 1, 3) uint8 that decodes predictions,
@@ -250,12 +253,13 @@ def prompt_masks(masks: list[ImageLike], kind: MaskKind = "auto"
       background); other pixels (anti-aliased edges) take the nearest of these colours. The prompt keeps the
       user's colours, as the official demo does.
     "auto": a palette ("P") image -> index; an RGB(A) image whose channels differ -> color; otherwise one grey
-    channel -> binary when it is bool, {0, 1}, or 8-bit reaching 255 (white on black, anti-aliased or not: the
-    official examples), and index otherwise. A class map that uses 255 (void) needs kind="index" or a palette PNG.
+    channel -> binary when it is bool, {0, 1}, or 8-bit reaching 255 or 16-bit reaching 65535 (white on black,
+    anti-aliased or not: the official examples), and index otherwise. A class map that uses 255 (void) needs
+    kind="index" or a palette PNG. Index masks hold at most MAX_INDEX_LABEL labels (what colours can tell apart).
     """
     if not masks:
         raise ValueError("no prompt masks given")
-    arrays = []
+    arrays, names = [], [str(m) if isinstance(m, str | Path) else "a prompt mask" for m in masks]
     for mask in masks:
         mask = open_image(mask) if isinstance(mask, str | Path) else mask
         is_palette = isinstance(mask, Image.Image) and mask.mode == "P"
@@ -276,7 +280,7 @@ def prompt_masks(masks: list[ImageLike], kind: MaskKind = "auto"
         elif first.ndim == 3:
             kind = "color"
         else:
-            white = first.dtype == np.uint8 and first.max(initial=0) == 255
+            white = first.dtype in (np.uint8, np.uint16) and first.max(initial=0) == np.iinfo(first.dtype).max
             kind = "binary" if first.dtype == bool or white or first.max(initial=0) <= 1 else "index"
     if kind == "color":
         pixels = np.concatenate([_rgb(a).reshape(-1, 3) for a, _ in arrays])
@@ -290,15 +294,19 @@ def prompt_masks(masks: list[ImageLike], kind: MaskKind = "auto"
             labels.append(decode(rgb, torch.from_numpy(palette)).numpy())
         return labels, palette, [_rgb(a) for a, _ in arrays]
     labels = []
-    for array, _ in arrays:
+    for (array, _), name in zip(arrays, names, strict=True):
         if array.ndim == 3:
             raise ValueError(f"a {kind} mask has one channel; got a colour image (use kind='color')")
         if kind == "binary":
-            threshold = 127 if array.dtype != bool and array.max(initial=0) > 1 else 0
+            half = 32767 if array.dtype == np.uint16 else 127  # of white: 65535 for 16-bit masks, 255 otherwise
+            threshold = half if array.dtype != bool and array.max(initial=0) > 1 else 0
             labels.append((array > threshold).astype(np.int64))
         else:
             if array.dtype.kind not in "biu" or array.min(initial=0) < 0:
                 raise ValueError("an index mask holds non-negative integers")
+            if array.max(initial=0) > MAX_INDEX_LABEL:  # a palette that large is colours no one can tell apart
+                raise ValueError(f"{name}: an index mask with labels up to {array.max()}, more than "
+                                 f"{MAX_INDEX_LABEL}: give a binary mask (white on black) or a palette PNG")
             labels.append(array.astype(np.int64))
     palette = build_palette(max(max(int(label.max(initial=0)) for label in labels), 1)).numpy()
     canvas = [_rgb(a) if a.ndim == 3 or a.dtype == np.uint8 and kind == "binary" and not a.max(initial=0) <= 1
@@ -516,6 +524,7 @@ def propagate(frames: list[torch.Tensor], first: torch.Tensor, predict, memory: 
 
 def read_frames(frames: str | Path | list[ImageLike], max_frames: int | None = None) -> list[torch.Tensor]:
     """A folder of frames (sorted by name), a list of frames or a video file -> (3, H, W) uint8 tensors."""
+    path = None
     if isinstance(frames, str | Path):
         path = Path(frames)
         if path.is_dir():
@@ -531,7 +540,7 @@ def read_frames(frames: str | Path | list[ImageLike], max_frames: int | None = N
             frames = _decode_video(path)
     frames = list(frames)[:max_frames]
     if not frames:
-        raise ValueError("the video has no frames")
+        raise ValueError(f"{path or 'the frame list'}: the video has no frames")
     tensors = [torch.from_numpy(np.asarray(load_rgb(f)).copy()).permute(2, 0, 1) for f in frames]
     if len({tuple(t.shape) for t in tensors}) > 1:
         raise ValueError(f"frames differ in size: {sorted({tuple(t.shape[1:]) for t in tensors})}")
@@ -546,7 +555,8 @@ def _decode_video(path: Path) -> list[Image.Image]:
                          "frames or a GIF") from None
     try:
         with av.open(str(path)) as container:
-            return [frame.to_image() for frame in container.decode(video=0)]
+            video = container.streams.video  # none in an audio-only file: no frames, not an IndexError
+            return [frame.to_image() for frame in container.decode(video[0])] if video else []
     except (av.error.FFmpegError, ValueError) as e:
         raise ValueError(f"{path}: not a video PyAV can read ({e})") from None
 

@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from seggpt_lab.checkpoint import save_checkpoint
-from seggpt_lab.cli import main
-from seggpt_lab.inference import Predictor
+from seggpt_lab.cli import entry, main
+from seggpt_lab.inference import Predictor, prompt_masks
 from seggpt_lab.model import SegGPT
 from seggpt_lab.prompts import prompt_from_examples, save_prompt
 from tests.conftest import REPO
@@ -126,3 +126,46 @@ def test_predict_with_a_prompt_file_writes_its_class_ids(checkpoint, examples, t
              "--data.init_args.prompt_file", str(tmp_path / "prompt.pt"), "--model.init_args.seg_type", "semantic")
     mask = np.asarray(Image.open(tmp_path / "out" / "hmbb_2_mask.png"))
     assert mask.shape == Image.open(examples / "hmbb_2.jpg").size[::-1] and set(np.unique(mask)) <= {0, 9}
+
+
+def test_predict_reads_grey_rgba_and_16_bit_prompts(checkpoint, examples, tmp_path) -> None:
+    """Prompt images in any mode and a 16-bit prompt mask (0 / 65535) are read like their 8-bit RGB versions."""
+    rgb = np.asarray(Image.open(examples / "hmbb_1.jpg").convert("RGB"))
+    mask = np.asarray(Image.open(examples / "hmbb_1_target.png").convert("L")) > 127
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "grey.png")
+    Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)])).save(tmp_path / "alpha.png")
+    Image.fromarray(mask.astype(np.uint16) * 65535).save(tmp_path / "deep_mask.png")
+    _predict(checkpoint, tmp_path / "out", "--data.init_args.queries", f"[{examples / 'hmbb_2.jpg'}]",
+             "--data.init_args.prompts", f"[{tmp_path / 'grey.png'}, {tmp_path / 'alpha.png'}]",
+             "--data.init_args.prompt_masks", f"[{tmp_path / 'deep_mask.png'}, {tmp_path / 'deep_mask.png'}]")
+    labels = np.asarray(Image.open(tmp_path / "out" / "hmbb_2_mask.png"))
+    assert labels.shape == Image.open(examples / "hmbb_2.jpg").size[::-1] and set(np.unique(labels)) <= {0, 1}
+
+
+def test_a_video_file_without_frames_ends_with_one_line(checkpoint, examples, tmp_path, monkeypatch, capsys) -> None:
+    """An audio-only MP4 (no video stream) is a video with no frames: one line naming it, not an IndexError."""
+    av = pytest.importorskip("av")
+    path = tmp_path / "sound.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.rate = 8000
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    monkeypatch.delenv("SEGGPT_LAB_TRACEBACK", raising=False)
+    monkeypatch.setattr(sys, "argv", ["seggpt-lab", "predict", "--config", RECIPE, "--model.init_args.checkpoint",
+                                      str(checkpoint), "--trainer.default_root_dir", str(tmp_path / "out"),
+                                      "--data.init_args.video", str(path), "--data.init_args.first_mask",
+                                      str(examples / "hmbb_1_target.png")])
+    with pytest.raises(SystemExit) as exit_:
+        entry()
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("seggpt-lab: error:")]
+    assert len(errors) == 1 and f"{path}: the video has no frames" in errors[0], err[-2000:]
+
+
+def test_a_16_bit_class_map_with_too_many_labels_ends_with_one_line(tmp_path) -> None:
+    Image.fromarray(np.array([[0, 3000]], np.uint16)).save(tmp_path / "ids.png")
+    with pytest.raises(ValueError, match=r"ids.png: an index mask with labels up to 3000, more than 255"):
+        prompt_masks([tmp_path / "ids.png"])
