@@ -5,9 +5,10 @@ of the same image (`same_image`, to be cropped differently by the augmentation s
 sharing a category with it (a partner). The rules, per the sample's `meta["task"]`:
 
     semantic   with probability `self_prob` two views of the sample; otherwise one of its present
-               categories is drawn uniformly and a partner holding it is drawn from a class-keyed buffer
-               of recent samples. With no partner in the buffer yet (a cold buffer, or a rare class), two
-               views of the sample instead, counted as a fallback. label "sem", task "semantic".
+               categories is drawn uniformly and a partner holding it is drawn from a buffer of recent
+               samples of the same source, keyed by class. With no partner in the buffer yet (a cold
+               buffer, or a rare class), two views of the sample instead, counted as a fallback.
+               label "sem", task "semantic".
     instance   always two views; ids = the non-crowd instance ids present. label "ins", task "instance".
     panoptic   with probability `instance_prob` paired as instance data on ins.png, otherwise as semantic
                data on sem.png, so one panoptic source serves both type tokens. A panoptic sample that
@@ -61,6 +62,11 @@ def worker_seed(seed: int, rank: int, worker: int, epoch: int = 0) -> int:
     return int(np.random.SeedSequence([seed, rank, worker, epoch]).generate_state(1, np.uint64)[0])
 
 
+def source_of(sample: Sample) -> str:
+    """The source a sample comes from: the part of its key before `__` (`schema.make_key`)."""
+    return sample.key.split("__", 1)[0]
+
+
 def class_ids(sample: Sample) -> list[int]:
     """The category ids present in the sample, from its metadata (0 and void are never listed)."""
     return sorted(int(c) for c in sample.meta.get("classes", {}))
@@ -92,7 +98,9 @@ class PairSampler:
         self.self_prob, self.instance_prob = self_prob, instance_prob
         self.buffer_size, self.per_class, self.seed = buffer_size, per_class, seed
         self.rng = random.Random(seed)
-        self.buffer: dict[int, deque[Sample]] = {}  # class id -> recent samples holding it, oldest first
+        # (source, class id) -> recent samples holding it, oldest first: ids are per source (id 3 of one dataset
+        # is not id 3 of another), so a partner always comes from the query's own source
+        self.buffer: dict[tuple[str, int], deque[Sample]] = {}
         self.buffered = 0  # entries over all classes
         self.counts = {"pairs": 0, "self": 0, "partner": 0, "fallback": 0, "instance": 0, "skipped": 0}
 
@@ -143,7 +151,7 @@ class PairSampler:
             self.counts["self"] += 1
             return Pair(sample, sample, classes, "sem", True, "semantic")
         category = self.rng.choice(classes)
-        candidates = [s for s in self.buffer.get(category, ()) if s.key != sample.key]
+        candidates = [s for s in self.buffer.get((source_of(sample), category), ()) if s.key != sample.key]
         if not candidates:
             self.counts["fallback"] += 1
             return Pair(sample, sample, classes, "sem", True, "semantic")
@@ -153,8 +161,9 @@ class PairSampler:
         return Pair(prompt, sample, shared, "sem", False, "semantic")
 
     def _remember(self, sample: Sample, classes: list[int]) -> None:
+        source = source_of(sample)
         for c in classes:
-            held = self.buffer.setdefault(c, deque())
+            held = self.buffer.setdefault((source, c), deque())
             held.append(sample)
             self.buffered += 1
             if len(held) > self.per_class:

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from datamodules.augment import PairTransform, collate
 from datamodules.fewshot import FewShotEpisodes, image_classes, plan_episodes
-from datamodules.pairing import Pair, PairSampler, worker_seed
+from datamodules.pairing import Pair, PairSampler, source_of, worker_seed
 from datamodules.schema import InvalidSample, Sample, SampleError
 from datamodules.shards import (
     EpochLoader,
@@ -208,7 +208,7 @@ class PretrainStream(IterableDataset):
                 continue
             pairs = [pair]
             if pair.label == "sem" and self.mix_prob > 0 and rng.random() < self.mix_prob:
-                group = pending.setdefault(pair.query.key.split("__")[0], [])
+                group = pending.setdefault(source_of(pair.query), [])
                 group.append(pair)
                 if len(group) < self.mix_pairs:
                     continue

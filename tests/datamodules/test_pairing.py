@@ -22,7 +22,8 @@ def synthetic(tmp_path_factory) -> list[Sample]:
 
 
 def make(key: str, task: str = "semantic", classes=(), instances=None) -> Sample:
-    """A sample with metadata only: the sampler never reads pixels."""
+    """A sample with metadata only: the sampler never reads pixels. Keys without a source prefix get `src__`."""
+    key = key if "__" in key else f"src__{key}"
     meta = {"task": task}
     if task != "instance":
         meta["classes"] = {str(c): f"class{c}" for c in classes}
@@ -114,11 +115,21 @@ def test_fallback_is_counted_when_the_buffer_is_cold():
     assert again.stats()["partner"] == 1
 
 
+def test_partners_come_from_the_query_source():
+    """Class ids are per source: id 1 of ADE20K is not id 1 of COCO, so no cross-source partner."""
+    sampler = PairSampler(self_prob=0.0)
+    keys = ["ade__a", "coco__b", "coco__c", "ade__d"]
+    pairs = list(sampler.pairs([make(k, classes=(1,)) for k in keys]))
+    assert [(p.prompt.key, p.query.key) for p in pairs if not p.same_image] == [("coco__b", "coco__c"),
+                                                                                  ("ade__a", "ade__d")]
+    assert sampler.stats()["fallback"] == 2
+
+
 def test_samples_without_labels_are_skipped_and_counted():
     samples = [make("a", classes=()), make("b", "instance", instances={}), make("c", "instance", instances={1: True}),
                make("d", "panoptic"), make("e", classes=(1,))]
     sampler = PairSampler()
-    assert [p.query.key for p in sampler.pairs(samples)] == ["e"]
+    assert [p.query.key for p in sampler.pairs(samples)] == ["src__e"]
     assert sampler.stats()["skipped"] == 4 and sampler.stats()["pairs"] == 1
 
 
@@ -133,7 +144,7 @@ def test_buffer_stays_bounded_in_total_and_per_class_and_keeps_rare_classes():
     # a flood of one frequent class evicts that class's entries, not the rare one's
     flood = PairSampler(buffer_size=8, per_class=8)
     list(flood.pairs([make("rare", classes=(99,))] + [make(f"f{i}", classes=(1,)) for i in range(30)]))
-    assert [s.key for s in flood.buffer[99]] == ["rare"] and len(flood.buffer[1]) == 7
+    assert [s.key for s in flood.buffer["src", 99]] == ["src__rare"] and len(flood.buffer["src", 1]) == 7
 
 
 def test_same_seed_and_order_give_the_same_pairs_and_a_pickled_sampler_continues_identically(synthetic):
