@@ -11,7 +11,7 @@ baselines; both give the same numbers, checked before timing).
   mask per segment and a loop over ground-truth x predicted segment pairs of one category.
 
     pip install opencv-python-headless   # the J&F baseline only
-    python benchmarks/metrics_speed.py [--repeats 50] [--threads N]
+    python benchmarks/metrics_speed.py [--repeats 100] [--threads N]
 """
 
 from __future__ import annotations
@@ -137,21 +137,25 @@ def panoptic_image(seed: int = 0, h: int = 480, w: int = 640):
     return pred, segments, gt, info
 
 
-def side_by_side(ours, base, repeats: int) -> tuple[float, float]:
-    """Median milliseconds of each, timed alternately (ours, base, ours, ...) so that load drifts hit both alike."""
+def side_by_side(ours, base, repeats: int, block: int = 10) -> tuple[float, float]:
+    """Median milliseconds per call of each, timed in alternating blocks of `block` calls (ours, base, ours, ...)
+    so that load drifts hit both alike, while neither runs right after the other's threads (OpenCV's and
+    torch's pools spin a while after a parallel call, which slows whatever shares the core)."""
     times: tuple[list[float], list[float]] = ([], [])
     ours(), base()  # warm-up
-    for _ in range(repeats):
+    for _ in range(max(1, repeats // block)):
         for fn, out in zip((ours, base), times, strict=True):
+            fn()  # the other side's threads settle
             start = time.perf_counter()
-            fn()
-            out.append((time.perf_counter() - start) * 1000)
+            for _ in range(block):
+                fn()
+            out.append((time.perf_counter() - start) * 1000 / block)
     return statistics.median(times[0]), statistics.median(times[1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--threads", type=int, default=None, help="for torch and OpenCV alike (default: theirs)")
     opts = parser.parse_args()
     if opts.threads:

@@ -26,13 +26,9 @@ Prediction = tuple[Tensor, Mapping[int, int]]  # (H, W) segment ids, {segment id
 GroundTruth = tuple[Tensor, Mapping[int, tuple[int, bool]]]  # (H, W) segment ids, {segment id: (category, iscrowd)}
 
 
-def _segment_areas(ids: Tensor, segments: Mapping[int, int], known: Collection[int], name: str) -> dict[int, int]:
-    """Pixel count of each segment of a map, after checking that the map and its segment list agree
-    (panopticapi checks this for predictions) and that every category is known."""
-    values, counts = torch.unique(ids, return_counts=True)
-    if values.numel() and values.min() < 0:
-        raise ValueError(f"{name} segment ids must be >= 0, got {values.min().item()}")
-    areas = {v: c for v, c in zip(values.tolist(), counts.tolist(), strict=True) if v != VOID}
+def _check_segments(areas: Mapping[int, int], segments: Mapping[int, int], known: Collection[int], name: str) -> None:
+    """The map's segments (their pixel counts) and its segment list agree (panopticapi checks this for
+    predictions), and every category is known."""
     if areas.keys() - segments.keys():
         raise ValueError(f"{name} segment ids {sorted(areas.keys() - segments.keys())} are in the map "
                          "but not in its segment list")
@@ -42,22 +38,26 @@ def _segment_areas(ids: Tensor, segments: Mapping[int, int], known: Collection[i
     unknown = {c for c in segments.values() if c not in known}
     if unknown:
         raise ValueError(f"{name} segments have unknown category ids {sorted(unknown)}")
-    return areas
 
 
 def panoptic_statistics(pred: Prediction, target: GroundTruth, categories: Sequence[int]
                         ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """One image -> per-category (TP, FP, FN, sum of matched IoUs), each (C,) in the order of `categories`."""
+    """One image -> per-category (TP, FP, FN, sum of matched IoUs), each (C,) in the order of `categories`.
+
+    One count of (ground-truth id, predicted id) pairs gives every overlap, and summed over either id, every
+    segment's area.
+    """
     pred_ids, pred_segments = pred
     gt_ids, gt_info = target
     if pred_ids.shape != gt_ids.shape:
         raise ValueError(f"prediction and ground-truth maps differ in shape: {tuple(pred_ids.shape)} "
                          f"and {tuple(gt_ids.shape)}")
+    for ids, name in ((pred_ids, "predicted"), (gt_ids, "ground-truth")):
+        if ids.numel() and ids.min() < 0:
+            raise ValueError(f"{name} segment ids must be >= 0, got {ids.min().item()}")
     gt_segments = {g: int(c) for g, (c, _) in gt_info.items()}
     crowd = {g for g, (_, iscrowd) in gt_info.items() if iscrowd}
     index = {c: i for i, c in enumerate(categories)}
-    pred_area = _segment_areas(pred_ids, pred_segments, index, "predicted")
-    gt_area = _segment_areas(gt_ids, gt_segments, index, "ground-truth")
 
     offset = int(pred_ids.max()) + 1 if pred_ids.numel() else 1
     keys = gt_ids.long() * offset + pred_ids.long()
@@ -69,6 +69,15 @@ def panoptic_statistics(pred: Prediction, target: GroundTruth, categories: Seque
     else:  # sparse ids (COCO's RGB-coded ones): sort once
         pairs, counts = torch.unique(keys, return_counts=True)
     overlaps = {(k // offset, k % offset): n for k, n in zip(pairs.tolist(), counts.tolist(), strict=True)}
+    pred_area: dict[int, int] = defaultdict(int)
+    gt_area: dict[int, int] = defaultdict(int)
+    for (g, p), n in overlaps.items():
+        pred_area[p] += n
+        gt_area[g] += n
+    pred_area.pop(VOID, None)
+    gt_area.pop(VOID, None)
+    _check_segments(pred_area, pred_segments, index, "predicted")
+    _check_segments(gt_area, gt_segments, index, "ground-truth")
     on_void = {p: n for (g, p), n in overlaps.items() if g == VOID}
 
     tp, fp, fn = ([0] * len(categories) for _ in range(3))

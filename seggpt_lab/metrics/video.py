@@ -56,26 +56,32 @@ def popcount(bits: np.ndarray) -> np.ndarray:
 
 
 def _or_shifted(out: np.ndarray, src: np.ndarray, s: int) -> None:
-    """out |= src with every pixel moved s along the row (s < 0: towards 0); pixels leaving the words drop out."""
-    words = src.shape[-1]
+    """out |= src with every pixel moved s along the row (s < 0: towards 0), on contiguous arrays.
+
+    The words are shifted as one flat sequence (numpy is several times faster on it than on slices of
+    short rows), so a row's end carries into the next row's start. Callers make that harmless: the
+    dilation keeps zero margin words at both ends of every row, wider than any move, and the boundary map
+    masks the column that could receive a carry.
+    """
+    out, src = out.reshape(-1), src.reshape(-1)
+    n = src.size
     q, t = divmod(abs(s), 64)
-    if q >= words:
+    if q >= n:
         return
     if s > 0:  # word i takes word i - q shifted up, and the top t bits of word i - q - 1
-        body = src[..., :words - q]
-        out[..., q:] |= body << np.uint64(t)
+        out[q:] |= src[:n - q] << np.uint64(t)
         if t:
-            out[..., q + 1:] |= body[..., :-1] >> np.uint64(64 - t)
+            out[q + 1:] |= src[:n - q - 1] >> np.uint64(64 - t)
     else:  # word i takes word i + q shifted down, and the low t bits of word i + q + 1
-        body = src[..., q:]
-        out[..., :words - q] |= body >> np.uint64(t)
+        out[:n - q] |= src[q:] >> np.uint64(t)
         if t:
-            out[..., :words - q - 1] |= body[..., 1:] << np.uint64(64 - t)
+            out[:n - q - 1] |= src[q + 1:] << np.uint64(64 - t)
 
 
 def boundary_bits(bits: np.ndarray, width: int) -> np.ndarray:
     """`boundary_map` on packed masks of the given width."""
-    east = np.zeros_like(bits)  # east[x] = mask[x + 1]
+    bits = np.ascontiguousarray(bits)
+    east = np.zeros_like(bits)  # east[x] = mask[x + 1]; the last word's top bit takes the next row's first
     _or_shifted(east, bits, -1)
     inner = pack_bits(np.arange(bits.shape[-1] * 64) < width - 1)  # the last column has no east neighbour
     b = (bits ^ east) & inner
@@ -89,7 +95,8 @@ def dilate_bits(bits: np.ndarray, radius: int) -> np.ndarray:
 
     A run of half-width w (every pixel within w along the row) comes from one of half-width a < w as
     run_a | run_a moved by +-(w - a), exact while w - a <= 2a + 1. Margins of zero words on both sides keep
-    run pixels that leave the frame for the steps that bring them back; rows need none (no run crosses them).
+    run pixels that leave the frame for the steps that bring them back (and keep rows apart in the flat
+    shifts of `_or_shifted`); rows need none (no run crosses them).
     """
     margin = -(-radius // 64)
     padded = np.pad(bits, [(0, 0)] * (bits.ndim - 1) + [(margin, margin)])
