@@ -223,7 +223,7 @@ class PairTransform:
         self.grid = (2 * size[0] // patch_size, size[1] // patch_size)  # patches of the whole canvas
 
     def __call__(self, pair: Pair, rng: np.random.Generator) -> dict[str, np.ndarray | int]:
-        """One example: image_canvas and target_canvas (3, 2h, w) uint8, valid (1, 2h, w) float32,
+        """One example: image_canvas and target_canvas (3, 2h, w) uint8, valid (1, 2h, w) uint8,
         bool_masked_pos (L,) bool with L = 2h * w / patch_size^2, seg_type 0 (semantic) or 1 (instance)."""
         images, views = self.views(pair, rng)
         targets, valid, _ = random_coloring(views, rng, ids=self._candidates(pair.ids, views), max_ids=self.max_ids)
@@ -279,7 +279,7 @@ class PairTransform:
         return {
             "image_canvas": np.concatenate(images, axis=0).transpose(2, 0, 1),  # (3, 2h, w)
             "target_canvas": np.concatenate(targets, axis=0).transpose(2, 0, 1),  # (3, 2h, w)
-            "valid": np.concatenate(valid, axis=0)[None].astype(np.float32),  # (1, 2h, w)
+            "valid": np.concatenate(valid, axis=0)[None],  # (1, 2h, w) uint8: a quarter of float32 to move
             "bool_masked_pos": masked,  # (L,)
             "seg_type": int(task == "instance"),
         }

@@ -139,7 +139,7 @@ class InContextBatch(TypedDict):
 
     image_canvas: torch.Tensor  # (B, 3, H, W) uint8
     target_canvas: torch.Tensor  # (B, 3, H, W) uint8: painted masks
-    valid: torch.Tensor  # (B, 1, H, W) float: per-pixel loss weight (0 on void)
+    valid: torch.Tensor  # (B, 1, H, W) uint8: 1 where the loss looks, 0 on void (made float on the accelerator)
     bool_masked_pos: torch.Tensor  # (B, L) bool: target patches replaced by the mask token
     seg_type: torch.Tensor  # (B,) long: 0 semantic, 1 instance
     # the producing worker's running counts (pairs, partner pairs, mixed, skipped per source...), for logging

@@ -114,13 +114,13 @@ def test_example_shapes_dtypes_and_batch():
     ex = examples[0]
     assert ex["image_canvas"].shape == ex["target_canvas"].shape == (3, 128, 48)
     assert ex["image_canvas"].dtype == ex["target_canvas"].dtype == np.uint8
-    assert ex["valid"].shape == (1, 128, 48) and ex["valid"].dtype == np.float32
+    assert ex["valid"].shape == (1, 128, 48) and ex["valid"].dtype == np.uint8
     assert ex["bool_masked_pos"].shape == (16 * 6,) and ex["bool_masked_pos"].dtype == bool
     assert [e["seg_type"] for e in examples] == [0, 1, 0]
     batch = collate(examples)
     assert batch["image_canvas"].shape == batch["target_canvas"].shape == (3, 3, 128, 48)
     assert batch["image_canvas"].dtype == batch["target_canvas"].dtype == torch.uint8
-    assert batch["valid"].shape == (3, 1, 128, 48) and batch["valid"].dtype == torch.float32
+    assert batch["valid"].shape == (3, 1, 128, 48) and batch["valid"].dtype == torch.uint8
     assert batch["bool_masked_pos"].shape == (3, 96) and batch["bool_masked_pos"].dtype == torch.bool
     assert batch["seg_type"].tolist() == [0, 1, 0] and batch["seg_type"].dtype == torch.long
 

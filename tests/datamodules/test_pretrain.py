@@ -44,7 +44,7 @@ def test_batches_have_the_documented_types(shards: Path) -> None:
     batch = batches[0]
     assert batch["image_canvas"].shape == (4, 3, 64, 32) and batch["image_canvas"].dtype == torch.uint8
     assert batch["target_canvas"].shape == (4, 3, 64, 32) and batch["target_canvas"].dtype == torch.uint8
-    assert batch["valid"].shape == (4, 1, 64, 32) and batch["valid"].dtype == torch.float32
+    assert batch["valid"].shape == (4, 1, 64, 32) and batch["valid"].dtype == torch.uint8
     assert batch["bool_masked_pos"].shape == (4, 32) and batch["bool_masked_pos"].dtype == torch.bool
     assert batch["seg_type"].shape == (4,) and set(batch["seg_type"].tolist()) <= {0, 1}
     assert batch["stats"]["data/examples"] >= 4 and "skipped/synthetic" in batch["stats"]
