@@ -292,6 +292,16 @@ def test_configuration_errors_come_before_any_worker(tmp_path: Path) -> None:
 # --- 4. distributed: a rank whose shards are unreadable does not hang the other ---
 
 
+def test_a_rank_whose_fixed_stream_runs_dry_still_yields_every_batch(tmp_path: Path) -> None:
+    """Ranks meet in collectives once per batch: a rank with fewer samples than an epoch needs (a fixed stream,
+    no resampling) restarts its stream instead of ending early, so it never leaves the other waiting."""
+    small = shard_urls(_write(tmp_path / "small", "train", [_synthetic(3)]) / "train-index.json")
+    large = shard_urls(_write(tmp_path / "large", "train", [_synthetic(40)]) / "train-index.json")
+    epochs = [[len(list(with_epoch(sample_stream(urls, seed=0, resampled=False), 10, 2, collate_fn=list)))
+               for _ in range(2)] for urls in (small, large)]
+    assert epochs == [[10, 10], [10, 10]]  # 3 samples give 10 batches of 2, every epoch, like 40 do
+
+
 @pytest.mark.slow
 def test_ddp_rank_with_unreadable_shards_fails_both_ranks(tmp_path: Path) -> None:
     """Two shards over 2 gloo ranks, rank 1's garbage: both processes end, with the source named, well before any
