@@ -63,6 +63,8 @@ def _or_shifted(out: np.ndarray, src: np.ndarray, s: int) -> None:
     dilation keeps zero margin words at both ends of every row, wider than any move, and the boundary map
     masks the column that could receive a carry.
     """
+    if not (out.flags.c_contiguous and src.flags.c_contiguous):  # a flattened copy would take the writes
+        raise ValueError("_or_shifted works on C-contiguous arrays")
     out, src = out.reshape(-1), src.reshape(-1)
     n = src.size
     q, t = divmod(abs(s), 64)
