@@ -29,13 +29,12 @@ from typing import Any, Literal
 import numpy as np
 import webdataset as wds
 from lightning.pytorch import LightningDataModule
-from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset
 
 from datamodules.augment import PairTransform, collate
 from datamodules.fewshot import FewShotEpisodes, image_classes, plan_episodes
 from datamodules.pairing import Pair, PairSampler, source_of, worker_seed
-from datamodules.schema import InvalidSample, Sample, SampleError
+from datamodules.schema import IMAGE_ERRORS, InvalidSample, Sample, SampleError
 from datamodules.shards import (
     EpochLoader,
     MixedStream,
@@ -52,8 +51,8 @@ from datamodules.shards import (
 log = logging.getLogger(__name__)
 Task = Literal["semantic", "instance", "panoptic"]
 # what a bad sample can raise in pairing and augmentation, after `schema.validate` passed it: PIL decoding a
-# corrupt image body (OSError: truncated or broken data; SyntaxError: broken PNG chunks; decompression bombs)
-SAMPLE_ERRORS = (SampleError, OSError, SyntaxError, Image.DecompressionBombError)
+# corrupt image body
+SAMPLE_ERRORS = (SampleError, *IMAGE_ERRORS)
 
 
 @dataclass

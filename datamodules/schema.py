@@ -33,6 +33,9 @@ Task = Literal["semantic", "instance", "panoptic"]
 TASKS = ("semantic", "instance", "panoptic")
 IMAGE_EXTS = ("jpg", "png")
 PNG_COMPRESS_LEVEL = 6  # fixed, so that shards are byte-identical from run to run
+# what PIL raises for an image it cannot read: truncated or broken data (OSError), broken PNG chunks
+# (SyntaxError), a decompression bomb
+IMAGE_ERRORS = (OSError, SyntaxError, Image.DecompressionBombError)
 
 
 class InstanceMeta(TypedDict):
@@ -167,7 +170,7 @@ def validate(sample: Sample) -> Sample:
     try:
         with Image.open(io.BytesIO(sample.image)) as im:
             width, height = im.size
-    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
+    except IMAGE_ERRORS as e:
         raise InvalidSample(key, "image", f"the {sample.image_ext} member is not a readable image ({e})") from None
     try:
         classes = {int(c) for c in sample.meta.get("classes", {})}

@@ -21,11 +21,10 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import webdataset as wds
-from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from datamodules.pairing import worker_seed
-from datamodules.schema import InvalidSample, Sample, decode, validate
+from datamodules.schema import IMAGE_ERRORS, InvalidSample, Sample, decode, validate
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +157,7 @@ def rank_shards(urls: list[str], rank: int, world_size: int) -> list[str]:
 # what damaged shard bytes raise while tars are read and samples decoded and validated: tarfile errors, I/O and
 # image decoding errors (OSError), malformed members (ValueError: bad json or UTF-8, a member name twice,
 # `schema.SampleError`), PIL's broken-PNG SyntaxError, a cut zlib stream. Anything else is a bug and propagates.
-DATA_ERRORS = (tarfile.TarError, OSError, ValueError, SyntaxError, EOFError, zlib.error, struct.error,
-               Image.DecompressionBombError)
+DATA_ERRORS = (tarfile.TarError, ValueError, EOFError, zlib.error, struct.error, *IMAGE_ERRORS)
 
 
 class TooManySkips(RuntimeError):
