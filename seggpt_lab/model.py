@@ -30,8 +30,8 @@ def feature_ensemble(x: torch.Tensor, groups: int) -> torch.Tensor:
 
     The batch is `groups` consecutive groups (the image and target streams before the merge,
     one group after it); the mean is taken within each group. Prompt halves are left as they are.
-    In place on a view: the function runs in every block, and a split-mean-concatenate would copy the
-    whole activation three times per block (at 4 prompts of ViT-L, 5 of the forward's 62 seconds).
+    In place on a view: the function runs in every block, where a split-mean-concatenate would copy the
+    whole activation about three times.
     """
     query = x[:, x.shape[1] // 2:].unflatten(0, (groups, -1))  # (groups, prompts, h/2, w, C), a view of x
     # the mean taken about the first prompt is exact when prompts agree: N copies of one prompt give
@@ -56,12 +56,13 @@ BIAS_CHUNK_BYTES = 16 * 2**20  # below glibc's largest mmap threshold (32 MiB), 
 
 
 class RelPosAttention(Attention):
-    """timm's SAM attention (official parameter names), with the relative-position bias built in row chunks.
+    """timm's SAM attention (official parameter names), with the relative-position bias built in chunks.
 
     timm adds two permuted einsum outputs into a full (B*heads, L, L) bias, which the kernel then
     copies into a contiguous layout: on CPU that was a third of SegGPT-L's forward time. Here the
-    decomposed terms are made contiguous first and the fused path runs over chunks of query rows,
-    so each chunk's bias is small enough to be recycled by the allocator instead of page-faulted in.
+    decomposed terms are made contiguous first and the fused path runs over chunks (whole canvases while
+    they fit, else one canvas's query rows), so each chunk's bias is small enough to be recycled by the
+    allocator instead of page-faulted in, and reads the keys and values of as few canvases as possible.
     The unfused path keeps the explicit softmax((q k^T) * scale + bias) v as the reference.
     """
 
