@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, LayerNorm2d, Mlp, PatchEmbed, resample_abs_pos_embed, trunc_normal_
 from timm.models.vision_transformer_sam import Attention, get_rel_pos
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.checkpoint import checkpoint
 
 EnsembleMode = Literal["official", "huggingface"]
@@ -54,17 +55,53 @@ def per_canvas(module: nn.Module, x: torch.Tensor, enabled: bool = True) -> torc
 
 BIAS_CHUNK_BYTES = 16 * 2**20  # below glibc's largest mmap threshold (32 MiB), so chunk buffers are reused
 
+# "augmented" on accelerators: the kernels to try, in order, and whether to pad the values to the logits' head dim
+# (flash kernels need one head dim for q, k and v). benchmarks/gpu_train_speed.py, H200, ViT-L layer fwd+bwd of
+# 32 canvases: cuDNN 18.3 ms padded (17.6 unpadded), flash 23.3 ms padded, memory-efficient 59.6 (46.2 unpadded).
+# Padded, a GPU without cuDNN's fused attention falls back to flash instead of the slower memory-efficient kernel.
+AUGMENTED_BACKENDS: list[SDPBackend] = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION,
+                                        SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+AUGMENTED_PAD_VALUES = True
+
+AttnImpl = Literal["auto", "sdpa", "augmented", "flex", "eager"]
+ATTN_IMPLS = ("auto", "sdpa", "augmented", "flex", "eager")
+
+
+def _compiled_flex_attention():
+    """FlexAttention compiled once per process (uncompiled it materialises the scores; on CPU it stays eager)."""
+    global _FLEX
+    if _FLEX is None:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        _FLEX = torch.compile(flex_attention, dynamic=False)
+    return _FLEX
+
+
+_FLEX = None
+
 
 class RelPosAttention(Attention):
-    """timm's SAM attention (official parameter names), with the relative-position bias built in chunks.
+    """timm's SAM attention (official parameter names) with four ways to add the decomposed relative bias.
 
-    timm adds two permuted einsum outputs into a full (B*heads, L, L) bias, which the kernel then
-    copies into a contiguous layout: on CPU that was a third of SegGPT-L's forward time. Here the
-    decomposed terms are made contiguous first and the fused path runs over chunks (whole canvases while
-    they fit, else one canvas's query rows), so each chunk's bias is small enough to be recycled by the
-    allocator instead of page-faulted in, and reads the keys and values of as few canvases as possible.
-    The unfused path keeps the explicit softmax((q k^T) * scale + bias) v as the reference.
+    The bias of query i = (y, x) on key j = (ky, kx) is rel_h[i, ky] + rel_w[i, kx] (MViTv2; official
+    add_decomposed_rel_pos), added to the scaled logits q k^T / sqrt(d). timm adds the two terms into a full
+    (B*heads, L, L) tensor, which rules out flash kernels and, on CPU, cost a third of SegGPT-L's forward.
+    `attn_impl` (set by the model) chooses:
+
+    - "sdpa": the scaled-dot-product kernel with the bias as a float mask. On CPU it runs over chunks
+      (whole canvases while they fit, else one canvas's query rows), so each chunk's bias is small enough to
+      be recycled by the allocator instead of page-faulted in, and reads the keys and values of as few
+      canvases as possible; on an accelerator it is one call with the whole bias.
+    - "augmented": no bias tensor at all. The two terms are a dot product: append rel_h[i] and rel_w[i] to
+      the query and the one-hot codes of (ky, kx) to the key, so that q' k'^T = q k^T / sqrt(d) + bias, and
+      any bias-free kernel (flash, cuDNN, memory-efficient) applies; gradients reach rel_h and rel_w through q'.
+      The logits' head dim grows from d to d + h + w (64 to 148 for ViT-L at 896x448).
+    - "flex": FlexAttention with a score_mod that gathers the two terms per logit (compiled on accelerators).
+    - "eager": the explicit softmax((q k^T) * scale + bias) v, the reference.
+    - "auto": "sdpa" on CPU, "augmented" elsewhere, the fastest of each (BENCHMARKS.md, targets 1 and 5).
     """
+
+    attn_impl: str = "auto"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, h, w, C) -> (B, h, w, C)."""
@@ -75,27 +112,71 @@ class RelPosAttention(Attention):
         q_grid = q.reshape(B, self.num_heads, h, w, -1)
         rel_h = torch.einsum("bnhwc,hkc->bnhwk", q_grid, get_rel_pos(h, h, self.rel_pos_h)).contiguous()
         rel_w = torch.einsum("bnhwc,wkc->bnhwk", q_grid, get_rel_pos(w, w, self.rel_pos_w)).contiguous()
+        dropout = self.attn_drop.p if self.training else 0.0
+        impl = self.attn_impl if self.attn_impl != "auto" else "sdpa" if x.device.type == "cpu" else "augmented"
+        if impl == "augmented":
+            x = self._augmented(q, k, v, rel_h.flatten(2, 3), rel_w.flatten(2, 3), h, w, dropout)
+        elif impl == "flex":
+            x = self._flex(q, k, v, rel_h.flatten(2, 3), rel_w.flatten(2, 3), w)
+        elif impl == "sdpa":
+            x = self._sdpa(q, k, v, rel_h, rel_w, dropout)
+        elif impl == "eager":
+            attn = (q * self.scale) @ k.transpose(-2, -1) + _bias(rel_h, rel_w, slice(None), slice(None))
+            x = self.attn_drop(attn.softmax(dim=-1)) @ v
+        else:
+            raise ValueError(f"attn_impl must be one of {ATTN_IMPLS}, got {self.attn_impl!r}")
+        x = x.transpose(1, 2).reshape(B, h, w, -1)
+        return self.proj_drop(self.proj(x))
 
-        def bias(items: slice, rows: slice) -> torch.Tensor:  # (b, heads, rows * w, L)
-            b = rel_h[items, :, rows].unsqueeze(-1) + rel_w[items, :, rows].unsqueeze(-2)  # (b, n, r, w, h, w)
-            return b.reshape(b.shape[0], self.num_heads, -1, h * w)
-
-        if self.fused_attn:
-            dropout = self.attn_drop.p if self.training else 0.0
+    def _sdpa(self, q, k, v, rel_h, rel_w, dropout: float) -> torch.Tensor:
+        B, _, h, w, _ = rel_h.shape
+        if q.device.type == "cpu":
             # chunks of whole canvases while they fit, else of one canvas's query rows: the keys and values
             # a chunk reads then belong to the fewest canvases (4 prompts of ViT-L: 13 MB each, cache-sized)
             row_bytes = self.num_heads * w * h * w * q.element_size()  # one canvas's bias for one query row
             items = max(1, min(B, BIAS_CHUNK_BYTES // (row_bytes * h)))
             rows = max(1, min(h, BIAS_CHUNK_BYTES // (row_bytes * items)))
-            x = torch.cat([torch.cat([F.scaled_dot_product_attention(
-                q[i:i + items, :, r * w:(r + rows) * w], k[i:i + items], v[i:i + items],
-                attn_mask=bias(slice(i, i + items), slice(r, r + rows)), dropout_p=dropout)
-                for r in range(0, h, rows)], dim=2) for i in range(0, B, items)])  # (B, heads, L, d)
         else:
-            attn = (q * self.scale) @ k.transpose(-2, -1) + bias(slice(None), slice(None))
-            x = self.attn_drop(attn.softmax(dim=-1)) @ v
-        x = x.transpose(1, 2).reshape(B, h, w, -1)
-        return self.proj_drop(self.proj(x))
+            items, rows = B, h
+        return torch.cat([torch.cat([F.scaled_dot_product_attention(
+            q[i:i + items, :, r * w:(r + rows) * w], k[i:i + items], v[i:i + items],
+            attn_mask=_bias(rel_h, rel_w, slice(i, i + items), slice(r, r + rows)), dropout_p=dropout)
+            for r in range(0, h, rows)], dim=2) for i in range(0, B, items)])  # (B, heads, L, d)
+
+    def _augmented(self, q, k, v, rel_h, rel_w, h: int, w: int, dropout: float) -> torch.Tensor:
+        """rel_h (B, n, L, h), rel_w (B, n, L, w): the bias as extra query/key dims, padded to a multiple of 8."""
+        B, n, L, d = q.shape
+        pad = -(d + h + w) % 8  # kernels want head dims in multiples of 8
+        keys = torch.arange(L, device=q.device)
+        codes = torch.cat([F.one_hot(keys // w, h), F.one_hot(keys % w, w), keys.new_zeros(L, pad)], dim=1)
+        q = torch.cat([q * self.scale, rel_h, rel_w, q.new_zeros(B, n, L, pad)], dim=-1)
+        k = torch.cat([k, codes.to(k.dtype).expand(B, n, L, h + w + pad)], dim=-1)
+        if q.device.type == "cpu":
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=1.0)
+        if AUGMENTED_PAD_VALUES:
+            v = F.pad(v, (0, q.shape[-1] - d))
+        with sdpa_kernel(AUGMENTED_BACKENDS, set_priority=True):
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=1.0)[..., :d]
+
+    def _flex(self, q, k, v, rel_h, rel_w, w: int) -> torch.Tensor:
+        """rel_h (B, n, L, h), rel_w (B, n, L, w) gathered per logit; the bias never exists as a tensor."""
+        if self.training and self.attn_drop.p > 0:
+            raise ValueError("attn_impl='flex' has no attention dropout; use 'augmented' or 'sdpa'")
+
+        def score_mod(score, b, head, i, j):
+            return score + rel_h[b, head, i, j // w] + rel_w[b, head, i, j % w]
+
+        if q.device.type == "cpu":
+            from torch.nn.attention.flex_attention import flex_attention
+
+            return flex_attention(q, k, v, score_mod=score_mod)
+        return _compiled_flex_attention()(q, k, v, score_mod=score_mod)
+
+
+def _bias(rel_h: torch.Tensor, rel_w: torch.Tensor, items: slice, rows: slice) -> torch.Tensor:
+    """The dense bias of query rows `rows` of canvases `items`: (b, heads, rows * w, L) from (B, n, h, w, h|w)."""
+    b = rel_h[items, :, rows].unsqueeze(-1) + rel_w[items, :, rows].unsqueeze(-2)  # (b, n, r, w, h, w)
+    return b.reshape(b.shape[0], b.shape[1], -1, rel_h.shape[2] * rel_h.shape[3])
 
 
 class Block(nn.Module):
@@ -106,11 +187,13 @@ class Block(nn.Module):
     """
 
     def __init__(self, dim: int, num_heads: int, grid_size: tuple[int, int], mlp_ratio: float = 4.0,
-                 drop_path: float = 0.0, fused_attn: bool = True) -> None:
+                 drop_path: float = 0.0, attn_impl: AttnImpl = "auto") -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = RelPosAttention(dim, num_heads=num_heads, qkv_bias=True, use_rel_pos=True, input_size=grid_size)
-        self.attn.fused_attn = fused_attn
+        if attn_impl not in ATTN_IMPLS:
+            raise ValueError(f"attn_impl must be one of {ATTN_IMPLS}, got {attn_impl!r}")
+        self.attn.attn_impl = attn_impl
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU)
@@ -139,7 +222,10 @@ class SegGPT(nn.Module):
         decoder_embed_dim: decoder width D.
         pretrain_img_size: side of the square grid the absolute position embedding was trained on, in pixels.
         drop_path_rate: stochastic depth, linear over depth (training only).
-        fused_attn: scaled-dot-product attention kernel; False keeps the explicit softmax(QK^T) reference path.
+        attn_impl: how attention adds the relative-position bias (see `RelPosAttention`): "auto" ("sdpa" on CPU,
+            "augmented" on GPU: the fastest of each), "sdpa" (fused kernel, bias as a mask), "augmented" (bias
+            folded into the query/key dims for bias-free kernels), "flex" (FlexAttention score_mod) or "eager"
+            (the explicit softmax(QK^T) reference).
         grad_checkpointing: recompute block activations in the backward pass to save memory.
         ensemble_mode: feature-ensemble semantics, "official" (per-stream mean up to the merge) or
             "huggingface" (transformers' `feature_ensemble=True`, which averages both streams at the merge block).
@@ -162,7 +248,7 @@ class SegGPT(nn.Module):
         decoder_embed_dim: int = 64,
         pretrain_img_size: int = 224,
         drop_path_rate: float = 0.1,
-        fused_attn: bool = True,
+        attn_impl: AttnImpl = "auto",
         grad_checkpointing: bool = False,
         ensemble_mode: EnsembleMode = "official",
         init: Literal["official", "xavier"] = "official",
@@ -205,7 +291,7 @@ class SegGPT(nn.Module):
 
         dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linear, as torch.linspace
         self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, self.grid_size, mlp_ratio, dpr[i], fused_attn) for i in range(depth))
+            Block(embed_dim, num_heads, self.grid_size, mlp_ratio, dpr[i], attn_impl) for i in range(depth))
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
 
         self.decoder_embed = nn.Linear(embed_dim * len(feature_indices), patch_size**2 * decoder_embed_dim)
@@ -234,6 +320,20 @@ class SegGPT(nn.Module):
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+
+    def set_attn_impl(self, attn_impl: AttnImpl) -> None:
+        """Switch every block's attention implementation (the weights are the same for all four)."""
+        if attn_impl not in ATTN_IMPLS:
+            raise ValueError(f"attn_impl must be one of {ATTN_IMPLS}, got {attn_impl!r}")
+        for block in self.blocks:
+            block.attn.attn_impl = attn_impl
+
+    def compile_blocks(self, **options) -> None:
+        """torch.compile each block in place (regional compilation): the blocks share one compiled graph per
+        input shape, so compiling takes a block's time rather than the model's. `options` go to torch.compile.
+        On an H200, ViT-L training in bf16: 16% more pairs/s at batch 16 (BENCHMARKS.md, target 5)."""
+        for block in self.blocks:
+            block.compile(**options)
 
     @property
     def num_patches(self) -> int:

@@ -91,6 +91,8 @@ class PretrainModule(LightningModule):
         val_seg_type: task token for validation episodes.
         picture_every_n_steps: prediction grid interval (0: never); num_pictures: pairs per grid.
         output_dir: where the pictures go; None: the trainer's log_dir or default_root_dir.
+        compile: torch.compile the model's blocks before training (`SegGPT.compile_blocks`; worth it on GPUs:
+            16% more pairs/s for ViT-L on an H200, after 2-3 minutes of compiling per batch shape).
     """
 
     def __init__(
@@ -110,6 +112,7 @@ class PretrainModule(LightningModule):
         picture_every_n_steps: int = 500,
         num_pictures: int = 4,
         output_dir: str | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if val_seg_type not in SEG_TYPES:
@@ -127,6 +130,11 @@ class PretrainModule(LightningModule):
         self._worker_stats: dict[int, dict[str, float]] = {}
         self._last_batch_end: float | None = None
         self.picture_dir: Path | None = None  # set in setup
+
+    def configure_model(self) -> None:
+        if self.hparams.compile and not getattr(self, "_compiled", False):
+            self.model.compile_blocks()
+            self._compiled = True
 
     # --- optimisation ---
 

@@ -99,13 +99,41 @@ def test_masked_target_content_is_ignored_but_visible_target_matters():
     assert (a - c).abs().max() > 1e-3
 
 
-def test_fused_and_unfused_attention_agree():
-    fused, unfused = tiny(fused_attn=True), tiny(fused_attn=False)
-    unfused.load_state_dict(fused.state_dict())
-    image, target = inputs(2)
-    args = (image, target, fused.query_mask(2), torch.tensor([0, 1]))
+def _eager_and(impl: str):
+    # a non-square grid (h != w), so that a swapped row/column term or a wrong one-hot code shows
+    shape = {"img_size": (64, 48), "drop_path_rate": 0.0}
+    image, target = inputs(2, size=(32, 48))
+    reference, model = tiny(attn_impl="eager", **shape).train(), tiny(attn_impl=impl, **shape).train()
+    return reference, model, (image, target, torch.rand(2, reference.num_patches) < 0.5, torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "augmented"])
+def test_attention_implementations_agree_with_the_eager_reference_forward_and_backward(impl):
+    reference, model, args = _eager_and(impl)
+    outputs, grads = [], []
+    for m in (reference, model):
+        out = m(*args)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        outputs.append(out.detach())
+        grads.append({n: p.grad for n, p in m.named_parameters()})
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=0, atol=1e-5)
+    for name in ("blocks.0.attn.rel_pos_h", "blocks.0.attn.rel_pos_w", "blocks.3.attn.qkv.weight"):
+        assert grads[0][name].abs().max() > 0
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-5)
+
+
+def test_flex_attention_agrees_with_the_eager_reference():
+    # forward only: FlexAttention has no backward on CPU (benchmarks/gpu_train_speed.py checks its gradients on GPU)
+    reference, model, args = _eager_and("flex")
     with torch.no_grad():
-        torch.testing.assert_close(fused(*args), unfused(*args), rtol=0, atol=1e-5)
+        torch.testing.assert_close(model(*args), reference(*args), rtol=0, atol=1e-5)
+
+
+def test_unknown_attention_implementation_is_refused_by_name():
+    with pytest.raises(ValueError, match="attn_impl must be one of .*'flash'"):
+        tiny(attn_impl="flash")
+    with pytest.raises(ValueError, match="attn_impl must be one of"):
+        tiny().set_attn_impl("dense")
 
 
 def test_attention_bias_chunks_agree_with_one_chunk(monkeypatch):
@@ -225,3 +253,16 @@ def test_eval_predictions_do_not_depend_on_batch_mates():
         for i in range(3):
             alone = model(image[i : i + 1], target[i : i + 1], model.query_mask(1), seg[i : i + 1])
             assert torch.equal(batched[i], alone[0]), i
+
+
+@pytest.mark.parametrize("impl", ["auto", "augmented"])
+def test_compiled_blocks_agree_with_eager_forward_and_backward(impl):
+    # "aot_eager" traces the blocks with dynamo and AOTAutograd as inductor would, without a C++ toolchain
+    reference, model, args = _eager_and(impl)
+    reference.set_attn_impl(impl)
+    model.compile_blocks(backend="aot_eager", dynamic=False)
+    for m in (reference, model):
+        m(*args).square().mean().backward()
+    assert all(block._compiled_call_impl is not None for block in model.blocks)
+    for (name, a), b in zip(model.named_parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6, msg=name)

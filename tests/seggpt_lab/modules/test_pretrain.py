@@ -176,3 +176,12 @@ def test_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
         assert torch.equal(value, end[1][key]), key  # DDP averaged the ranks' different gradients
         assert torch.equal(start[0][key], start[1][key]), key
     assert any(not torch.equal(end[0][k], start[0][k]) for k in end[0])  # and the weights did move
+
+
+def test_compile_flag_compiles_the_blocks_once_when_the_model_is_configured() -> None:
+    eager, compiled = PretrainModule(_tiny()), PretrainModule(_tiny(), compile=True)
+    for module in (eager, compiled):
+        module.configure_model()
+        module.configure_model()  # Lightning may call it again (fit, then validate): still one wrapper
+    assert all(block._compiled_call_impl is None for block in eager.model.blocks)
+    assert all(block._compiled_call_impl is not None for block in compiled.model.blocks)
