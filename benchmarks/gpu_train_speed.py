@@ -34,9 +34,8 @@ from contextlib import nullcontext
 import torch
 import torch._dynamo
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
-
 from torch.nn.attention import SDPBackend
+from torch.utils.flop_counter import FlopCounterMode
 
 import seggpt_lab.model as model_module
 from seggpt_lab.canvas import normalize
@@ -214,8 +213,6 @@ def attention_stage(clock: Clock, device: torch.device, config: dict, canvases: 
                 f"{seconds * 1e3:7.2f} ms (layer incl. qkv/proj), peak {peak_gib():.1f} GiB")
         except Exception as error:  # noqa: BLE001
             log(f"attention/ms/{impl}", repr(error), f"attention {impl}: FAILED {error!r}")
-    del layer, xs, q
-    free()
 
 
 def augmented_kernels_stage(clock: Clock, device: torch.device, config: dict, canvases: int) -> None:
@@ -258,8 +255,6 @@ def augmented_kernels_stage(clock: Clock, device: torch.device, config: dict, ca
         model_module.AUGMENTED_BACKENDS, model_module.AUGMENTED_PAD_VALUES = [backend, *rest], pad
         log("kernels/chosen", {"backend": backend.name, "pad_values": pad},
             f"augmented uses {backend.name} first, values {'padded' if pad else 'unpadded'}")
-    del layer, xs
-    free()
 
 
 def train_stage(clock: Clock, device: torch.device, config: dict, impl: str, size: int, compiled: bool = False,
@@ -305,7 +300,7 @@ def inference_stage(clock: Clock, device: torch.device, config: dict, impl: str,
         b = batch(model, size * prompts, device)
         image, target = normalize(b["image"].float() / 255), normalize(b["target"].float() / 255)
 
-        def forward():
+        def forward(image=image, target=target, b=b, prompts=prompts):
             with torch.inference_mode(), autocast(device):
                 model(image, target, b["mask"], b["seg_type"], feature_ensemble=prompts > 1)
 
@@ -313,8 +308,6 @@ def inference_stage(clock: Clock, device: torch.device, config: dict, impl: str,
         what = f"{size} queries x 1 prompt" if prompts == 1 else f"1 query x {prompts}-prompt feature ensemble"
         log(f"inference/{impl}/{size}x{prompts}", {"s": seconds, "queries_s": size / seconds},
             f"inference {impl:9s} {what:34s} {seconds * 1e3:8.1f} ms  {size / seconds:7.1f} queries/s")
-    del model
-    free()
 
 
 def main() -> None:
@@ -355,8 +348,10 @@ def main() -> None:
     log("flops/train_per_pair", train, f"FLOPs per pair: forward + backward {train / 1e12:.3f} T")
 
     attention_stage(clock, device, config, canvases, args.impls)
+    free()
     if device.type == "cuda" and "augmented" in args.impls:
         augmented_kernels_stage(clock, device, config, canvases)
+        free()
 
     eager = {impl: train_stage(clock, device, config, impl, args.batch) for impl in args.impls}
     ranked = [impl for _, impl in sorted((s, i) for i, s in eager.items() if s)]
@@ -364,6 +359,7 @@ def main() -> None:
         raise SystemExit("no training configuration ran")
     best = ranked[0]
     inference_stage(clock, device, config, best, (1, 8, 32) if device.type == "cuda" else (1, 2))
+    free()
     for size in args.ckpt_sweep:  # memory is what checkpointing buys: eager steps show it without compiling
         if clock.left() > 60:
             train_stage(clock, device, config, best, size, checkpointing=True)

@@ -12,6 +12,7 @@ Dimension letters used in shapes below:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Literal
 
@@ -21,6 +22,7 @@ from timm.layers import DropPath, LayerNorm2d, Mlp, PatchEmbed, resample_abs_pos
 from timm.models.vision_transformer_sam import Attention, get_rel_pos
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention.flex_attention import flex_attention
 from torch.utils.checkpoint import checkpoint
 
 EnsembleMode = Literal["official", "huggingface"]
@@ -67,17 +69,10 @@ AttnImpl = Literal["auto", "sdpa", "augmented", "flex", "eager"]
 ATTN_IMPLS = ("auto", "sdpa", "augmented", "flex", "eager")
 
 
+@functools.cache
 def _compiled_flex_attention():
-    """FlexAttention compiled once per process (uncompiled it materialises the scores; on CPU it stays eager)."""
-    global _FLEX
-    if _FLEX is None:
-        from torch.nn.attention.flex_attention import flex_attention
-
-        _FLEX = torch.compile(flex_attention, dynamic=False)
-    return _FLEX
-
-
-_FLEX = None
+    """FlexAttention compiled once per process (uncompiled it materialises the scores)."""
+    return torch.compile(flex_attention, dynamic=False)
 
 
 class RelPosAttention(Attention):
@@ -166,9 +161,7 @@ class RelPosAttention(Attention):
         def score_mod(score, b, head, i, j):
             return score + rel_h[b, head, i, j // w] + rel_w[b, head, i, j % w]
 
-        if q.device.type == "cpu":
-            from torch.nn.attention.flex_attention import flex_attention
-
+        if q.device.type == "cpu":  # eager: no compiled CPU kernel has a backward
             return flex_attention(q, k, v, score_mod=score_mod)
         return _compiled_flex_attention()(q, k, v, score_mod=score_mod)
 
