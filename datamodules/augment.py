@@ -16,36 +16,40 @@ Choices the paper leaves open, made here:
   log-uniform in `ratio`, 10 tries, then the largest centred crop within `ratio`). The crop box is drawn
   from the header's size before decoding, so a JPEG is decoded at the smallest DCT scale (1/2, 1/4,
   1/8) that still gives the crop at least the output's resolution (PIL `Image.draft`), once per image
-  even when both views come from it.
-- Resampling: the image is cropped and resized in one PIL bilinear `resize` with a float box
-  (antialiased when shrinking); the label takes the source pixel under each output pixel centre, on
-  the same sampling grid, so label values are never interpolated.
+  even when both views come from it; on a reduced image the box snaps to the nearest whole pixels.
+- Resampling: the image's crop (whole pixels) is resized bilinearly, antialiased when shrinking, by torch's
+  uint8 kernel (PIL's filter, about 2.5x faster than PIL's `resize` here; like torchvision, and unlike
+  PIL's `resize` with a box, no tap reaches outside the crop); the label takes the source pixel under each
+  output pixel centre, on the same sampling grid, so label values are never interpolated.
 - Colour jitter: torchvision's brightness, contrast and saturation factors (uniform in [1 - x, 1 + x],
-  in a random order), composed into one affine colour matrix applied by PIL in a single uint8 pass
-  (`Image.convert` with a matrix). Unlike torchvision, intermediate results are not clipped, only the
-  final one. Hue is not jittered (the paper names colour jitter only).
+  in a random order), composed into one affine colour map applied as one float matrix product per view,
+  rounded to uint8. Unlike torchvision, intermediate results are not clipped, only the final one. Hue is
+  not jittered (the paper names colour jitter only).
 - Colouring: one `random_coloring` mapping for both halves. Candidates are the pair's `ids` present in
   both cropped views; if none is, those present in the query view; if none is, all of the pair's ids
   (the target is then black, which is still a valid example: nothing of the task is in view).
 - Mix-context (`PairTransform.mixed`) takes several pairs of one semantic source, so that an id names
   one category in all of them; the data module groups them (datamodules/pretrain.py).
 
-Everything is PIL or numpy on uint8 with no per-pixel Python. On one core, 448 x 448 examples from
-640 x 480 sources: about 96/s from decoded arrays (crops 2 x 2.2 ms, jitter 2 x 1.2 ms, colouring
-1.7 ms), about 89/s from JPEG bytes (decoding included) and 47/s from 1600 x 1200 JPEGs (drafted).
+Canvases are built channels first in place: each view is written into its half of the (3, 2h, w) image
+canvas and painted into the target canvas plane by plane (`coloring.paint_planes`), so no transposed copy
+is made and `collate` stacks contiguous arrays. Everything is torch, PIL or numpy on uint8 (the jitter in
+float) with no per-pixel Python; `benchmarks/pretrain_data_speed.py` measures the whole pipeline.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import warnings
 from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image, ImageStat
+import torch.nn.functional as F
+from PIL import Image
 
-from datamodules.coloring import candidate_ids, mix_context, random_coloring
+from datamodules.coloring import candidate_ids, draw_mapping, mix_context, paint_planes, random_coloring
 from datamodules.masking import painter_mask, query_half_mask
 from datamodules.pairing import Pair
 from datamodules.schema import Sample
@@ -53,6 +57,9 @@ from seggpt_lab.canvas import InContextBatch
 
 GRAY = np.array([0.2989, 0.587, 0.114])  # torchvision rgb_to_grayscale weights (ITU-R 601-2 luma)
 Box = tuple[float, float, float, float]  # (top, left, height, width) in source pixels
+# up to this many ids, presence in a view is one comparison per id (0.03 ms each at 448 x 448), not one count over
+# all 65536 label values (0.6 ms)
+SCAN_IDS = 8
 
 
 def crop_box(
@@ -85,20 +92,40 @@ def crop_box(
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def _resize_image(image: Image.Image, box: Box, size: tuple[int, int], factor: float = 1.0) -> Image.Image:
-    """Crop `box` (in source pixels; the image is that source reduced `factor` times) and resize to `size` (h, w)."""
-    top, left, h, w = (v / factor for v in box)
-    return image.resize((size[1], size[0]), Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
+def _as_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 array -> (3, H, W) tensor on the same memory (no copy)."""
+    with warnings.catch_warnings():  # arrays from PIL are read-only; these tensors are only ever read
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(image).permute(2, 0, 1)
 
 
-def _resize_label(label: np.ndarray, box: Box, size: tuple[int, int]) -> np.ndarray:
-    """Nearest neighbour on PIL's sampling grid: the source pixel under each output pixel centre."""
+def _reduce_box(box: Box, factor: float, shape: tuple[int, int]) -> tuple[tuple[int, int, int, int], Box]:
+    """The whole-pixel box nearest to `box` (source pixels) on the (H, W) `shape` image, the source reduced `factor`
+    times, and that box again in source pixels (where the label is sampled, so that both share one grid)."""
+    top, left = (min(round(v / factor), n - 1) for v, n in zip(box[:2], shape, strict=True))
+    bottom, right = (min(max(round((v + d) / factor), v0 + 1), n)
+                     for v, d, v0, n in zip(box[:2], box[2:], (top, left), shape, strict=True))
+    reduced = (top, left, bottom - top, right - left)
+    return reduced, tuple(v * factor for v in reduced)
+
+
+def _resize_image(image: torch.Tensor, box: tuple[int, int, int, int], size: tuple[int, int]) -> torch.Tensor:
+    """(3, H, W) uint8 -> (3, h, w) uint8: the whole-pixel `box` (top, left, height, width), bilinear, antialiased
+    when shrinking (torch's uint8 kernel, PIL's filter; taps outside the box are not read)."""
+    top, left, h, w = box
+    crop = image[None, :, top : top + h, left : left + w]
+    return F.interpolate(crop, size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+
+
+def _resize_label(label: np.ndarray, box: Box, size: tuple[int, int], mirror: bool = False) -> np.ndarray:
+    """Nearest neighbour on the image's sampling grid: the source pixel under each output pixel centre
+    (left-right mirrored when `mirror`)."""
     top, left, h, w = box
     rows = np.floor(top + (np.arange(size[0]) + 0.5) * (h / size[0])).astype(np.intp)
     cols = np.floor(left + (np.arange(size[1]) + 0.5) * (w / size[1])).astype(np.intp)
-    rows = np.clip(rows, int(top), math.ceil(top + h) - 1)
-    cols = np.clip(cols, int(left), math.ceil(left + w) - 1)
-    return label.take(rows, axis=0).take(cols, axis=1)
+    rows = np.clip(rows, int(top), min(math.ceil(top + h), label.shape[0]) - 1)
+    cols = np.clip(cols, int(left), min(math.ceil(left + w), label.shape[1]) - 1)
+    return label.take(rows, axis=0).take(cols[::-1] if mirror else cols, axis=1)
 
 
 def random_resized_crop(
@@ -116,7 +143,8 @@ def random_resized_crop(
     if image.shape[:2] != label.shape:
         raise ValueError(f"image {image.shape[:2]} and label {label.shape} sizes differ")
     box = crop_box(*label.shape, rng, scale, ratio)
-    return np.asarray(_resize_image(Image.fromarray(image), box, size)), _resize_label(label, box, size)
+    resized = _resize_image(_as_tensor(np.ascontiguousarray(image)), box, size)
+    return resized.permute(1, 2, 0).numpy(), _resize_label(label, box, size)
 
 
 def flip(image: np.ndarray, label: np.ndarray, rng: np.random.Generator, p: float = 0.5
@@ -128,8 +156,8 @@ def flip(image: np.ndarray, label: np.ndarray, rng: np.random.Generator, p: floa
 
 
 def _jitter_matrix(mean_rgb: np.ndarray, rng: np.random.Generator, brightness: float, contrast: float,
-                   saturation: float) -> tuple[float, ...]:
-    """The 12-tuple affine colour matrix (PIL `convert` layout) of one torchvision-style jitter draw.
+                   saturation: float) -> tuple[np.ndarray, np.ndarray]:
+    """The (3, 3) matrix and (3,) offset of one torchvision-style jitter draw, an affine map of each RGB pixel.
 
     Every step is affine in the pixel, so the composition is too: brightness scales, contrast blends with
     the mean grey level (a scalar, from the input's mean colour pushed through the steps so far),
@@ -147,19 +175,25 @@ def _jitter_matrix(mean_rgb: np.ndarray, rng: np.random.Generator, brightness: f
         else:
             blend = f * np.eye(3) + (1 - f) * np.outer(np.ones(3), GRAY)
             matrix, offset = blend @ matrix, blend @ offset
-    return tuple(float(v) for v in np.concatenate([matrix, offset[:, None]], axis=1).ravel())
+    return matrix, offset
 
 
-def _jitter(image: Image.Image, rng: np.random.Generator, brightness: float, contrast: float,
-            saturation: float) -> Image.Image:
-    mean_rgb = np.array(ImageStat.Stat(image).mean)
-    return image.convert("RGB", _jitter_matrix(mean_rgb, rng, brightness, contrast, saturation))
+def _jitter(image: torch.Tensor, rng: np.random.Generator, brightness: float, contrast: float, saturation: float,
+            out: np.ndarray) -> np.ndarray:
+    """(3, h, w) uint8 -> `out` (3, h, w) uint8: one jitter draw as one float matrix product, rounded and clipped."""
+    x = image.reshape(3, -1).float()  # (3, h * w)
+    matrix, offset = _jitter_matrix(x.mean(1).double().numpy(), rng, brightness, contrast, saturation)
+    # + 0.5: the cast to uint8 truncates, so this rounds to nearest (numpy's cast: several times torch's)
+    y = torch.addmm(torch.from_numpy(offset + 0.5).float()[:, None], torch.from_numpy(matrix).float(), x)
+    np.copyto(out, y.clamp_(0, 255).numpy().reshape(out.shape), casting="unsafe")
+    return out
 
 
 def color_jitter(image: np.ndarray, rng: np.random.Generator, brightness: float = 0.4, contrast: float = 0.4,
                  saturation: float = 0.4) -> np.ndarray:
     """(H, W, 3) uint8 -> (H, W, 3) uint8 with random brightness, contrast and saturation (random order)."""
-    return np.asarray(_jitter(Image.fromarray(np.ascontiguousarray(image)), rng, brightness, contrast, saturation))
+    x = _as_tensor(np.ascontiguousarray(image)).contiguous()
+    return _jitter(x, rng, brightness, contrast, saturation, np.empty(x.shape, np.uint8)).transpose(1, 2, 0)
 
 
 def _label_map(sample: Sample, label: Literal["sem", "ins"]) -> np.ndarray:
@@ -170,11 +204,9 @@ def _label_map(sample: Sample, label: Literal["sem", "ins"]) -> np.ndarray:
 
 
 def _decode(sample: Sample, shape: tuple[int, int], boxes: list[Box], size: tuple[int, int]
-            ) -> tuple[Image.Image, float]:
-    """The sample's RGB image at the smallest JPEG scale that keeps every box at `size` or more, and that scale.
-
-    `shape` is the label's (H, W), which the image must match.
-    """
+            ) -> tuple[torch.Tensor, float]:
+    """The sample's image as (3, H', W') uint8 at the smallest JPEG scale that keeps every box at `size` or more,
+    and the factor H / H' it is reduced by. `shape` is the label's (H, W), which the image must match."""
     image = Image.open(io.BytesIO(sample.image))
     width, height = image.size
     if (height, width) != shape:
@@ -183,7 +215,7 @@ def _decode(sample: Sample, shape: tuple[int, int], boxes: list[Box], size: tupl
             max(math.ceil(height * size[0] / b[2]) for b in boxes))
     drafted = image.draft("RGB", need)  # None for PNG: decoded at full size
     factor = width / drafted[1][2] if drafted else 1.0  # the box is the source's size divided by the DCT scale
-    return image.convert("RGB"), factor
+    return _as_tensor(np.asarray(image if image.mode == "RGB" else image.convert("RGB"))), factor
 
 
 class PairTransform:
@@ -225,9 +257,9 @@ class PairTransform:
     def __call__(self, pair: Pair, rng: np.random.Generator) -> dict[str, np.ndarray | int]:
         """One example: image_canvas and target_canvas (3, 2h, w) uint8, valid (1, 2h, w) uint8,
         bool_masked_pos (L,) bool with L = 2h * w / patch_size^2, seg_type 0 (semantic) or 1 (instance)."""
-        images, views = self.views(pair, rng)
-        targets, valid, _ = random_coloring(views, rng, ids=self._candidates(pair.ids, views), max_ids=self.max_ids)
-        return self._example(images, targets, valid, pair.task, rng)
+        image, labels = self.views(pair, rng)
+        mapping = draw_mapping(self._candidates(pair.ids, labels), rng, self.max_ids)
+        return self._example(image, *paint_planes(labels, mapping), pair.task, rng)
 
     def mixed(self, pairs: list[Pair], rng: np.random.Generator) -> dict[str, np.ndarray | int]:
         """Mix-context (paper section 3.1): several pairs painted with one colour mapping, their prompt views
@@ -241,16 +273,20 @@ class PairTransform:
         ids = sorted({i for p, (_, labels) in zip(pairs, views, strict=True) for i in self._candidates(p.ids, labels)})
         labels = [lab for _, labs in views for lab in labs]  # prompt, query, prompt, query, ...
         targets, valid, _ = random_coloring(labels, rng, ids=ids, max_ids=self.max_ids)
-        halves = []
+        h = self.size[0]
+        image = np.empty((3, 2 * h, self.size[1]), np.uint8)
+        target, weight = np.empty_like(image), np.empty((1, *image.shape[1:]), np.uint8)
         for half in (0, 1):  # the prompt views, then the query views, each stitched into one view
-            halves.append(mix_context([imgs[half] for imgs, _ in views], targets[half::2], valid[half::2], rng,
-                                      self.size))
-        images, targets, valid = (list(parts) for parts in zip(*halves, strict=True))
-        return self._example(images, targets, valid, pairs[0].task, rng)
+            rows = slice(half * h, (half + 1) * h)
+            stitched = mix_context([canvas[:, rows].transpose(1, 2, 0) for canvas, _ in views], targets[half::2],
+                                   valid[half::2], rng, self.size)
+            image[:, rows], target[:, rows] = (a.transpose(2, 0, 1) for a in stitched[:2])
+            weight[0, rows] = stitched[2]
+        return self._example(image, target, weight, pairs[0].task, rng)
 
-    def views(self, pair: Pair, rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """The two augmented views of a pair: images [(h, w, 3) uint8] * 2 and label maps [(h, w)] * 2,
-        prompt first; each view has its own crop, flip and jitter, shared by its image and label."""
+    def views(self, pair: Pair, rng: np.random.Generator) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The two augmented views of a pair: one (3, 2h, w) uint8 image canvas (prompt view on top) and their
+        label maps [(h, w)] * 2; each view has its own crop, flip and jitter, shared by its image and label."""
         samples = (pair.prompt, pair.query)
         labels = [_label_map(s, pair.label) for s in samples]
         boxes = [crop_box(*lab.shape, rng, self.scale) for lab in labels]
@@ -258,28 +294,34 @@ class PairTransform:
             decoded = [_decode(pair.query, labels[1].shape, boxes, self.size)] * 2
         else:
             decoded = [_decode(s, lab.shape, [b], self.size) for s, lab, b in zip(samples, labels, boxes, strict=True)]
-        images, views = [], []
-        for (image, factor), lab, box in zip(decoded, labels, boxes, strict=True):
-            img, lab = _resize_image(image, box, self.size, factor), _resize_label(lab, box, self.size)
-            if self.flip and rng.random() < 0.5:
-                img, lab = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT), lab[:, ::-1]
+        h = self.size[0]
+        canvas = np.empty((3, 2 * h, self.size[1]), np.uint8)
+        views = []
+        for half, ((image, factor), lab, box) in enumerate(zip(decoded, labels, boxes, strict=True)):
+            reduced, box = _reduce_box(box, factor, image.shape[1:])
+            img = _resize_image(image, reduced, self.size)
+            mirror = self.flip and rng.random() < 0.5
+            if mirror:
+                img = img.flip(-1)
+            view = canvas[:, half * h : (half + 1) * h]
             if self.jitter > 0:
-                img = _jitter(img, rng, self.jitter, self.jitter, self.jitter)
-            images.append(np.asarray(img))
-            views.append(lab)
-        return images, views
+                _jitter(img, rng, self.jitter, self.jitter, self.jitter, out=view)
+            else:
+                view[...] = img.numpy()
+            views.append(_resize_label(lab, box, self.size, mirror))
+        return canvas, views
 
-    def _example(self, images: list[np.ndarray], targets: list[np.ndarray], valid: list[np.ndarray], task: str,
+    def _example(self, image: np.ndarray, target: np.ndarray, valid: np.ndarray, task: str,
                  rng: np.random.Generator) -> dict[str, np.ndarray | int]:
-        """Prompt and query views -> the example dict, with this example's patch mask."""
+        """Canvases (3, 2h, w) and valid (1, 2h, w) -> the example dict, with this example's patch mask."""
         if self.mask == "painter":
             masked = painter_mask(self.grid, rng, query_half_prob=self.query_half_prob)
         else:
             masked = query_half_mask(self.grid)
         return {
-            "image_canvas": np.concatenate(images, axis=0).transpose(2, 0, 1),  # (3, 2h, w)
-            "target_canvas": np.concatenate(targets, axis=0).transpose(2, 0, 1),  # (3, 2h, w)
-            "valid": np.concatenate(valid, axis=0)[None],  # (1, 2h, w) uint8: a quarter of float32 to move
+            "image_canvas": image,  # (3, 2h, w)
+            "target_canvas": target,  # (3, 2h, w)
+            "valid": valid,  # (1, 2h, w) uint8: a quarter of float32 to move
             "bool_masked_pos": masked,  # (L,)
             "seg_type": int(task == "instance"),
         }
@@ -287,7 +329,10 @@ class PairTransform:
     @staticmethod
     def _candidates(ids: list[int], views: list[np.ndarray]) -> list[int]:
         """The pair's ids in both views, else in the query view, else all of them (see the module docstring)."""
-        prompt, query = (set(candidate_ids(v).tolist()) for v in views)
+        if len(ids) <= SCAN_IDS:
+            prompt, query = ({i for i in ids if (v == i).any()} for v in views)
+        else:
+            prompt, query = (set(candidate_ids(v).tolist()) for v in views)
         in_query = [i for i in ids if i in query]
         return [i for i in in_query if i in prompt] or in_query or list(ids)
 

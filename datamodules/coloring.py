@@ -55,6 +55,17 @@ def candidate_ids(query: np.ndarray, ids: Sequence[int] | None = None) -> np.nda
     return found[(found > 0) & (found < IGNORE)]
 
 
+def draw_mapping(candidates: Sequence[int], rng: np.random.Generator, max_ids: int | None = None) -> Mapping:
+    """A random colour mapping {id: (r, g, b)} over a subset of `candidates` (see the module docstring); empty when
+    there is no candidate."""
+    cap = min(len(candidates), len(COLORS), len(candidates) if max_ids is None else max_ids)
+    if cap <= 0:
+        return {}
+    chosen = rng.choice(np.asarray(candidates), int(rng.integers(1, cap + 1)), replace=False)
+    colors = COLORS[rng.choice(len(COLORS), len(chosen), replace=False)]
+    return {int(i): (int(r), int(g), int(b)) for i, (r, g, b) in zip(chosen, colors, strict=True)}
+
+
 def random_coloring(
     labels: Sequence[np.ndarray],
     rng: np.random.Generator,
@@ -76,21 +87,42 @@ def random_coloring(
     """
     if not labels:
         raise ValueError("random_coloring needs at least one label map")
-    candidates = candidate_ids(labels[-1], ids)
-    cap = min(len(candidates), len(COLORS), len(candidates) if max_ids is None else max_ids)
+    mapping = draw_mapping(candidate_ids(labels[-1], ids), rng, max_ids)
     # id -> colour as one little-endian 32-bit word (r, g, b, 0): gathering words is 2-4x faster than 3-byte rows
     lut = np.zeros((NUM_LABELS, 4), np.uint8)
-    mapping: Mapping = {}
-    if cap > 0:
-        chosen = rng.choice(candidates, int(rng.integers(1, cap + 1)), replace=False)
-        colors = COLORS[rng.choice(len(COLORS), len(chosen), replace=False)]
-        lut[chosen, :3] = colors
-        mapping = {int(i): (int(r), int(g), int(b)) for i, (r, g, b) in zip(chosen, colors, strict=True)}
+    if mapping:
+        lut[list(mapping), :3] = list(mapping.values())
     words = lut.view("<u4")[:, 0]
     # (H, W, 3) views of (H, W, 4) words; IGNORE -> lut[IGNORE] = black
     targets = [words[lab].view(np.uint8).reshape(*lab.shape, 4)[..., :3] for lab in labels]
     valid = [(lab != IGNORE).view(np.uint8) for lab in labels]
     return targets, valid, mapping
+
+
+def paint_planes(labels: Sequence[np.ndarray], mapping: Mapping) -> tuple[np.ndarray, np.ndarray]:
+    """Label maps of one width, stacked top to bottom and painted with `mapping` as a channels-first canvas.
+
+    Returns target (3, sum H_i, W) uint8 (unmapped ids, background and void black) and valid (1, sum H_i, W)
+    uint8 (0 on void). Each colour plane is one `np.take` per map from a per-channel lookup table, written in
+    place, so the canvas needs no transposed copy.
+    """
+    width = labels[0].shape[1]
+    if any(lab.shape[1] != width for lab in labels):
+        raise ValueError(f"label maps to stack must share one width, got {[lab.shape for lab in labels]}")
+    height = sum(lab.shape[0] for lab in labels)
+    lut = np.zeros((3, NUM_LABELS), np.uint8)
+    if mapping:
+        lut[:, list(mapping)] = np.array(list(mapping.values()), np.uint8).T
+    target = np.empty((3, height, width), np.uint8)
+    valid = np.empty((1, height, width), np.uint8)
+    top = 0
+    for lab in labels:
+        rows = slice(top, top + lab.shape[0])
+        for c in range(3):  # mode="clip": unbuffered; values lie in [0, IGNORE] already
+            np.take(lut[c], lab, out=target[c, rows], mode="clip")
+        np.not_equal(lab, IGNORE, out=valid[0, rows].view(bool))
+        top = rows.stop
+    return target, valid
 
 
 def _default_grid(n: int, rng: np.random.Generator) -> tuple[int, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datamodules.coloring import COLORS, candidate_ids, mix_context, random_coloring
+from datamodules.coloring import COLORS, candidate_ids, draw_mapping, mix_context, paint_planes, random_coloring
 from datamodules.schema import IGNORE
 
 
@@ -96,6 +96,19 @@ def test_deterministic_by_seed_and_rejects_bad_labels():
     assert a[2] == b[2] and all((x == y).all() for x, y in zip(a[0], b[0], strict=True))
     with pytest.raises(ValueError):
         random_coloring([np.array([[70000]])], np.random.default_rng(0))
+
+
+def test_paint_planes_is_random_coloring_stacked_channels_first():
+    labs = [_labels(6, (10, 40)), _labels(7, (14, 40))]
+    targets, valid, mapping = random_coloring(labs, np.random.default_rng(2))
+    assert draw_mapping(candidate_ids(labs[-1]), np.random.default_rng(2)) == mapping  # the same draws
+    target, weight = paint_planes(labs, mapping)
+    assert target.shape == (3, 24, 40) and weight.shape == (1, 24, 40) and target.flags.c_contiguous
+    np.testing.assert_array_equal(target, np.concatenate(targets).transpose(2, 0, 1))
+    np.testing.assert_array_equal(weight[0], np.concatenate(valid))
+    assert not paint_planes(labs, {})[0].any()
+    with pytest.raises(ValueError, match="one width"):
+        paint_planes([labs[0], labs[1][:, :30]], mapping)
 
 
 def _group(n: int, seed: int = 0):
