@@ -177,7 +177,7 @@ def test_jpeg_decoded_at_reduced_size_stays_aligned():
     label = np.ones((h, w), np.int32)
     sample = _sample("big", image, label, ext="jpg")
     decoded, factor = _decode(sample, (h, w), [(0, 0, h, w)], (64, 64))
-    assert factor == 8 and decoded.shape == (3, 75, 100)
+    assert factor == 8 and decoded.shape == (75, 100, 3)
     transform = PairTransform(size=(64, 64), jitter=0.0, flip=False, patch_size=8)
     ex = transform(Pair(sample, sample, [1], "sem", True, "semantic"), np.random.default_rng(0))
     rng = np.random.default_rng(0)  # the transform draws the two crop boxes first
