@@ -12,6 +12,7 @@ from PIL import Image
 from datamodules.augment import (
     PairTransform,
     _decode,
+    _resize_image,
     collate,
     color_jitter,
     crop_box,
@@ -81,6 +82,15 @@ def test_random_resized_crop_labels_never_interpolated_and_aligned():
                                         for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
             inner[[0, -1]], inner[:, [0, -1]] = False, False
             assert (np.abs(img[inner].astype(int) - color) <= 1).all()
+
+
+def test_resize_is_pils_filter_on_the_crop():
+    """torch's uint8 antialiased bilinear on the crop equals PIL's `resize` of the cropped image, to one level."""
+    image = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    for top, left, h, w in [(5, 7, 80, 100), (0, 0, 90, 120), (20, 30, 30, 40)]:  # shrink, shrink, enlarge
+        ours = _resize_image(image, (top, left, h, w), (48, 64))
+        pil = np.asarray(Image.fromarray(image[top : top + h, left : left + w]).resize((64, 48), Image.BILINEAR))
+        assert ours.shape == (48, 64, 3) and np.abs(ours.astype(int) - pil).max() <= 1
 
 
 def test_flip_moves_image_and_label_together():
