@@ -57,7 +57,8 @@ def decode_rate(raw: list[dict[str, bytes]]) -> float:
     """Samples per second when all that is done is decoding each image and its label maps."""
     start = time.perf_counter()
     for sample in raw:
-        image = np.asarray(Image.open(io.BytesIO(sample["jpg"] if "jpg" in sample else sample["png"])).convert("RGB"))
+        image = Image.open(io.BytesIO(sample["jpg"] if "jpg" in sample else sample["png"]))
+        image = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))  # as the pipeline: no extra copy
         labels = [decode_png16(sample[k]) for k in ("sem.png", "ins.png") if k in sample]
         assert image.shape[:2] == labels[0].shape
     return len(raw) / (time.perf_counter() - start)
