@@ -24,7 +24,8 @@ Choices the paper leaves open, made here:
 - Colour jitter: torchvision's brightness, contrast and saturation factors (uniform in [1 - x, 1 + x],
   in a random order), composed into one affine colour map applied as one float matrix product per view,
   rounded to uint8. Unlike torchvision, intermediate results are not clipped, only the final one. Hue is
-  not jittered (the paper names colour jitter only).
+  not jittered (the paper names colour jitter only). With `jitter_on_device` the maps travel with the
+  batch and `apply_jitter` applies them on the accelerator (the same maps, so the same distribution).
 - Colouring: one `random_coloring` mapping for both halves. Candidates are the pair's `ids` present in
   both cropped views; if none is, those present in the query view; if none is, all of the pair's ids
   (the target is then black, which is still a valid example: nothing of the task is in view).
@@ -57,6 +58,7 @@ from seggpt_lab.canvas import InContextBatch
 
 GRAY = np.array([0.2989, 0.587, 0.114])  # torchvision rgb_to_grayscale weights (ITU-R 601-2 luma)
 Box = tuple[float, float, float, float]  # (top, left, height, width) in source pixels
+IDENTITY = np.eye(3, 4, dtype=np.float32)[None]  # (1, 3, 4): the colour map of a view without jitter
 # up to this many ids, presence in a view is one comparison per id (0.03 ms each at 448 x 448), not one count over
 # all 65536 label values (0.6 ms)
 SCAN_IDS = 8
@@ -240,6 +242,10 @@ class PairTransform:
         query_half_prob: probability of masking the query half in "painter" mode (Painter: 0.1).
         patch_size: the model's patch size; both sides of `size` must be multiples of it.
         max_ids: at most this many ids are coloured per example (default: no cap).
+        jitter_on_device: leave each view's colour jitter to `apply_jitter`, which runs after the batch reaches
+            the accelerator (`PretrainDataModule.on_after_batch_transfer`): the example carries the views' affine
+            colour maps (`jitter`, (2, 3, 4)) and its image canvas is not jittered yet. Mix-context examples
+            are jittered here (their halves mix several views) and carry identity maps.
     """
 
     def __init__(
@@ -252,6 +258,7 @@ class PairTransform:
         query_half_prob: float = 0.1,
         patch_size: int = 16,
         max_ids: int | None = None,
+        jitter_on_device: bool = False,
     ) -> None:
         if size[0] % patch_size or size[1] % patch_size:
             raise ValueError(f"size {size} must be a multiple of patch_size {patch_size}")
@@ -261,14 +268,16 @@ class PairTransform:
             raise ValueError(f"scale must satisfy 0 < min <= max <= 1, got {scale}")
         self.size, self.scale, self.jitter, self.flip = tuple(size), tuple(scale), jitter, flip
         self.mask, self.query_half_prob, self.max_ids = mask, query_half_prob, max_ids
+        self.jitter_on_device = jitter_on_device
         self.grid = (2 * size[0] // patch_size, size[1] // patch_size)  # patches of the whole canvas
 
     def __call__(self, pair: Pair, rng: np.random.Generator) -> dict[str, np.ndarray | int]:
         """One example: image_canvas and target_canvas (3, 2h, w) uint8, valid (1, 2h, w) uint8,
         bool_masked_pos (L,) bool with L = 2h * w / patch_size^2, seg_type 0 (semantic) or 1 (instance)."""
-        image, labels = self.views(pair, rng)
+        maps = IDENTITY.repeat(2, 0) if self.jitter_on_device else None
+        image, labels = self.views(pair, rng, maps)
         mapping = draw_mapping(self._candidates(pair.ids, labels), rng, self.max_ids)
-        return self._example(image, *paint_planes(labels, mapping), pair.task, rng)
+        return self._example(image, *paint_planes(labels, mapping), pair.task, rng, maps)
 
     def mixed(self, pairs: list[Pair], rng: np.random.Generator) -> dict[str, np.ndarray | int]:
         """Mix-context (paper section 3.1): several pairs painted with one colour mapping, their prompt views
@@ -291,11 +300,15 @@ class PairTransform:
                                    valid[half::2], rng, self.size)
             image[:, rows], target[:, rows] = (a.transpose(2, 0, 1) for a in stitched[:2])
             weight[0, rows] = stitched[2]
-        return self._example(image, target, weight, pairs[0].task, rng)
+        maps = IDENTITY.repeat(2, 0) if self.jitter_on_device else None  # jittered here: a half mixes views
+        return self._example(image, target, weight, pairs[0].task, rng, maps)
 
-    def views(self, pair: Pair, rng: np.random.Generator) -> tuple[np.ndarray, list[np.ndarray]]:
+    def views(self, pair: Pair, rng: np.random.Generator, maps: np.ndarray | None = None
+              ) -> tuple[np.ndarray, list[np.ndarray]]:
         """The two augmented views of a pair: one (3, 2h, w) uint8 image canvas (prompt view on top) and their
-        label maps [(h, w)] * 2; each view has its own crop, flip and jitter, shared by its image and label."""
+        label maps [(h, w)] * 2; each view has its own crop, flip and jitter, shared by its image and label.
+        With `maps` ((2, 3, 4) float32), each view's jitter is written there as an affine colour map instead of
+        being applied."""
         samples = (pair.prompt, pair.query)
         labels = [_label_map(s, pair.label) for s in samples]
         boxes = [crop_box(*lab.shape, rng, self.scale) for lab in labels]
@@ -313,27 +326,34 @@ class PairTransform:
             if mirror:
                 img = img[:, ::-1]  # a view: the copy into the canvas mirrors it
             view = canvas[:, half * h : (half + 1) * h]
-            if self.jitter > 0:
+            if self.jitter > 0 and maps is None:
                 _jitter(img, rng, self.jitter, self.jitter, self.jitter, out=view)
             else:
                 view[...] = img.transpose(2, 0, 1)
+                if self.jitter > 0:
+                    mean = view.reshape(3, -1).sum(1, dtype=np.int64) / (view.size // 3)
+                    matrix, offset = _jitter_matrix(mean, rng, self.jitter, self.jitter, self.jitter)
+                    maps[half] = np.concatenate([matrix, offset[:, None]], axis=1)
             views.append(_resize_label(lab, box, self.size, mirror))
         return canvas, views
 
     def _example(self, image: np.ndarray, target: np.ndarray, valid: np.ndarray, task: str,
-                 rng: np.random.Generator) -> dict[str, np.ndarray | int]:
+                 rng: np.random.Generator, maps: np.ndarray | None = None) -> dict[str, np.ndarray | int]:
         """Canvases (3, 2h, w) and valid (1, 2h, w) -> the example dict, with this example's patch mask."""
         if self.mask == "painter":
             masked = painter_mask(self.grid, rng, query_half_prob=self.query_half_prob)
         else:
             masked = query_half_mask(self.grid)
-        return {
+        example = {
             "image_canvas": image,  # (3, 2h, w)
             "target_canvas": target,  # (3, 2h, w)
             "valid": valid,  # (1, 2h, w) uint8: a quarter of float32 to move
             "bool_masked_pos": masked,  # (L,)
             "seg_type": int(task == "instance"),
         }
+        if maps is not None:
+            example["jitter"] = maps  # (2, 3, 4): prompt view, query view
+        return example
 
     @staticmethod
     def _candidates(ids: list[int], views: list[np.ndarray]) -> list[int]:
@@ -362,6 +382,24 @@ def collate(examples: list[dict[str, np.ndarray | int]]) -> InContextBatch:
         bool_masked_pos=stack("bool_masked_pos"),
         seg_type=torch.tensor([e["seg_type"] for e in examples], dtype=torch.long),
     )
+    if "jitter" in examples[0]:
+        batch["jitter"] = stack("jitter")  # (B, 2, 3, 4), for `apply_jitter`
     if "stats" in examples[-1]:  # a batch comes from one worker: its latest running counts
         batch["stats"] = examples[-1]["stats"]
+    return batch
+
+
+def apply_jitter(batch: InContextBatch) -> InContextBatch:
+    """Apply and remove the batch's per-view colour maps (`jitter`, (B, 2, 3, 4) from `collate`) on the image
+    canvas's device, rounded and clipped to uint8 as `PairTransform` does on the CPU; a batch without them is
+    returned as it is. On an accelerator this is nearly free; in a DataLoader worker it is ~1.2 ms a view."""
+    maps = batch.pop("jitter", None)
+    if maps is None:
+        return batch
+    image = batch["image_canvas"]
+    b, c, height, w = image.shape
+    x = image.view(b, c, 2, height // 2, w).float()  # (B, 3, 2, h, w): the prompt and query views
+    maps = maps.to(x)
+    y = torch.einsum("bvcd,bdvhw->bcvhw", maps[..., :3], x) + maps[..., 3].transpose(1, 2)[..., None, None]
+    batch["image_canvas"] = (y + 0.5).clamp_(0, 255).to(torch.uint8).reshape(b, c, height, w)
     return batch

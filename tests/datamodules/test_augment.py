@@ -13,6 +13,7 @@ from datamodules.augment import (
     PairTransform,
     _decode,
     _resize_image,
+    apply_jitter,
     collate,
     color_jitter,
     crop_box,
@@ -160,6 +161,23 @@ def test_views_of_one_image_are_independent():
     sample = _sample("a", image, np.ones((96, 80), np.int32))
     ex = transform(Pair(sample, sample, [1], "sem", True, "semantic"), np.random.default_rng(0))
     assert not np.array_equal(ex["image_canvas"][:, :64], ex["image_canvas"][:, 64:])
+
+
+def test_jitter_on_device_is_the_cpu_jitter():
+    image = np.random.default_rng(0).integers(0, 256, (96, 80, 3), dtype=np.uint8)
+    sample = _sample("a", image, np.ones((96, 80), np.int32))
+    pair = Pair(sample, sample, [1], "sem", True, "semantic")
+    here, later = (PairTransform(size=(64, 64), patch_size=8, jitter_on_device=d) for d in (False, True))
+    a = [here(pair, np.random.default_rng(s)) for s in range(4)]
+    b = [later(pair, np.random.default_rng(s)) for s in range(4)]
+    assert b[0]["jitter"].shape == (2, 3, 4) and "jitter" not in a[0]
+    for x, y in zip(a, b, strict=True):  # the same draws: everything but the image canvas is identical
+        for key in ("target_canvas", "valid", "bool_masked_pos"):
+            np.testing.assert_array_equal(x[key], y[key])
+    batch = apply_jitter(collate(b))
+    assert "jitter" not in batch and batch["image_canvas"].dtype == torch.uint8
+    diff = (batch["image_canvas"].int() - collate(a)["image_canvas"].int()).abs()
+    assert diff.max() <= 1 and (diff > 0).float().mean() < 0.01  # float rounding of one product, rarely
 
 
 def test_masking_kinds():

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from datamodules.augment import apply_jitter
 from datamodules.convert import convert
 from datamodules.pretrain import PretrainDataModule, ShardSource
 from datamodules.sources.synthetic import Synthetic
@@ -48,8 +49,36 @@ def test_batches_have_the_documented_types(shards: Path) -> None:
     assert batch["bool_masked_pos"].shape == (4, 32) and batch["bool_masked_pos"].dtype == torch.bool
     assert batch["seg_type"].shape == (4,) and set(batch["seg_type"].tolist()) <= {0, 1}
     assert batch["stats"]["data/examples"] >= 4 and "skipped/synthetic" in batch["stats"]
+    assert batch["jitter"].shape == (4, 2, 3, 4)  # applied after the transfer to the accelerator
     episodes = list(data.val_dataloader())
     assert len(episodes) == 6 and set(data.class_ids) >= {e["class_id"] for e in episodes}
+
+
+def test_training_steps_get_jittered_canvases(shards: Path) -> None:
+    """Lightning calls the DataModule's `on_after_batch_transfer`: the step sees jittered canvases, not the maps."""
+    from lightning.pytorch import LightningModule, Trainer
+
+    class Probe(LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight, self.batches = torch.nn.Parameter(torch.zeros(())), []
+
+        def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+            self.batches.append(batch)
+            return self.weight * batch["image_canvas"].float().mean()
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    probe, data = Probe(), _data(shards)
+    raw = next(iter(data.train_dataloader()))
+    data.train_dataloader().load_state_dict({"passes": 0})  # the fit replays the same pass
+    Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False).fit(probe, datamodule=data)
+    (batch,) = probe.batches
+    assert "jitter" not in batch and batch["image_canvas"].dtype == torch.uint8
+    torch.testing.assert_close(batch["target_canvas"], raw["target_canvas"])  # the same batch...
+    torch.testing.assert_close(batch["image_canvas"], apply_jitter(raw)["image_canvas"])  # ...jittered
 
 
 def test_realised_partner_rate_follows_self_prob(shards: Path) -> None:
