@@ -144,6 +144,9 @@ class InContextBatch(TypedDict):
     seg_type: torch.Tensor  # (B,) long: 0 semantic, 1 instance
     # the producing worker's running counts (pairs, partner pairs, mixed, skipped per source...), for logging
     stats: NotRequired[dict[str, float]]
+    # (B, 2, 3, 4) affine colour maps of the prompt and query views, until the data module's
+    # on_after_batch_transfer applies them on the accelerator (datamodules.augment.apply_jitter)
+    jitter: NotRequired[torch.Tensor]
 
 
 def model_inputs(batch: InContextBatch) -> tuple[torch.Tensor, torch.Tensor]:
