@@ -66,6 +66,16 @@ def draw_mapping(candidates: Sequence[int], rng: np.random.Generator, max_ids: i
     return {int(i): (int(r), int(g), int(b)) for i, (r, g, b) in zip(chosen, colors, strict=True)}
 
 
+def _color_words(mapping: Mapping) -> np.ndarray:
+    """(NUM_LABELS,) uint32: each id's colour as one little-endian 32-bit word (r, g, b, 0), black if unmapped.
+
+    Gathering words is 2-4x faster than gathering 3-byte rows."""
+    lut = np.zeros((NUM_LABELS, 4), np.uint8)
+    if mapping:
+        lut[list(mapping), :3] = list(mapping.values())
+    return lut.view("<u4")[:, 0]
+
+
 def random_coloring(
     labels: Sequence[np.ndarray],
     rng: np.random.Generator,
@@ -88,11 +98,7 @@ def random_coloring(
     if not labels:
         raise ValueError("random_coloring needs at least one label map")
     mapping = draw_mapping(candidate_ids(labels[-1], ids), rng, max_ids)
-    # id -> colour as one little-endian 32-bit word (r, g, b, 0): gathering words is 2-4x faster than 3-byte rows
-    lut = np.zeros((NUM_LABELS, 4), np.uint8)
-    if mapping:
-        lut[list(mapping), :3] = list(mapping.values())
-    words = lut.view("<u4")[:, 0]
+    words = _color_words(mapping)
     # (H, W, 3) views of (H, W, 4) words; IGNORE -> lut[IGNORE] = black
     targets = [words[lab].view(np.uint8).reshape(*lab.shape, 4)[..., :3] for lab in labels]
     valid = [(lab != IGNORE).view(np.uint8) for lab in labels]
@@ -110,10 +116,7 @@ def paint_planes(labels: Sequence[np.ndarray], mapping: Mapping) -> tuple[np.nda
     if any(lab.shape[1] != width for lab in labels):
         raise ValueError(f"label maps to stack must share one width, got {[lab.shape for lab in labels]}")
     height = sum(lab.shape[0] for lab in labels)
-    lut = np.zeros((NUM_LABELS, 4), np.uint8)
-    if mapping:
-        lut[list(mapping), :3] = list(mapping.values())
-    words = lut.view("<u4")[:, 0]
+    words = _color_words(mapping)
     target = np.empty((3, height, width), np.uint8)
     valid = np.empty((1, height, width), np.uint8)
     top = 0
