@@ -38,7 +38,7 @@ from torch.nn.attention import SDPBackend
 from torch.utils.flop_counter import FlopCounterMode
 
 import seggpt_lab.model as model_module
-from seggpt_lab.canvas import normalize
+from seggpt_lab.canvas import InContextBatch, model_inputs
 from seggpt_lab.model import ATTN_IMPLS, RelPosAttention, SegGPT, masked_smooth_l1
 
 RESULTS: dict = {}
@@ -107,13 +107,14 @@ def build(config: dict, device: torch.device, impl: str, **overrides) -> SegGPT:
     return model
 
 
-def batch(model: SegGPT, size: int, device: torch.device, seed: int = 0) -> dict:
+def batch(model: SegGPT, size: int, device: torch.device, seed: int = 0) -> InContextBatch:
     g = torch.Generator(device).manual_seed(seed)
     H, W = model.img_size
-    return {"image": torch.randint(0, 256, (size, 3, H, W), generator=g, device=device, dtype=torch.uint8),
-            "target": torch.randint(0, 2, (size, 3, H, W), generator=g, device=device, dtype=torch.uint8) * 255,
-            "valid": torch.ones(size, 1, H, W, device=device, dtype=torch.uint8),
-            "mask": model.query_mask(size, device), "seg_type": torch.zeros(size, dtype=torch.long, device=device)}
+    return InContextBatch(
+        image_canvas=torch.randint(0, 256, (size, 3, H, W), generator=g, device=device, dtype=torch.uint8),
+        target_canvas=torch.randint(0, 2, (size, 3, H, W), generator=g, device=device, dtype=torch.uint8) * 255,
+        valid=torch.ones(size, 1, H, W, device=device, dtype=torch.uint8),
+        bool_masked_pos=model.query_mask(size, device), seg_type=torch.zeros(size, dtype=torch.long, device=device))
 
 
 def train_step(model: SegGPT, device: torch.device, fused: bool = True):
@@ -121,11 +122,11 @@ def train_step(model: SegGPT, device: torch.device, fused: bool = True):
     kind = {"fused": True} if fused else {"foreach": True}
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, **kind)
 
-    def step(b: dict) -> None:
+    def step(b: InContextBatch) -> None:
         with autocast(device):
-            image, target = normalize(b["image"].float() / 255), normalize(b["target"].float() / 255)
-            pred = model(image, target, b["mask"], b["seg_type"])
-            loss = masked_smooth_l1(pred, target, b["mask"], model.patch_size, b["valid"])
+            image, target = model_inputs(b)
+            pred = model(image, target, b["bool_masked_pos"], b["seg_type"])
+            loss = masked_smooth_l1(pred, target, b["bool_masked_pos"], model.patch_size, b["valid"])
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -145,8 +146,7 @@ def count_flops(config: dict, device: torch.device) -> tuple[float, float]:
     b = batch(model, 1, device)
     with FlopCounterMode(display=False) as forward:
         with autocast(device):
-            pred = model(normalize(b["image"].float() / 255), normalize(b["target"].float() / 255), b["mask"],
-                         b["seg_type"])
+            pred = model(*model_inputs(b), b["bool_masked_pos"], b["seg_type"])
     with FlopCounterMode(display=False) as backward:
         pred.float().square().mean().backward()
     f, bw = forward.get_total_flops(), backward.get_total_flops()
@@ -155,14 +155,29 @@ def count_flops(config: dict, device: torch.device) -> tuple[float, float]:
     return f, f + bw
 
 
+def attention_layer(config: dict, device: torch.device) -> tuple[RelPosAttention, tuple[int, int, int]]:
+    """One attention layer of the model's shapes, with a bias that matters; and the (h, w, C) of its input."""
+    h, w = config["img_size"][0] // config["patch_size"], config["img_size"][1] // config["patch_size"]
+    torch.manual_seed(0)
+    layer = RelPosAttention(config["embed_dim"], num_heads=config["num_heads"], qkv_bias=True, use_rel_pos=True,
+                            input_size=(h, w)).to(device)
+    with torch.no_grad():
+        layer.rel_pos_h.normal_(0, 0.5), layer.rel_pos_w.normal_(0, 0.5)
+    return layer, (h, w, config["embed_dim"])
+
+
+def time_layer(clock: Clock, device: torch.device, layer: RelPosAttention, xs: torch.Tensor) -> float:
+    """Median seconds of the layer's forward and backward under bf16 autocast."""
+    def fwd_bwd():
+        with autocast(device):
+            layer(xs).float().sum().backward()
+    return clock.time(fwd_bwd, 2, 5)
+
+
 def attention_stage(clock: Clock, device: torch.device, config: dict, canvases: int, impls: list[str]) -> None:
     """One layer's attention at the model's shapes: accuracy against fp32 eager, and fwd+bwd time per impl."""
-    h, w = config["img_size"][0] // config["patch_size"], config["img_size"][1] // config["patch_size"]
-    C, heads = config["embed_dim"], config["num_heads"]
-    torch.manual_seed(0)
-    layer = RelPosAttention(C, num_heads=heads, qkv_bias=True, use_rel_pos=True, input_size=(h, w)).to(device)
-    with torch.no_grad():
-        layer.rel_pos_h.normal_(0, 0.5), layer.rel_pos_w.normal_(0, 0.5)  # a bias that matters
+    layer, (h, w, C) = attention_layer(config, device)
+    heads = config["num_heads"]
     x = torch.randn(2, h, w, C, device=device)
     probe = torch.randn(2, h, w, C, device=device)
 
@@ -204,11 +219,8 @@ def attention_stage(clock: Clock, device: torch.device, config: dict, canvases: 
             continue
         layer.attn_impl = impl
         try:
-            def fwd_bwd():
-                with autocast(device):
-                    layer(xs).float().sum().backward()
             free()
-            seconds = clock.time(fwd_bwd, 2, 5)
+            seconds = time_layer(clock, device, layer, xs)
             log(f"attention/ms/{impl}", seconds * 1e3, f"attention fwd+bwd, {canvases} canvases: {impl:9s} "
                 f"{seconds * 1e3:7.2f} ms (layer incl. qkv/proj), peak {peak_gib():.1f} GiB")
         except Exception as error:  # noqa: BLE001
@@ -218,12 +230,7 @@ def attention_stage(clock: Clock, device: torch.device, config: dict, canvases: 
 def augmented_kernels_stage(clock: Clock, device: torch.device, config: dict, canvases: int) -> None:
     """attn_impl="augmented": each bias-free kernel, values padded to the logits' head dim or not; the fastest
     that is accurate becomes the model's choice for the rest of the run (seggpt_lab.model.AUGMENTED_*)."""
-    h, w = config["img_size"][0] // config["patch_size"], config["img_size"][1] // config["patch_size"]
-    C, heads = config["embed_dim"], config["num_heads"]
-    torch.manual_seed(0)
-    layer = RelPosAttention(C, num_heads=heads, qkv_bias=True, use_rel_pos=True, input_size=(h, w)).to(device)
-    with torch.no_grad():
-        layer.rel_pos_h.normal_(0, 0.5), layer.rel_pos_w.normal_(0, 0.5)
+    layer, (h, w, C) = attention_layer(config, device)
     xs = torch.randn(canvases, h, w, C, device=device)
     with torch.no_grad(), autocast(device):
         layer.attn_impl = "eager"
@@ -237,11 +244,7 @@ def augmented_kernels_stage(clock: Clock, device: torch.device, config: dict, ca
             try:
                 with torch.no_grad(), autocast(device):
                     error = ((layer(xs[:2]).float() - reference).norm() / reference.norm()).item()
-
-                def fwd_bwd():
-                    with autocast(device):
-                        layer(xs).float().sum().backward()
-                seconds = clock.time(fwd_bwd, 2, 5)
+                seconds = time_layer(clock, device, layer, xs)
                 if error < 0.05:
                     timings[(backend, pad)] = seconds
                 log(f"kernels/{name}", {"ms": seconds * 1e3, "error": error}, f"augmented with {name:32s} "
@@ -298,11 +301,11 @@ def inference_stage(clock: Clock, device: torch.device, config: dict, impl: str,
     model = build(config, device, impl).eval()
     for size, prompts in [(s, 1) for s in sizes] + [(1, 8)]:
         b = batch(model, size * prompts, device)
-        image, target = normalize(b["image"].float() / 255), normalize(b["target"].float() / 255)
+        image, target = model_inputs(b)
 
         def forward(image=image, target=target, b=b, prompts=prompts):
             with torch.inference_mode(), autocast(device):
-                model(image, target, b["mask"], b["seg_type"], feature_ensemble=prompts > 1)
+                model(image, target, b["bool_masked_pos"], b["seg_type"], feature_ensemble=prompts > 1)
 
         seconds = clock.time(forward, 2, 5)
         what = f"{size} queries x 1 prompt" if prompts == 1 else f"1 query x {prompts}-prompt feature ensemble"
