@@ -69,6 +69,13 @@ AttnImpl = Literal["auto", "sdpa", "augmented", "flex", "eager"]
 ATTN_IMPLS = ("auto", "sdpa", "augmented", "flex", "eager")
 
 
+def check_attn_impl(attn_impl: str) -> str:
+    """`attn_impl` if it names an implementation; else a ValueError that lists them."""
+    if attn_impl not in ATTN_IMPLS:
+        raise ValueError(f"attn_impl must be one of {ATTN_IMPLS}, got {attn_impl!r}")
+    return attn_impl
+
+
 @functools.cache
 def _compiled_flex_attention():
     """FlexAttention compiled once per process (uncompiled it materialises the scores)."""
@@ -108,18 +115,18 @@ class RelPosAttention(Attention):
         rel_h = torch.einsum("bnhwc,hkc->bnhwk", q_grid, get_rel_pos(h, h, self.rel_pos_h)).contiguous()
         rel_w = torch.einsum("bnhwc,wkc->bnhwk", q_grid, get_rel_pos(w, w, self.rel_pos_w)).contiguous()
         dropout = self.attn_drop.p if self.training else 0.0
-        impl = self.attn_impl if self.attn_impl != "auto" else "sdpa" if x.device.type == "cpu" else "augmented"
+        impl = check_attn_impl(self.attn_impl)  # also when set on the attribute directly
+        if impl == "auto":
+            impl = "sdpa" if x.device.type == "cpu" else "augmented"
         if impl == "augmented":
             x = self._augmented(q, k, v, rel_h.flatten(2, 3), rel_w.flatten(2, 3), h, w, dropout)
         elif impl == "flex":
             x = self._flex(q, k, v, rel_h.flatten(2, 3), rel_w.flatten(2, 3), w)
         elif impl == "sdpa":
             x = self._sdpa(q, k, v, rel_h, rel_w, dropout)
-        elif impl == "eager":
+        else:  # "eager"
             attn = (q * self.scale) @ k.transpose(-2, -1) + _bias(rel_h, rel_w, slice(None), slice(None))
             x = self.attn_drop(attn.softmax(dim=-1)) @ v
-        else:
-            raise ValueError(f"attn_impl must be one of {ATTN_IMPLS}, got {self.attn_impl!r}")
         x = x.transpose(1, 2).reshape(B, h, w, -1)
         return self.proj_drop(self.proj(x))
 
@@ -184,9 +191,7 @@ class Block(nn.Module):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = RelPosAttention(dim, num_heads=num_heads, qkv_bias=True, use_rel_pos=True, input_size=grid_size)
-        if attn_impl not in ATTN_IMPLS:
-            raise ValueError(f"attn_impl must be one of {ATTN_IMPLS}, got {attn_impl!r}")
-        self.attn.attn_impl = attn_impl
+        self.attn.attn_impl = check_attn_impl(attn_impl)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU)
@@ -315,16 +320,15 @@ class SegGPT(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def set_attn_impl(self, attn_impl: AttnImpl) -> None:
-        """Switch every block's attention implementation (the weights are the same for all four)."""
-        if attn_impl not in ATTN_IMPLS:
-            raise ValueError(f"attn_impl must be one of {ATTN_IMPLS}, got {attn_impl!r}")
+        """Switch every block's attention implementation (the weights are the same for all of them)."""
+        attn_impl = check_attn_impl(attn_impl)
         for block in self.blocks:
             block.attn.attn_impl = attn_impl
 
     def compile_blocks(self, **options) -> None:
         """torch.compile each block in place (regional compilation): the blocks share one compiled graph per
         input shape, so compiling takes a block's time rather than the model's. `options` go to torch.compile.
-        On an H200, ViT-L training in bf16: 16% more pairs/s at batch 16 (BENCHMARKS.md, target 5)."""
+        On an H200, ViT-L training in bf16: 17-20% more pairs/s (BENCHMARKS.md, target 5)."""
         for block in self.blocks:
             block.compile(**options)
 

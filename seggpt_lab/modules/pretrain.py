@@ -92,7 +92,7 @@ class PretrainModule(LightningModule):
         picture_every_n_steps: prediction grid interval (0: never); num_pictures: pairs per grid.
         output_dir: where the pictures go; None: the trainer's log_dir or default_root_dir.
         compile: torch.compile the model's blocks before training (`SegGPT.compile_blocks`; worth it on GPUs:
-            16% more pairs/s for ViT-L on an H200, after 2-3 minutes of compiling per batch shape).
+            17-20% more pairs/s for ViT-L on an H200, after 2-3 minutes of compiling per batch shape).
     """
 
     def __init__(

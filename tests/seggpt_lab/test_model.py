@@ -134,6 +134,10 @@ def test_unknown_attention_implementation_is_refused_by_name():
         tiny(attn_impl="flash")
     with pytest.raises(ValueError, match="attn_impl must be one of"):
         tiny().set_attn_impl("dense")
+    model = tiny()
+    model.blocks[0].attn.attn_impl = "dense"  # set on the attribute, as benchmarks do
+    with pytest.raises(ValueError, match="attn_impl must be one of .*'dense'"):
+        model(*inputs(1), model.query_mask(1), torch.tensor([0]))
 
 
 def test_attention_bias_chunks_agree_with_one_chunk(monkeypatch):
