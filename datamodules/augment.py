@@ -7,6 +7,7 @@ single input image of 448 x 448. Each view of a `Pair` gets its own draws, so tw
     transform = PairTransform(size=(448, 448))
     example = transform(pair, rng)          # one example, numpy, channels first
     batch = collate([example, ...])         # InContextBatch of torch tensors
+    batch = finish_batch(batch)             # with on_device=True: jitter and paint, after the transfer
 
 Shapes: h, w = `size`; a canvas is (3, 2h, w), the prompt view on top and the query view below.
 
@@ -24,18 +25,21 @@ Choices the paper leaves open, made here:
 - Colour jitter: torchvision's brightness, contrast and saturation factors (uniform in [1 - x, 1 + x],
   in a random order), composed into one affine colour map applied as one float matrix product per view,
   rounded to uint8. Unlike torchvision, intermediate results are not clipped, only the final one. Hue is
-  not jittered (the paper names colour jitter only). With `jitter_on_device` the maps travel with the
-  batch and `apply_jitter` applies them on the accelerator (the same maps, so the same distribution).
-- Colouring: one `random_coloring` mapping for both halves. Candidates are the pair's `ids` present in
+  not jittered (the paper names colour jitter only). With `on_device` the maps travel with the batch
+  and `finish_batch` applies them on the accelerator (the same maps, so the same distribution); the
+  contrast step's mean colour is then taken there too (`_jitter_map` keeps it apart).
+- Colouring: one `draw_mapping` mapping for both halves. Candidates are the pair's `ids` present in
   both cropped views; if none is, those present in the query view; if none is, all of the pair's ids
   (the target is then black, which is still a valid example: nothing of the task is in view).
 - Mix-context (`PairTransform.mixed`) takes several pairs of one semantic source, so that an id names
-  one category in all of them; the data module groups them (datamodules/pretrain.py).
+  one category in all of them, and stitches their images and label maps; the data module groups them
+  (datamodules/pretrain.py).
 
 Canvases are built channels first in place: each view is written into its half of the (3, 2h, w) image
-canvas and painted into the target canvas plane by plane (`coloring.paint_planes`), so no transposed copy
-is made and `collate` stacks contiguous arrays. Everything is torch, PIL or numpy on uint8 (the jitter in
-float) with no per-pixel Python; `benchmarks/pretrain_data_speed.py` measures the whole pipeline.
+canvas and its labels into the (1, 2h, w) label canvas, which is painted in one go (`coloring.paint_planes`,
+or `paint_batch` on the accelerator with `on_device`), so no transposed copy is made and `collate` stacks
+contiguous arrays. Everything is torch, PIL or numpy on uint8 (the jitter in float) with no per-pixel Python;
+`benchmarks/pretrain_data_speed.py` measures the whole pipeline.
 """
 
 from __future__ import annotations
@@ -50,15 +54,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from datamodules.coloring import candidate_ids, draw_mapping, mix_context, paint_planes, random_coloring
+from datamodules.coloring import NUM_LABELS, Mapping, candidate_ids, draw_mapping, mix_context, paint_planes
 from datamodules.masking import painter_mask, query_half_mask
 from datamodules.pairing import Pair
-from datamodules.schema import Sample
+from datamodules.schema import IGNORE, Sample
 from seggpt_lab.canvas import InContextBatch
 
 GRAY = np.array([0.2989, 0.587, 0.114])  # torchvision rgb_to_grayscale weights (ITU-R 601-2 luma)
 Box = tuple[float, float, float, float]  # (top, left, height, width) in source pixels
-IDENTITY = np.eye(3, 4, dtype=np.float32)[None]  # (1, 3, 4): the colour map of a view without jitter
+IDENTITY = np.eye(3, 7, dtype=np.float32)[None]  # (1, 3, 7): the colour map of a view without jitter
 # up to this many ids, presence in a view is one comparison per id (0.03 ms each at 448 x 448), not one count over
 # all 65536 label values (0.6 ms)
 SCAN_IDS = 8
@@ -161,27 +165,30 @@ def flip(image: np.ndarray, label: np.ndarray, rng: np.random.Generator, p: floa
     return image, label
 
 
-def _jitter_matrix(mean_rgb: np.ndarray, rng: np.random.Generator, brightness: float, contrast: float,
-                   saturation: float) -> tuple[np.ndarray, np.ndarray]:
-    """The (3, 3) matrix and (3,) offset of one torchvision-style jitter draw, an affine map of each RGB pixel.
+def _jitter_map(rng: np.random.Generator, brightness: float, contrast: float, saturation: float) -> np.ndarray:
+    """One torchvision-style jitter draw as a (3, 7) float64 map [M | o | K] of an RGB pixel x of a view whose mean
+    colour is mu: x -> M x + o + K mu.
 
-    Every step is affine in the pixel, so the composition is too: brightness scales, contrast blends with
-    the mean grey level (a scalar, from the input's mean colour pushed through the steps so far),
-    saturation blends with each pixel's own grey level.
+    Every step is affine in the pixel, so the composition is too: brightness scales, saturation blends with each
+    pixel's own grey level, contrast blends with the view's mean grey level, which is linear in mu (the mean
+    colour pushed through the steps so far). Keeping mu apart lets the map be drawn before the mean is known,
+    so that the accelerator can take the mean where it is nearly free (`finish_batch`).
     """
-    matrix, offset = np.eye(3), np.zeros(3)
+    stacked = np.zeros((3, 7))
+    stacked[:, :3] = np.eye(3)
     for step in rng.permutation(3):
         spread = (brightness, contrast, saturation)[step]
         f = rng.uniform(max(0.0, 1 - spread), 1 + spread)
         if step == 0:
-            matrix, offset = f * matrix, f * offset
+            stacked *= f
         elif step == 1:
-            mean_gray = GRAY @ (matrix @ mean_rgb + offset)
-            matrix, offset = f * matrix, f * offset + (1 - f) * mean_gray
+            gray = GRAY @ stacked  # the mean grey level: gray[3] + (gray[:3] + gray[4:]) @ mu
+            stacked *= f
+            stacked[:, 3] += (1 - f) * gray[3]
+            stacked[:, 4:] += (1 - f) * (gray[:3] + gray[4:])
         else:
-            blend = f * np.eye(3) + (1 - f) * np.outer(np.ones(3), GRAY)
-            matrix, offset = blend @ matrix, blend @ offset
-    return matrix, offset
+            stacked = (f * np.eye(3) + (1 - f) * np.outer(np.ones(3), GRAY)) @ stacked
+    return stacked
 
 
 def _jitter(image: np.ndarray, rng: np.random.Generator, brightness: float, contrast: float, saturation: float,
@@ -193,9 +200,10 @@ def _jitter(image: np.ndarray, rng: np.random.Generator, brightness: float, cont
     x = np.empty(out.shape, np.float32)
     np.copyto(x, image.transpose(2, 0, 1))  # cast and transpose in one pass
     x = torch.from_numpy(x).view(3, -1)  # (3, h * w)
-    matrix, offset = _jitter_matrix(x.mean(1).double().numpy(), rng, brightness, contrast, saturation)
+    stacked = _jitter_map(rng, brightness, contrast, saturation)
+    offset = stacked[:, 3] + stacked[:, 4:] @ x.mean(1).double().numpy()
     # + 0.5: the cast to uint8 truncates, so this rounds to nearest (numpy's cast: several times torch's)
-    y = torch.addmm(torch.from_numpy(offset + 0.5).float()[:, None], torch.from_numpy(matrix).float(), x)
+    y = torch.addmm(torch.from_numpy(offset + 0.5).float()[:, None], torch.from_numpy(stacked[:, :3]).float(), x)
     np.copyto(out, y.clamp_(0, 255).numpy().reshape(out.shape), casting="unsafe")
     return out
 
@@ -208,7 +216,7 @@ def color_jitter(image: np.ndarray, rng: np.random.Generator, brightness: float 
 
 
 def _label_map(sample: Sample, label: Literal["sem", "ins"]) -> np.ndarray:
-    lab = sample.sem if label == "sem" else sample.ins
+    lab = sample.label(label)  # decoded here when the stream kept it encoded
     if lab is None:
         raise ValueError(f"{sample.key}: the pair colours its {label!r} map, which the sample does not have")
     return lab
@@ -242,10 +250,12 @@ class PairTransform:
         query_half_prob: probability of masking the query half in "painter" mode (Painter: 0.1).
         patch_size: the model's patch size; both sides of `size` must be multiples of it.
         max_ids: at most this many ids are coloured per example (default: no cap).
-        jitter_on_device: leave each view's colour jitter to `apply_jitter`, which runs after the batch reaches
-            the accelerator (`PretrainDataModule.on_after_batch_transfer`): the example carries the views' affine
-            colour maps (`jitter`, (2, 3, 4)) and its image canvas is not jittered yet. Mix-context examples
-            are jittered here (their halves mix several views) and carry identity maps.
+        on_device: leave each view's colour jitter and the painting of the target to `finish_batch`, which runs
+            after the batch reaches the accelerator (`PretrainDataModule.on_after_batch_transfer`). The example
+            then carries, instead of `target_canvas` and `valid`, the views' label maps (`label_canvas`, (1, 2h, w)
+            int16 holding the 16-bit ids) and the colour mapping (`palette`, (K, 4) int32 rows id, r, g, b), and
+            the views' colour maps (`jitter`, (2, 3, 7), see `_jitter_map`) with an image canvas not jittered yet.
+            Mix-context examples are jittered here (their halves mix several views) and carry identity maps.
     """
 
     def __init__(
@@ -258,7 +268,7 @@ class PairTransform:
         query_half_prob: float = 0.1,
         patch_size: int = 16,
         max_ids: int | None = None,
-        jitter_on_device: bool = False,
+        on_device: bool = False,
     ) -> None:
         if size[0] % patch_size or size[1] % patch_size:
             raise ValueError(f"size {size} must be a multiple of patch_size {patch_size}")
@@ -268,16 +278,20 @@ class PairTransform:
             raise ValueError(f"scale must satisfy 0 < min <= max <= 1, got {scale}")
         self.size, self.scale, self.jitter, self.flip = tuple(size), tuple(scale), jitter, flip
         self.mask, self.query_half_prob, self.max_ids = mask, query_half_prob, max_ids
-        self.jitter_on_device = jitter_on_device
+        self.on_device = on_device
         self.grid = (2 * size[0] // patch_size, size[1] // patch_size)  # patches of the whole canvas
 
     def __call__(self, pair: Pair, rng: np.random.Generator) -> dict[str, np.ndarray | int]:
         """One example: image_canvas and target_canvas (3, 2h, w) uint8, valid (1, 2h, w) uint8,
-        bool_masked_pos (L,) bool with L = 2h * w / patch_size^2, seg_type 0 (semantic) or 1 (instance)."""
-        maps = IDENTITY.repeat(2, 0) if self.jitter_on_device else None
+        bool_masked_pos (L,) bool with L = 2h * w / patch_size^2, seg_type 0 (semantic) or 1 (instance), and
+        `coloured`: whether any coloured id is in view (else the target is black). With `on_device`, see the
+        class docstring."""
+        maps = IDENTITY.repeat(2, 0) if self.on_device else None
         image, labels = self.views(pair, rng, maps)
-        mapping = draw_mapping(self._candidates(pair.ids, labels), rng, self.max_ids)
-        return self._example(image, *paint_planes(labels, mapping), pair.task, rng, maps)
+        h = self.size[0]
+        candidates, present = self._candidates(pair.ids, [labels[0, :h], labels[0, h:]])
+        mapping = draw_mapping(candidates, rng, self.max_ids)
+        return self._example(image, labels, mapping, present, pair.task, rng, maps)
 
     def mixed(self, pairs: list[Pair], rng: np.random.Generator) -> dict[str, np.ndarray | int]:
         """Mix-context (paper section 3.1): several pairs painted with one colour mapping, their prompt views
@@ -287,30 +301,31 @@ class PairTransform:
         pair's candidates (`_candidates`), so every pair can contribute a coloured category."""
         if not pairs or any(p.label != pairs[0].label or p.task != pairs[0].task for p in pairs):
             raise ValueError("mix-context needs one or more pairs of one label kind and task")
-        views = [self.views(p, rng) for p in pairs]
-        ids = sorted({i for p, (_, labels) in zip(pairs, views, strict=True) for i in self._candidates(p.ids, labels)})
-        labels = [lab for _, labs in views for lab in labs]  # prompt, query, prompt, query, ...
-        targets, valid, _ = random_coloring(labels, rng, ids=ids, max_ids=self.max_ids)
         h = self.size[0]
+        views = [self.views(p, rng) for p in pairs]  # jittered here: a half mixes views
+        ids = sorted({i for p, (_, labels) in zip(pairs, views, strict=True)
+                      for i in self._candidates(p.ids, [labels[0, :h], labels[0, h:]])[0]})
         image = np.empty((3, 2 * h, self.size[1]), np.uint8)
-        target, weight = np.empty_like(image), np.empty((1, *image.shape[1:]), np.uint8)
+        labels = np.empty((1, *image.shape[1:]), np.uint16)
         for half in (0, 1):  # the prompt views, then the query views, each stitched into one view
             rows = slice(half * h, (half + 1) * h)
-            stitched = mix_context([canvas[:, rows].transpose(1, 2, 0) for canvas, _ in views], targets[half::2],
-                                   valid[half::2], rng, self.size)
-            image[:, rows], target[:, rows] = (a.transpose(2, 0, 1) for a in stitched[:2])
-            weight[0, rows] = stitched[2]
-        maps = IDENTITY.repeat(2, 0) if self.jitter_on_device else None  # jittered here: a half mixes views
-        return self._example(image, target, weight, pairs[0].task, rng, maps)
+            stitched, labels[0, rows] = mix_context([canvas[:, rows].transpose(1, 2, 0) for canvas, _ in views],
+                                                    [lab[0, rows] for _, lab in views], rng, self.size)
+            image[:, rows] = stitched.transpose(2, 0, 1)
+        mapping = draw_mapping(candidate_ids(labels[0, h:], ids), rng, self.max_ids)
+        present = self._present(labels[0], list(mapping))
+        maps = IDENTITY.repeat(2, 0) if self.on_device else None
+        return self._example(image, labels, mapping, present, pairs[0].task, rng, maps)
 
     def views(self, pair: Pair, rng: np.random.Generator, maps: np.ndarray | None = None
-              ) -> tuple[np.ndarray, list[np.ndarray]]:
-        """The two augmented views of a pair: one (3, 2h, w) uint8 image canvas (prompt view on top) and their
-        label maps [(h, w)] * 2; each view has its own crop, flip and jitter, shared by its image and label.
-        With `maps` ((2, 3, 4) float32), each view's jitter is written there as an affine colour map instead of
-        being applied."""
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """The two augmented views of a pair: a (3, 2h, w) uint8 image canvas (prompt view on top) and the (1, 2h, w)
+        uint16 canvas of their label maps; each view has its own crop, flip and jitter, shared by its image and
+        label. With `maps` ((2, 3, 7) float32), each view's jitter is written there as a colour map
+        (`_jitter_map`) instead of being applied."""
         samples = (pair.prompt, pair.query)
-        labels = [_label_map(s, pair.label) for s in samples]
+        labels = [_label_map(pair.prompt, pair.label)]
+        labels.append(labels[0] if pair.query is pair.prompt else _label_map(pair.query, pair.label))
         boxes = [crop_box(*lab.shape, rng, self.scale) for lab in labels]
         if pair.same_image and pair.prompt is pair.query:
             decoded = [_decode(pair.query, labels[1].shape, boxes, self.size)] * 2
@@ -318,7 +333,7 @@ class PairTransform:
             decoded = [_decode(s, lab.shape, [b], self.size) for s, lab, b in zip(samples, labels, boxes, strict=True)]
         h = self.size[0]
         canvas = np.empty((3, 2 * h, self.size[1]), np.uint8)
-        views = []
+        label_canvas = np.empty((1, *canvas.shape[1:]), np.uint16)
         for half, ((image, factor), lab, box) in enumerate(zip(decoded, labels, boxes, strict=True)):
             reduced, box = _reduce_box(box, factor, image.shape[:2])
             img = _resize_image(image, reduced, self.size)
@@ -331,76 +346,102 @@ class PairTransform:
             else:
                 view[...] = img.transpose(2, 0, 1)
                 if self.jitter > 0:
-                    pixels = view.size // 3  # a 32-bit sum is twice as fast and exact below 2^32 / 255 pixels
-                    mean = view.reshape(3, -1).sum(1, dtype=np.uint32 if pixels < 2**24 else np.uint64) / pixels
-                    matrix, offset = _jitter_matrix(mean, rng, self.jitter, self.jitter, self.jitter)
-                    maps[half] = np.concatenate([matrix, offset[:, None]], axis=1)
-            views.append(_resize_label(lab, box, self.size, mirror))
-        return canvas, views
+                    maps[half] = _jitter_map(rng, self.jitter, self.jitter, self.jitter)
+            label_canvas[0, half * h : (half + 1) * h] = _resize_label(lab, box, self.size, mirror)
+        return canvas, label_canvas
 
-    def _example(self, image: np.ndarray, target: np.ndarray, valid: np.ndarray, task: str,
+    def _example(self, image: np.ndarray, labels: np.ndarray, mapping: Mapping, present: set[int], task: str,
                  rng: np.random.Generator, maps: np.ndarray | None = None) -> dict[str, np.ndarray | int]:
-        """Canvases (3, 2h, w) and valid (1, 2h, w) -> the example dict, with this example's patch mask."""
+        """The image canvas (3, 2h, w), the label canvas (1, 2h, w) and its colour mapping -> the example dict, with
+        this example's patch mask; painted here, or left to `finish_batch` (`on_device`)."""
         if self.mask == "painter":
             masked = painter_mask(self.grid, rng, query_half_prob=self.query_half_prob)
         else:
             masked = query_half_mask(self.grid)
-        example = {
-            "image_canvas": image,  # (3, 2h, w)
-            "target_canvas": target,  # (3, 2h, w)
-            "valid": valid,  # (1, 2h, w) uint8: a quarter of float32 to move
-            "bool_masked_pos": masked,  # (L,)
-            "seg_type": int(task == "instance"),
-        }
+        example = {"image_canvas": image}  # (3, 2h, w)
+        if self.on_device:
+            example["label_canvas"] = labels.view(np.int16)  # the 16-bit ids; torch has few uint16 operations
+            example["palette"] = np.array([(i, *c) for i, c in mapping.items()], np.int32).reshape(-1, 4)
+        else:
+            # target (3, 2h, w); valid (1, 2h, w) uint8: a quarter of float32 to move
+            example["target_canvas"], example["valid"] = paint_planes(labels, mapping)
+        example.update(bool_masked_pos=masked, seg_type=int(task == "instance"),  # (L,)
+                       coloured=not present.isdisjoint(mapping))
         if maps is not None:
-            example["jitter"] = maps  # (2, 3, 4): prompt view, query view
+            example["jitter"] = maps  # (2, 3, 7): prompt view, query view
         return example
 
     @staticmethod
-    def _candidates(ids: list[int], views: list[np.ndarray]) -> list[int]:
-        """The pair's ids in both views, else in the query view, else all of them (see the module docstring)."""
+    def _present(label: np.ndarray, ids: list[int]) -> set[int]:
+        """The ids of `ids` that `label` holds (all that it holds, beyond `SCAN_IDS` ids)."""
         if len(ids) <= SCAN_IDS:
-            prompt, query = ({i for i in ids if (v == i).any()} for v in views)
-        else:
-            prompt, query = (set(candidate_ids(v).tolist()) for v in views)
+            return {i for i in ids if (label == i).any()}
+        return set(candidate_ids(label).tolist())
+
+    @classmethod
+    def _candidates(cls, ids: list[int], views: list[np.ndarray]) -> tuple[list[int], set[int]]:
+        """The pair's ids in both views, else in the query view, else all of them (see the module docstring), and
+        the ids in view (in either view)."""
+        prompt, query = (cls._present(v, ids) for v in views)
         in_query = [i for i in ids if i in query]
-        return [i for i in in_query if i in prompt] or in_query or list(ids)
+        return [i for i in in_query if i in prompt] or in_query or list(ids), prompt | query
 
 
 def collate(examples: list[dict[str, np.ndarray | int]]) -> InContextBatch:
     """Examples from `PairTransform` -> one `InContextBatch` of torch tensors (canvases stay uint8); the last
-    example's `stats`, if any, become the batch's."""
+    example's `stats`, if any, become the batch's. Palettes (`on_device`) are padded to the longest with rows
+    (IGNORE, 0, 0, 0), which paint nothing."""
     if not examples:
         raise ValueError("collate needs at least one example")
 
     def stack(key: str) -> torch.Tensor:
         return torch.from_numpy(np.stack([e[key] for e in examples]))
 
-    batch = InContextBatch(
-        image_canvas=stack("image_canvas"),
-        target_canvas=stack("target_canvas"),
-        valid=stack("valid"),
-        bool_masked_pos=stack("bool_masked_pos"),
-        seg_type=torch.tensor([e["seg_type"] for e in examples], dtype=torch.long),
-    )
-    if "jitter" in examples[0]:
-        batch["jitter"] = stack("jitter")  # (B, 2, 3, 4), for `apply_jitter`
+    batch = {key: stack(key) for key in ("image_canvas", "target_canvas", "valid", "label_canvas", "bool_masked_pos",
+                                         "jitter")  # (B, 2, 3, 7) jitter maps, for `finish_batch`
+             if key in examples[0]}
+    batch["seg_type"] = torch.tensor([e["seg_type"] for e in examples], dtype=torch.long)
+    if "palette" in examples[0]:
+        palette = np.zeros((len(examples), max(len(e["palette"]) for e in examples), 4), np.int32)
+        palette[..., 0] = IGNORE
+        for row, e in zip(palette, examples, strict=True):
+            row[: len(e["palette"])] = e["palette"]
+        batch["palette"] = torch.from_numpy(palette)
     if "stats" in examples[-1]:  # a batch comes from one worker: its latest running counts
         batch["stats"] = examples[-1]["stats"]
-    return batch
+    return InContextBatch(**batch)
 
 
-def apply_jitter(batch: InContextBatch) -> InContextBatch:
-    """Apply and remove the batch's per-view colour maps (`jitter`, (B, 2, 3, 4) from `collate`) on the image
-    canvas's device, rounded and clipped to uint8 as `PairTransform` does on the CPU; a batch without them is
-    returned as it is. On an accelerator this is nearly free; in a DataLoader worker it is ~1.2 ms a view."""
+def paint_batch(label_canvas: torch.Tensor, palette: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Label canvases (B, 1, H, W) int16 (16-bit ids) and palettes (B, K, 4) (id, r, g, b) -> target (B, 3, H, W)
+    uint8 and valid (B, 1, H, W) uint8, on their device: `paint_planes` for a batch, through one (B, 65536, 3) colour
+    table (3 MB for 16 examples)."""
+    b = len(label_canvas)
+    ids = label_canvas[:, 0].int() & 0xFFFF  # (B, H, W): int16 back to 16-bit ids
+    table = torch.zeros(b, NUM_LABELS, 3, dtype=torch.uint8, device=label_canvas.device)
+    rows = torch.arange(b, device=table.device)
+    table[rows[:, None], palette[..., 0].long()] = palette[..., 1:].to(torch.uint8)
+    table[:, IGNORE] = 0  # void (and the padding rows) stay black
+    target = table[rows[:, None, None], ids].permute(0, 3, 1, 2).contiguous()
+    return target, (ids != IGNORE).to(torch.uint8)[:, None]
+
+
+def finish_batch(batch: InContextBatch) -> InContextBatch:
+    """What `PairTransform(on_device=True)` leaves to the accelerator, done on the image canvas's device: apply and
+    remove the views' colour maps (`jitter`, (B, 2, 3, 7)), each with its view's mean colour, rounded and clipped to
+    uint8 as `PairTransform` does on the CPU; paint `target_canvas` and `valid` from `label_canvas` and `palette`
+    (`paint_batch`). A batch without them is returned as it is. On an accelerator this is nearly free; in a
+    DataLoader worker it is ~1.5 ms a view."""
     maps = batch.pop("jitter", None)
-    if maps is None:
-        return batch
-    image = batch["image_canvas"]
-    b, c, height, w = image.shape
-    x = image.view(b, c, 2, height // 2, w).float()  # (B, 3, 2, h, w): the prompt and query views
-    maps = maps.to(x)
-    y = torch.einsum("bvcd,bdvhw->bcvhw", maps[..., :3], x) + maps[..., 3].transpose(1, 2)[..., None, None]
-    batch["image_canvas"] = (y + 0.5).clamp_(0, 255).to(torch.uint8).reshape(b, c, height, w)
+    if maps is not None:
+        image = batch["image_canvas"]
+        b, c, height, w = image.shape
+        x = image.view(b, c, 2, height // 2, w).float()  # (B, 3, 2, h, w): the prompt and query views
+        maps = maps.to(x)
+        offset = maps[..., 3] + torch.einsum("bvcd,bdv->bvc", maps[..., 4:], x.mean((3, 4)))  # (B, 2, 3)
+        y = torch.einsum("bvcd,bdvhw->bcvhw", maps[..., :3], x) + offset.transpose(1, 2)[..., None, None]
+        batch["image_canvas"] = (y + 0.5).clamp_(0, 255).to(torch.uint8).reshape(b, c, height, w)
+    labels = batch.pop("label_canvas", None)
+    if labels is not None:
+        batch["target_canvas"], batch["valid"] = paint_batch(labels, batch.pop("palette"))
     return batch

@@ -6,7 +6,7 @@ map of the group is painted with that one mapping, so colours carry no class ide
 has to read the task from the prompt.
 
     targets, valid, mapping = random_coloring([prompt_sem, query_sem], rng)
-    image, target, weight = mix_context(images, targets, valid, rng, out_size=(448, 448))
+    image, label = mix_context(images, label_maps, rng, out_size=(448, 448))  # then paint_planes([label], mapping)
 
 Choices the paper leaves open, made here:
 
@@ -137,37 +137,36 @@ def _default_grid(n: int, rng: np.random.Generator) -> tuple[int, int]:
 
 def mix_context(
     images: Sequence[np.ndarray],
-    targets: Sequence[np.ndarray],
-    valid: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
     rng: np.random.Generator,
     out_size: tuple[int, int],
     grid: tuple[int, int] | None = None,
     scale: tuple[float, float] = (0.5, 1.0),
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stitch images that share one colour mapping into a grid, then randomly crop and resize (mix-context).
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stitch images and their label maps into a grid, then randomly crop and resize (mix-context).
 
     The grid is virtual: every cell has the output's aspect ratio and each image is stretched to fill
     its cell (row-major, in the given order). A crop whose height and width are each a uniform
     fraction in `scale` of the grid's, at a uniform position, is resized to `out_size`; each image's
     part of the crop is resampled once, straight from the source pixels into its part of the output
-    (PIL `resize` with a float box). Images are bilinear (antialiased when shrinking); targets and
-    valid are nearest on the same sampling grid, so target colours stay exact and valid stays aligned.
+    (PIL `resize` with a float box). Images are bilinear (antialiased when shrinking); label maps are
+    nearest on the same sampling grid, so ids stay exact and stay aligned with the image. The maps must
+    share one label space (paint the result with one mapping: `paint_planes`).
 
     Args:
         images: n (H_i, W_i, 3) uint8 images.
-        targets: n (H_i, W_i, 3) uint8 colour targets, painted with one mapping (`random_coloring`).
-        valid: n (H_i, W_i) uint8 loss weights.
+        labels: n (H_i, W_i) integer label maps with values in [0, IGNORE].
         rng: the only source of randomness.
         out_size: (H, W) of the result.
         grid: (rows, cols) with rows * cols = n; default: the most square factorisation, random orientation.
         scale: range of the crop's side as a fraction of the grid's side, drawn per axis.
 
     Returns:
-        image (H, W, 3) uint8, target (H, W, 3) uint8, valid (H, W) uint8.
+        image (H, W, 3) uint8, label (H, W) int32.
     """
     n = len(images)
-    if n == 0 or len(targets) != n or len(valid) != n:
-        raise ValueError(f"need as many targets and valid maps as images, got {n}, {len(targets)}, {len(valid)}")
+    if n == 0 or len(labels) != n:
+        raise ValueError(f"need one label map per image, got {n} images and {len(labels)} label maps")
     rows, cols = grid if grid is not None else _default_grid(n, rng)
     if rows * cols != n:
         raise ValueError(f"grid {rows} x {cols} does not hold {n} images")
@@ -180,16 +179,15 @@ def mix_context(
     ys = np.clip(np.round((np.arange(rows + 1) - y0) / (y1 - y0) * out_h), 0, out_h).astype(int)
     xs = np.clip(np.round((np.arange(cols + 1) - x0) / (x1 - x0) * out_w), 0, out_w).astype(int)
     image = np.zeros((out_h, out_w, 3), np.uint8)
-    target = np.zeros((out_h, out_w, 3), np.uint8)
-    weight = np.zeros((out_h, out_w), np.uint8)
+    label = np.zeros((out_h, out_w), np.int32)
     for k in range(n):
         r, c = divmod(k, cols)
         (ta, tb), (la, lb) = ys[r : r + 2], xs[c : c + 2]
         if tb <= ta or lb <= la:
             continue  # this cell lies outside the crop
-        img, tgt, val = images[k], targets[k], valid[k]
-        if tgt.shape != img.shape or val.shape != img.shape[:2]:
-            raise ValueError(f"image {k}: shapes {img.shape}, {tgt.shape}, {val.shape} do not match")
+        img, lab = images[k], labels[k]
+        if lab.shape != img.shape[:2]:
+            raise ValueError(f"image {k}: shapes {img.shape} and {lab.shape} do not match")
         h, w = img.shape[:2]
         # the output rows [ta, tb) cover grid rows y0 + [ta, tb) * (y1 - y0) / out_h, i.e. these cell-local pixels
         top, bottom = ((y0 + np.array([ta, tb]) * (y1 - y0) / out_h) - r) * h
@@ -197,6 +195,6 @@ def mix_context(
         box = (max(left, 0.0), max(top, 0.0), min(right, w), min(bottom, h))
         size = (int(lb - la), int(tb - ta))
         image[ta:tb, la:lb] = Image.fromarray(img).resize(size, Image.Resampling.BILINEAR, box=box)
-        target[ta:tb, la:lb] = Image.fromarray(tgt).resize(size, Image.Resampling.NEAREST, box=box)
-        weight[ta:tb, la:lb] = Image.fromarray(val).resize(size, Image.Resampling.NEAREST, box=box)
-    return image, target, weight
+        # PIL mode "I" (32-bit): nearest keeps every id exactly
+        label[ta:tb, la:lb] = Image.fromarray(lab.astype(np.int32)).resize(size, Image.Resampling.NEAREST, box=box)
+    return image, label

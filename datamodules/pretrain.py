@@ -9,7 +9,8 @@ Per rank and DataLoader worker (seggpt_paper_facts.md §3-4, DESIGN.md "data flo
       --PairTransform (crops, flip, jitter, random colouring, patch mask), or with probability `mix_prob`
         PairTransform.mixed over `mix_pairs` semantic pairs of one source (mix-context)--> examples
       --collate--> InContextBatch (uint8 canvases; normalised on the accelerator by the module)
-      --on_after_batch_transfer--> the views' colour jitter applied on the accelerator (`apply_jitter`)
+      --on_after_batch_transfer--> the views' colour jitter and the targets' painting done on the accelerator
+        (`finish_batch`)
 
 Everything random in a worker is seeded by `worker_seed(seed, rank, worker, epoch)`, where the epoch is the
 loader's pass counter; it is part of the loader's state, so `--ckpt_path last` goes on with fresh passes
@@ -32,7 +33,7 @@ import webdataset as wds
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset
 
-from datamodules.augment import PairTransform, apply_jitter, collate
+from datamodules.augment import PairTransform, collate, finish_batch
 from datamodules.fewshot import FewShotEpisodes, image_classes, plan_episodes
 from datamodules.pairing import Pair, PairSampler, source_of, worker_seed
 from datamodules.schema import IMAGE_ERRORS, InvalidSample, Sample, SampleError
@@ -52,7 +53,7 @@ from datamodules.shards import (
 log = logging.getLogger(__name__)
 Task = Literal["semantic", "instance", "panoptic"]
 # what a bad sample can raise in pairing and augmentation, after `schema.validate` passed it: PIL decoding a
-# corrupt image body
+# corrupt image body, and `InvalidSample` from a label map decoded only now (`Sample.label`)
 SAMPLE_ERRORS = (SampleError, *IMAGE_ERRORS)
 
 
@@ -183,8 +184,9 @@ class PretrainStream(IterableDataset):
 
     def _samples(self, index: int, stream: _Stream) -> Iterator[tuple[int, Sample]]:
         # every source its own seed: the same base seed would shuffle equal-sized sources alike
+        # lazy labels: a pair colours one of a sample's maps, and the partner buffer holds samples, not decoded maps
         samples = sample_stream(stream.urls, self.seed + 1 + index, resampled=True, shuffle=self.shuffle,
-                                handler=stream.skips, rank=self.rank, sizes=stream.sizes)
+                                handler=stream.skips, rank=self.rank, sizes=stream.sizes, lazy_labels=True)
         samples.set_epoch(self.epoch)
         for sample in samples:
             if stream.task is not None:
@@ -216,11 +218,11 @@ class PretrainStream(IterableDataset):
                 group.clear()
             try:
                 example = self.transform.mixed(pairs, rng) if len(pairs) > 1 else self.transform(pair, rng)
-            except SAMPLE_ERRORS as e:  # an image body that does not decode; any other error is a bug and raises
+            except SAMPLE_ERRORS as e:  # an image or label map that does not decode or check; any other error is a bug
                 sampler.discard(*(s for p in pairs for s in (p.prompt, p.query)))
                 skips.skip(e.reason if isinstance(e, InvalidSample) else "image_data", f"{sample.key}: {e}")
                 continue
-            if not example["target_canvas"].any():  # the crops left none of the pair's labels in view
+            if not example.pop("coloured"):  # the crops left none of the pair's coloured labels in view
                 skips.skip("empty", sample.key)
                 continue
             counts["mixed"] += len(pairs) > 1
@@ -279,10 +281,11 @@ class PretrainDataModule(LightningDataModule):
             (logged as `skipped/<source>`). Samples with nothing to colour are skipped without counting here.
         skip_rate_min_samples: samples a DataLoader worker reads from a source before its skip rate is judged,
             so that one early bad sample does not stop a run.
-        jitter_on_device: colour-jitter the views after the batch reaches the accelerator
-            (`on_after_batch_transfer`), where it is nearly free, instead of in the DataLoader workers (~20% of
-            their time at 448 x 448); the distribution is the same. Batches taken from the loader directly carry
-            the colour maps (`jitter`) and un-jittered canvases; `augment.apply_jitter` applies them.
+        on_device: colour-jitter the views and paint the targets after the batch reaches the accelerator
+            (`on_after_batch_transfer`), where it is nearly free, instead of in the DataLoader workers (a quarter
+            of their time at 448 x 448); the distribution is the same. Batches taken from the loader directly carry
+            un-jittered image canvases, the colour maps (`jitter`), label canvases and palettes instead of
+            `target_canvas` and `valid`; `augment.finish_batch` finishes them.
     """
 
     def __init__(
@@ -314,7 +317,7 @@ class PretrainDataModule(LightningDataModule):
         pin_memory: bool = False,
         max_skip_rate: float = 0.1,
         skip_rate_min_samples: int = 200,
-        jitter_on_device: bool = True,
+        on_device: bool = True,
     ) -> None:
         super().__init__()
         if not sources:
@@ -333,7 +336,7 @@ class PretrainDataModule(LightningDataModule):
         self.sources, self.val = list(sources), val
         # built here, so that a wrong setting fails at configuration time, before any worker starts
         self.transform = PairTransform(size, scale, jitter, flip, mask, query_half_prob, patch_size, max_ids,
-                                       jitter_on_device)
+                                       on_device)
         self.sampler = PairSampler(self_prob, buffer_size, seed, instance_prob, per_class)
         self.dataset: PretrainStream | None = None
         self.val_dataset: FewShotEpisodes | None = None
@@ -370,7 +373,7 @@ class PretrainDataModule(LightningDataModule):
         return self._loader
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        return apply_jitter(batch) if isinstance(batch, dict) else batch
+        return finish_batch(batch) if isinstance(batch, dict) else batch
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_dataset is None:

@@ -21,7 +21,9 @@ from __future__ import annotations
 import io
 import json
 import re
-from dataclasses import dataclass
+import struct
+import zlib
+from dataclasses import dataclass, field
 from typing import Literal, TypedDict
 
 import numpy as np
@@ -36,6 +38,7 @@ PNG_COMPRESS_LEVEL = 6  # fixed, so that shards are byte-identical from run to r
 # what PIL raises for an image it cannot read: truncated or broken data (OSError), broken PNG chunks
 # (SyntaxError), a decompression bomb
 IMAGE_ERRORS = (OSError, SyntaxError, Image.DecompressionBombError)
+LabelKind = Literal["sem", "ins"]
 
 
 class InstanceMeta(TypedDict):
@@ -85,6 +88,9 @@ class Sample:
     meta: Meta
     sem: np.ndarray | None = None
     ins: np.ndarray | None = None
+    # label maps still PNG-encoded ({"sem": bytes, "ins": bytes}, from `decode(raw, lazy=True)`): `label` decodes one
+    # when it is used, so that a training stream decodes only the map a pair colours and buffered samples stay small
+    encoded: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if "." in self.key or not self.key:
@@ -97,6 +103,26 @@ class Sample:
     def rgb(self) -> np.ndarray:
         """The image as (H, W, 3) uint8."""
         return np.asarray(Image.open(io.BytesIO(self.image)).convert("RGB"))
+
+    def has(self, kind: LabelKind) -> bool:
+        """Whether the sample has the `kind` label map, decoded or still encoded."""
+        return getattr(self, kind) is not None or kind in self.encoded
+
+    def label(self, kind: LabelKind) -> np.ndarray | None:
+        """The `kind` label map (None when the sample has none). One still encoded is decoded and checked against
+        the image and the metadata (`check_label`) on every call, and not kept.
+
+        Raises `InvalidSample` when it does not decode (`label_data`) or breaks the schema (see `validate`).
+        """
+        decoded = getattr(self, kind)
+        if decoded is not None or kind not in self.encoded:
+            return decoded
+        try:
+            label = decode_png16(self.encoded[kind])
+        except (*IMAGE_ERRORS, ValueError, EOFError, zlib.error, struct.error) as e:
+            raise InvalidSample(self.key, "label_data", f"the {kind}.png member does not decode ({e})") from None
+        check_label(self, kind, label)
+        return label
 
 
 def encode_png16(label: np.ndarray) -> bytes:
@@ -126,18 +152,22 @@ def encode(sample: Sample) -> dict[str, bytes | str]:
     return out
 
 
-def decode(raw: dict[str, bytes]) -> Sample:
-    """Tar members of one sample (as webdataset yields them, undecoded) -> Sample."""
+def decode(raw: dict[str, bytes], lazy: bool = False) -> Sample:
+    """Tar members of one sample (as webdataset yields them, undecoded) -> Sample; with `lazy` its label maps stay
+    encoded until `Sample.label` asks for one."""
     ext = next((e for e in IMAGE_EXTS if e in raw), None)
     key = raw["__key__"]
     if ext is None or "json" not in raw:
         raise SampleError(key, f"sample has members {sorted(k for k in raw if not k.startswith('__'))}; "
                                "needs an image (jpg or png) and json")
-    return Sample(
-        key=key, image=raw[ext], image_ext=ext, meta=json.loads(raw["json"]),
-        sem=decode_png16(raw["sem.png"]) if "sem.png" in raw else None,
-        ins=decode_png16(raw["ins.png"]) if "ins.png" in raw else None,
-    )
+    sample = Sample(key=key, image=raw[ext], image_ext=ext, meta=json.loads(raw["json"]))
+    for kind in ("sem", "ins"):
+        if f"{kind}.png" in raw:
+            if lazy:
+                sample.encoded[kind] = raw[f"{kind}.png"]
+            else:
+                setattr(sample, kind, decode_png16(raw[f"{kind}.png"]))
+    return sample
 
 
 class InvalidSample(SampleError):
@@ -157,21 +187,19 @@ def _unknown_ids(label: np.ndarray, known: set[int]) -> list[int]:
     return sorted(set(np.flatnonzero(np.bincount(label.ravel())).tolist()) - known)
 
 
-def validate(sample: Sample) -> Sample:
-    """Check a decoded sample against the schema, once, before pairing and augmentation trust it.
-
-    Raises `InvalidSample` (reason in parentheses) when the image member is not an image (`image`), the
-    metadata is malformed (`meta`), a label map the metadata promises is missing or there is none at all
-    (`no_mask`), a label map is not (H, W) of the image (`size`), or it holds ids that its metadata does not
-    list (`labels`: sem values outside {0, IGNORE} and `classes`, ins values outside {0} and `instances`).
-    Only the image header is read here; a corrupt image body fails later, when it is decoded.
-    """
-    key = sample.key
+def _image_size(sample: Sample) -> tuple[int, int]:
+    """(H, W) from the image header (the pixels are not decoded)."""
     try:
         with Image.open(io.BytesIO(sample.image)) as im:
             width, height = im.size
     except IMAGE_ERRORS as e:
-        raise InvalidSample(key, "image", f"the {sample.image_ext} member is not a readable image ({e})") from None
+        raise InvalidSample(sample.key, "image", f"the {sample.image_ext} member is not a readable image ({e})"
+                            ) from None
+    return height, width
+
+
+def _listed_ids(sample: Sample) -> dict[LabelKind, set[int]]:
+    """The ids the metadata lists: {"sem": classes, "ins": instances}; `InvalidSample` ("meta") when malformed."""
     try:
         classes = {int(c) for c in sample.meta.get("classes", {})}
         instances = {int(i) for i, inst in sample.meta.get("instances", {}).items()
@@ -179,19 +207,46 @@ def validate(sample: Sample) -> Sample:
         if len(instances) != len(sample.meta.get("instances", {})):
             raise ValueError("an instance needs an int category and a bool iscrowd")
     except (AttributeError, KeyError, TypeError, ValueError) as e:
-        raise InvalidSample(key, "meta", f"malformed json metadata ({e!r})") from None
-    if sample.sem is None and sample.ins is None:
-        raise InvalidSample(key, "no_mask", "sample has no label map (sem.png or ins.png)")
-    for name, label, ids, allowed in (("sem.png", sample.sem, classes, {0, IGNORE}),
-                                      ("ins.png", sample.ins, instances, {0})):
-        if label is None:
+        raise InvalidSample(sample.key, "meta", f"malformed json metadata ({e!r})") from None
+    return {"sem": classes, "ins": instances}
+
+
+# values a map may hold besides its listed ids: background (and void in sem.png)
+_ALWAYS_ALLOWED: dict[LabelKind, set[int]] = {"sem": {0, IGNORE}, "ins": {0}}
+
+
+def _check_map(key: str, kind: LabelKind, label: np.ndarray, size: tuple[int, int], ids: set[int]) -> None:
+    if label.shape != size:
+        raise InvalidSample(key, "size", f"{kind}.png is {label.shape} but the image is {size}")
+    unknown = _unknown_ids(label, ids | _ALWAYS_ALLOWED[kind])
+    if unknown:
+        raise InvalidSample(key, "labels", f"{kind}.png holds ids {unknown[:5]} that its json does not list")
+
+
+def check_label(sample: Sample, kind: LabelKind, label: np.ndarray) -> None:
+    """`validate`'s checks of one label map (size, ids), for a map decoded after the sample was validated."""
+    _check_map(sample.key, kind, label, _image_size(sample), _listed_ids(sample)[kind])
+
+
+def validate(sample: Sample) -> Sample:
+    """Check a decoded sample against the schema, once, before pairing and augmentation trust it.
+
+    Raises `InvalidSample` (reason in parentheses) when the image member is not an image (`image`), the
+    metadata is malformed (`meta`), a label map the metadata promises is missing or there is none at all
+    (`no_mask`), a label map is not (H, W) of the image (`size`), or it holds ids that its metadata does not
+    list (`labels`: sem values outside {0, IGNORE} and `classes`, ins values outside {0} and `instances`).
+    Only the image header is read here; a corrupt image body fails later, when it is decoded. Label maps
+    still encoded (`decode(raw, lazy=True)`) are checked when `Sample.label` decodes them.
+    """
+    size = _image_size(sample)
+    listed = _listed_ids(sample)
+    if not (sample.has("sem") or sample.has("ins")):
+        raise InvalidSample(sample.key, "no_mask", "sample has no label map (sem.png or ins.png)")
+    for kind, ids in listed.items():
+        if not sample.has(kind):
             if ids:
-                raise InvalidSample(key, "no_mask", f"json lists {'classes' if name == 'sem.png' else 'instances'} "
-                                                    f"but the sample has no {name}")
-            continue
-        if label.shape != (height, width):
-            raise InvalidSample(key, "size", f"{name} is {label.shape} but the image is {(height, width)}")
-        unknown = _unknown_ids(label, ids | allowed)
-        if unknown:
-            raise InvalidSample(key, "labels", f"{name} holds ids {unknown[:5]} that its json does not list")
+                raise InvalidSample(sample.key, "no_mask", f"json lists {'classes' if kind == 'sem' else 'instances'} "
+                                                           f"but the sample has no {kind}.png")
+        elif getattr(sample, kind) is not None:
+            _check_map(sample.key, kind, getattr(sample, kind), size, ids)
     return sample

@@ -6,6 +6,7 @@ gives random access by key to a local shard set, for evaluation loaders that pic
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -266,12 +267,12 @@ class SampleStream(IterableDataset):
     """
 
     def __init__(self, urls: list[str], seed: int, rank: int, resampled: bool, shuffle: int,
-                 handler: SkipCounter, sizes: dict[str, int] | None = None) -> None:
+                 handler: SkipCounter, sizes: dict[str, int] | None = None, lazy_labels: bool = False) -> None:
         super().__init__()
         if not urls:
             raise ValueError("sample_stream: no shard URLs for this rank (see rank_shards)")
         self.urls, self.seed, self.rank = list(urls), seed, rank
-        self.resampled, self.shuffle, self.handler = resampled, shuffle, handler
+        self.resampled, self.shuffle, self.handler, self.lazy_labels = resampled, shuffle, handler, lazy_labels
         self.sizes = {u: sizes[u] for u in self.urls if u in sizes} if sizes else {}
         self.epoch = 0
 
@@ -292,7 +293,8 @@ class SampleStream(IterableDataset):
             self._tar_samples,
             wds.shuffle(self.shuffle, initial=min(self.shuffle, 100), rng=random.Random(seed)) if self.shuffle > 1
             else None,
-            wds.map(read_sample, handler=self.handler),  # raw members -> Sample: decode and map in one stage
+            # raw members -> Sample: decode and map in one stage
+            wds.map(functools.partial(read_sample, lazy=self.lazy_labels), handler=self.handler),
         )
 
     def _tar_samples(self, shards: Iterator[dict[str, str]]) -> Iterator[dict[str, Any]]:
@@ -327,14 +329,15 @@ class SampleStream(IterableDataset):
             yield sample
 
 
-def read_sample(raw: dict[str, bytes]) -> Sample:
-    """Tar members -> a `Sample` checked against the schema (`schema.validate`), for the stream's decode stage."""
-    return validate(decode(raw))
+def read_sample(raw: dict[str, bytes], lazy: bool = False) -> Sample:
+    """Tar members -> a `Sample` checked against the schema (`schema.validate`), for the stream's decode stage; with
+    `lazy` its label maps stay encoded until used (`Sample.label`)."""
+    return validate(decode(raw, lazy))
 
 
 def sample_stream(urls: list[str], seed: int, resampled: bool = True, shuffle: int = 1000,
-                  handler: SkipCounter | None = None, rank: int = 0, sizes: dict[str, int] | None = None
-                  ) -> SampleStream:
+                  handler: SkipCounter | None = None, rank: int = 0, sizes: dict[str, int] | None = None,
+                  lazy_labels: bool = False) -> SampleStream:
     """The one webdataset pipeline: shards -> worker split -> tar -> shuffle -> decode to `Sample`.
 
     Args:
@@ -347,9 +350,11 @@ def sample_stream(urls: list[str], seed: int, resampled: bool = True, shuffle: i
         rank: the global rank, for seeding only.
         sizes: {shard: sample count} (`shard_sizes`), to count the samples of a damaged shard that never came out
             of its tar as skipped ("lost"); without it such losses go uncounted.
+        lazy_labels: keep the label maps PNG-encoded until `Sample.label` decodes one (and checks it then); the
+            pretraining stream decodes only the map each pair colours.
     """
     return SampleStream(urls, seed, rank, resampled, shuffle, handler or SkipCounter(Path(urls[0]).parent.name),
-                        sizes)
+                        sizes, lazy_labels)
 
 
 class MixedStream(IterableDataset):

@@ -13,10 +13,10 @@ from datamodules.augment import (
     PairTransform,
     _decode,
     _resize_image,
-    apply_jitter,
     collate,
     color_jitter,
     crop_box,
+    finish_batch,
     flip,
     random_resized_crop,
 )
@@ -163,21 +163,43 @@ def test_views_of_one_image_are_independent():
     assert not np.array_equal(ex["image_canvas"][:, :64], ex["image_canvas"][:, 64:])
 
 
-def test_jitter_on_device_is_the_cpu_jitter():
+def test_on_device_finish_is_the_worker_result():
+    """`on_device` leaves jitter and painting to `finish_batch`: the same draws, so the same batch."""
     image = np.random.default_rng(0).integers(0, 256, (96, 80, 3), dtype=np.uint8)
-    sample = _sample("a", image, np.ones((96, 80), np.int32))
-    pair = Pair(sample, sample, [1], "sem", True, "semantic")
-    here, later = (PairTransform(size=(64, 64), patch_size=8, jitter_on_device=d) for d in (False, True))
-    a = [here(pair, np.random.default_rng(s)) for s in range(4)]
-    b = [later(pair, np.random.default_rng(s)) for s in range(4)]
-    assert b[0]["jitter"].shape == (2, 3, 4) and "jitter" not in a[0]
-    for x, y in zip(a, b, strict=True):  # the same draws: everything but the image canvas is identical
-        for key in ("target_canvas", "valid", "bool_masked_pos"):
-            np.testing.assert_array_equal(x[key], y[key])
-    batch = apply_jitter(collate(b))
-    assert "jitter" not in batch and batch["image_canvas"].dtype == torch.uint8
-    diff = (batch["image_canvas"].int() - collate(a)["image_canvas"].int()).abs()
+    image[:20, :20] = 128  # a flat patch: rounding differences there are rare, the level must match
+    scene_image, scene_label = _scene()
+    label = np.ones((96, 80), np.int32)
+    label[40:] = scene_label[40:]  # classes 1, 2 and void
+    sample = _sample("a", image, label)
+    pairs = [Pair(sample, sample, [1, 2], "sem", True, "semantic"), _pair()]
+    here, later = (PairTransform(size=(64, 64), patch_size=8, on_device=d) for d in (False, True))
+    a = [here(pairs[s % 2], np.random.default_rng(s)) for s in range(6)]
+    b = [later(pairs[s % 2], np.random.default_rng(s)) for s in range(6)]
+    assert b[0]["jitter"].shape == (2, 3, 7) and "jitter" not in a[0] and "target_canvas" not in b[0]
+    assert b[0]["label_canvas"].shape == (1, 128, 64) and b[0]["label_canvas"].dtype == np.int16
+    assert [x["coloured"] for x in a] == [y["coloured"] for y in b]
+    raw = collate(b)
+    assert raw["palette"].shape[0] == 6 and raw["palette"].shape[2] == 4
+    batch, ref = finish_batch(raw), collate(a)
+    assert {"jitter", "label_canvas", "palette"}.isdisjoint(batch) and batch["image_canvas"].dtype == torch.uint8
+    for key in ("target_canvas", "valid", "bool_masked_pos", "seg_type"):
+        torch.testing.assert_close(batch[key], ref[key], rtol=0, atol=0)
+    assert (batch["valid"] == 0).any() and batch["target_canvas"].any()  # void and colours are both there
+    diff = (batch["image_canvas"].int() - ref["image_canvas"].int()).abs()
     assert diff.max() <= 1 and (diff > 0).float().mean() < 0.01  # float rounding of one product, rarely
+
+
+def test_paint_batch_pads_palettes_and_keeps_void_black():
+    labels = torch.tensor([[[[0, 1, 7], [IGNORE, 7, 1]]], [[[3, 3, IGNORE], [0, 1, 9]]]], dtype=torch.int32)
+    palettes = [[(7, 10, 20, 30), (1, 255, 0, 0)], [(9, 1, 2, 3)]]
+    examples = [{"image_canvas": np.zeros((3, 2, 3), np.uint8), "bool_masked_pos": np.zeros(1, bool), "seg_type": 0,
+                 "label_canvas": lab.numpy().astype(np.uint16).view(np.int16),  # as PairTransform stores the ids
+                 "palette": np.array(pal, np.int32).reshape(-1, 4)} for lab, pal in zip(labels, palettes, strict=True)]
+    batch = finish_batch(collate(examples))
+    target = batch["target_canvas"].permute(0, 2, 3, 1).tolist()
+    assert target[0] == [[[0, 0, 0], [255, 0, 0], [10, 20, 30]], [[0, 0, 0], [10, 20, 30], [255, 0, 0]]]
+    assert target[1] == [[[0, 0, 0], [0, 0, 0], [0, 0, 0]], [[0, 0, 0], [0, 0, 0], [1, 2, 3]]]  # 1 and 3 unmapped
+    assert batch["valid"][:, 0].tolist() == [[[1, 1, 1], [0, 1, 1]], [[1, 1, 0], [1, 1, 1]]]
 
 
 def test_masking_kinds():

@@ -112,34 +112,33 @@ def test_paint_planes_is_random_coloring_stacked_channels_first():
 
 
 def _group(n: int, seed: int = 0):
-    """n images of different sizes sharing one mapping; valid is 1 exactly where the target is painted."""
+    """n images of different sizes with their label maps (ids 0..4)."""
     rng = np.random.default_rng(seed)
     sizes = [(30 + 7 * i, 50 - 5 * i) for i in range(n)]
     labels = [rng.integers(0, 5, s).repeat(3, 0).repeat(3, 1) for s in sizes]
-    targets, _, mapping = random_coloring(labels, rng, ids=[1, 2, 3, 4])
-    images = [rng.integers(0, 256, (*t.shape[:2], 3), dtype=np.uint8) for t in targets]
-    valid = [t.any(-1).astype(np.uint8) for t in targets]
-    return images, targets, valid, mapping
+    labels[0][:3] = IGNORE
+    images = [rng.integers(0, 256, (*lab.shape, 3), dtype=np.uint8) for lab in labels]
+    return images, labels
 
 
 @pytest.mark.parametrize("n, grid", [(2, None), (3, None), (4, (2, 2)), (4, (1, 4)), (6, None)])
-def test_mix_context_size_exact_colours_and_aligned_valid(n, grid):
-    images, targets, valid, mapping = _group(n, seed=n)
-    allowed = {(0, 0, 0), *mapping.values()}
+def test_mix_context_size_and_exact_ids(n, grid):
+    images, labels = _group(n, seed=n)
     for seed in range(5):
-        img, tgt, val = mix_context(images, targets, valid, np.random.default_rng(seed), (48, 64), grid=grid)
-        assert img.shape == (48, 64, 3) and tgt.shape == (48, 64, 3) and val.shape == (48, 64)
-        assert img.dtype == tgt.dtype == val.dtype == np.uint8
-        assert {tuple(c) for c in tgt.reshape(-1, 3)} <= allowed  # nearest: no blended colours
-        np.testing.assert_array_equal(val, tgt.any(-1))  # valid sampled on the same grid as the target
+        img, lab = mix_context(images, labels, np.random.default_rng(seed), (48, 64), grid=grid)
+        assert img.shape == (48, 64, 3) and img.dtype == np.uint8
+        assert lab.shape == (48, 64) and lab.dtype == np.int32
+        assert set(np.unique(lab)) <= {0, 1, 2, 3, 4, IGNORE}  # nearest: no blended ids
+        assert len(np.unique(lab)) >= 3
 
 
-def test_mix_context_image_and_target_resampled_on_one_grid():
+def test_mix_context_image_and_label_resampled_on_one_grid():
     rng = np.random.default_rng(0)
     labels = [rng.integers(0, 4, (5, 5)).repeat(16, 0).repeat(16, 1) for _ in range(4)]
-    targets, valid, _ = random_coloring(labels, rng, ids=[1, 2, 3])
-    for seed in range(3):  # the image is the target itself: bilinear and nearest agree away from edges
-        img, tgt, _ = mix_context(targets, targets, valid, np.random.default_rng(seed), (100, 100))
+    targets, _, mapping = random_coloring(labels, rng, ids=[1, 2, 3])
+    for seed in range(3):  # the image is the painted label itself: bilinear and nearest agree away from edges
+        img, lab = mix_context(targets, labels, np.random.default_rng(seed), (100, 100))
+        tgt = paint_planes([lab], mapping)[0].transpose(1, 2, 0)
         edge = np.zeros((100, 100), bool)
         step_y, step_x = (tgt[1:] != tgt[:-1]).any(-1), (tgt[:, 1:] != tgt[:, :-1]).any(-1)
         edge[1:] |= step_y
@@ -151,12 +150,14 @@ def test_mix_context_image_and_target_resampled_on_one_grid():
 
 
 def test_mix_context_full_crop_shows_every_image_and_is_deterministic():
-    images, targets, valid, _ = _group(4)
+    images, labels = _group(4)
     solid = [np.full_like(im, 40 * (k + 1)) for k, im in enumerate(images)]
-    img, _, _ = mix_context(solid, targets, valid, np.random.default_rng(0), (64, 64), grid=(2, 2), scale=(1, 1))
+    img, _ = mix_context(solid, labels, np.random.default_rng(0), (64, 64), grid=(2, 2), scale=(1, 1))
     np.testing.assert_array_equal(img[::32, ::32, 0], [[40, 80], [120, 160]])
-    a = mix_context(images, targets, valid, np.random.default_rng(3), (40, 40))
-    b = mix_context(images, targets, valid, np.random.default_rng(3), (40, 40))
+    a = mix_context(images, labels, np.random.default_rng(3), (40, 40))
+    b = mix_context(images, labels, np.random.default_rng(3), (40, 40))
     assert all((x == y).all() for x, y in zip(a, b, strict=True))
-    with pytest.raises(ValueError):
-        mix_context(images, targets, valid, np.random.default_rng(0), (40, 40), grid=(3, 1))
+    with pytest.raises(ValueError, match="does not hold"):
+        mix_context(images, labels, np.random.default_rng(0), (40, 40), grid=(3, 1))
+    with pytest.raises(ValueError, match="one label map per image"):
+        mix_context(images, labels[:2], np.random.default_rng(0), (40, 40))

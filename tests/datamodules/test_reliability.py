@@ -131,7 +131,7 @@ def test_corrupt_samples_are_skipped_and_counted_per_source(tmp_path: Path) -> N
     cut = damaged / "train-000002.tar"
     cut.write_bytes(cut.read_bytes()[:len(cut.read_bytes()) // 2])  # a truncated tar: its last samples never come out
     data = _data([ShardSource(str(clean)), ShardSource(str(damaged))], scale=(0.05, 0.05), self_prob=1.0,
-                 max_skip_rate=1.0)
+                 max_skip_rate=1.0, on_device=False)
     examples = list(islice(iter(data.dataset), 300))
     assert all(e["target_canvas"].any() for e in examples)  # no example without a coloured label
     stats = examples[-1]["stats"]

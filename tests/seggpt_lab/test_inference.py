@@ -237,3 +237,7 @@ def test_model_inputs_normalise_uint8_canvases():
     expected_black = [-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)]
     torch.testing.assert_close(image[0, :, 0, 0], torch.tensor(expected_white))
     torch.testing.assert_close(target[1, :, 7, 3], torch.tensor(expected_black))
+    unfinished = InContextBatch(image_canvas=canvas, bool_masked_pos=batch["bool_masked_pos"],
+                                seg_type=batch["seg_type"])
+    with pytest.raises(ValueError, match="no target_canvas.*finish_batch"):
+        model_inputs(unfinished)
