@@ -3,18 +3,22 @@
 Converts the real DAVIS-2016 sample (854 x 480 JPEG frames; ../shared/data or $SEGGPT_LAB_SHARED_DATA)
 and N synthetic 512 x 512 PNG scenes into a temporary folder, then draws batches from
 `PretrainDataModule` in the main process (num_workers=0: exactly the work one DataLoader worker does:
-shard reading, decoding, pairing, crops, jitter draws, colouring, patch masks, collation) and prints
-pairs/s. By default the colour jitter itself is applied after the batch reaches the accelerator
-(`jitter_on_device`), so it is not timed; the "jitter in the worker" line times it on the CPU instead.
-Each setting runs after a warm-up batch; a DataLoader with W workers yields up to W times the rate.
+shard reading, decoding, pairing, crops, jitter and colour draws, patch masks, collation) and prints
+pairs/s. By default the colour jitter and the painting of the targets happen after the batch reaches the
+accelerator (`on_device`, `augment.finish_batch`), so they are not timed; the "jitter and paint in worker"
+line times the pipeline with both on the CPU instead. Each setting runs after a warm-up batch; a DataLoader
+with W workers yields up to W times the rate.
 
 The floor (issue 7, target 3) is the rate of merely decoding the same images and masks: every sample of
-the DAVIS shards decoded at full size (PIL, RGB array) with its label maps, once per pair that uses it:
-a self-pair uses one sample, a partner pair two, so floor pairs/s = samples/s / (1 + partner pairs /
-pairs), with the partner share the pipeline itself reports. Floor and pipeline alternate in rounds and
-the medians are compared, so load on the machine affects both alike.
+the DAVIS shards decoded at full size (PIL, RGB array) with its label maps (both, sem.png and ins.png),
+once per pair that uses it: a self-pair uses one sample, a partner pair two, so floor pairs/s = samples/s /
+(1 + partner pairs / pairs), with the partner share the pipeline itself reports. The pipeline decodes less
+than the floor where it can: JPEGs at the smallest DCT scale the crop allows, and only the label map a pair
+colours. The second line therefore also compares it with a stricter floor that decodes only that map.
+Floor and pipeline alternate in rounds and the medians are compared, so load on the machine affects both
+alike.
 
-    python benchmarks/pretrain_data_speed.py [--batches 30] [--rounds 3] [--batch-size 8] [--synthetic 200]
+    python benchmarks/pretrain_data_speed.py [--batches 60] [--rounds 3] [--batch-size 8] [--synthetic 200]
 """
 
 from __future__ import annotations
@@ -78,7 +82,7 @@ def decode_rate(raw: list[dict[str, bytes]], maps: str = "all") -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batches", type=int, default=30)
+    parser.add_argument("--batches", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=3, help="alternations of pipeline and floor (DAVIS)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--synthetic", type=int, default=200, help="synthetic 512 px scenes to convert")

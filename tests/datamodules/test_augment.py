@@ -189,6 +189,19 @@ def test_on_device_finish_is_the_worker_result():
     assert diff.max() <= 1 and (diff > 0).float().mean() < 0.01  # float rounding of one product, rarely
 
 
+def test_mixed_on_device_is_the_worker_result():
+    """Mix-context stitches label maps; painted in the worker or after the transfer, the example is the same."""
+    pairs = [_pair(), _pair()]
+    here, later = (PairTransform(size=(64, 64), patch_size=8, on_device=d) for d in (False, True))
+    a = [here.mixed(pairs, np.random.default_rng(s)) for s in range(4)]
+    b = [later.mixed(pairs, np.random.default_rng(s)) for s in range(4)]
+    np.testing.assert_array_equal(b[0]["jitter"], np.eye(3, 7)[None].repeat(2, 0))  # jittered in the worker
+    batch, ref = finish_batch(collate(b)), collate(a)
+    for key in ("image_canvas", "target_canvas", "valid", "bool_masked_pos"):
+        torch.testing.assert_close(batch[key], ref[key], rtol=0, atol=0)
+    assert all(x["coloured"] for x in a) and (batch["valid"] == 0).any()  # classes and void in view
+
+
 def test_paint_batch_pads_palettes_and_keeps_void_black():
     labels = torch.tensor([[[[0, 1, 7], [IGNORE, 7, 1]]], [[[3, 3, IGNORE], [0, 1, 9]]]], dtype=torch.int32)
     palettes = [[(7, 10, 20, 30), (1, 255, 0, 0)], [(9, 1, 2, 3)]]

@@ -12,6 +12,8 @@ import torch
 from datamodules.augment import finish_batch
 from datamodules.convert import convert
 from datamodules.pretrain import PretrainDataModule, ShardSource
+from datamodules.schema import decode_png16 as _decode_png16
+from datamodules.shards import sample_stream
 from datamodules.sources.synthetic import Synthetic
 
 SIZE = (32, 32)
@@ -101,6 +103,23 @@ def test_task_override_pairs_panoptic_data_as_instances(shards: Path) -> None:
     examples = _examples(data, 40)
     assert all(e["seg_type"] == 1 for e in examples)
     assert examples[-1]["stats"]["pairs/self"] == 0
+
+
+def test_only_the_label_map_a_pair_colours_is_decoded(shards: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stream keeps label maps encoded: instance self-pairs of panoptic samples decode ins.png once each, never
+    sem.png (before, every sample's two maps were decoded as it was read)."""
+    import datamodules.schema as schema
+
+    decoded = []
+    monkeypatch.setattr(schema, "decode_png16", lambda data: decoded.append(data) or _decode_png16(data))
+    data = _data(shards, source={"task": "instance"}, on_device=False)
+    examples = _examples(data, 30)
+    pairs = examples[-1]["stats"]["pairs/pairs"]
+    assert pairs >= 30 and len(decoded) == pairs  # one map per pair: the query's, shared by both views
+    # what the stream yields (and the partner buffer holds): PNG bytes, decoded on use
+    samples = list(islice(sample_stream(data.dataset.streams[0].urls, 0, lazy_labels=True), 5))
+    assert all(s.sem is None and s.ins is None and set(s.encoded) == {"sem", "ins"} for s in samples)
+    assert all(np.array_equal(s.label("ins"), _decode_png16(s.encoded["ins"])) for s in samples)
 
 
 def test_mix_context_rate_and_shared_colours(shards: Path) -> None:

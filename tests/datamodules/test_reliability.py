@@ -117,6 +117,15 @@ def test_validate_names_the_broken_rule() -> None:
             validate(decode(raw))
         assert info.value.reason == reason
     assert validate(decode(good[0])).key == good[0]["__key__"]
+    # label maps kept encoded (the pretraining stream) are checked when they are decoded, by the same rules
+    broken = {raw["__key__"].rsplit("-", 1)[1]: raw for raw in _broken(good)}
+    cut = {**good[0], "__key__": "cut", "sem.png": good[0]["sem.png"][:60]}  # the header reads, the pixels do not
+    for reason, raw in [("labels", broken["labels"]), ("size", broken["size"]), ("label_data", cut)]:
+        sample = validate(decode(raw, lazy=True))
+        assert sample.sem is None and sample.label("ins") is not None
+        with pytest.raises(InvalidSample, match=raw["__key__"]) as info:
+            sample.label("sem")
+        assert info.value.reason == reason
     sem = np.full((32, 32), IGNORE, np.int32)  # void is always allowed
     assert validate(Sample("x__void", good[0]["png"], "png", {"task": "semantic"}, sem=sem)).sem is sem
 
