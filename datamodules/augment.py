@@ -431,7 +431,7 @@ def finish_batch(batch: InContextBatch) -> InContextBatch:
     remove the views' colour maps (`jitter`, (B, 2, 3, 7)), each with its view's mean colour, rounded and clipped to
     uint8 as `PairTransform` does on the CPU; paint `target_canvas` and `valid` from `label_canvas` and `palette`
     (`paint_batch`). A batch without them is returned as it is. On an accelerator this is nearly free; in a
-    DataLoader worker it is ~1.5 ms a view."""
+    DataLoader worker the two take about a quarter of its time at 448 x 448 (benchmarks/pretrain_data_speed.py)."""
     maps = batch.pop("jitter", None)
     if maps is not None:
         image = batch["image_canvas"]
