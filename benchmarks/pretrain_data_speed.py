@@ -5,8 +5,8 @@ and N synthetic 512 x 512 PNG scenes into a temporary folder, then draws batches
 `PretrainDataModule` in the main process (num_workers=0: exactly the work one DataLoader worker does:
 shard reading, decoding, pairing, crops, jitter and colour draws, patch masks, collation) and prints
 pairs/s. By default the colour jitter and the painting of the targets happen after the batch reaches the
-accelerator (`on_device`, `augment.finish_batch`), so they are not timed; the "jitter and paint in worker"
-line times the pipeline with both on the CPU instead. Each setting runs after a warm-up batch; a DataLoader
+accelerator (`on_device`, `augment.finish_batch`), so they are not timed; the "on_device=False"
+line times the pipeline with them (and the flips) in the worker instead. Each setting runs after a warm-up batch; a DataLoader
 with W workers yields up to W times the rate.
 
 The floor (issue 7, target 3) is the rate of merely decoding the same images and masks: every sample of
@@ -108,7 +108,7 @@ def main() -> None:
               f"pairs/s   pipeline / that floor {rate / (used / per_pair):.0%}")
         runs = [  # label, shards, PretrainDataModule arguments
             ("DAVIS-2016, no colour jitter", davis, {"jitter": 0.0}),
-            ("DAVIS-2016, jitter and paint in worker", davis, {"on_device": False}),
+            ("DAVIS-2016, on_device=False", davis, {"on_device": False}),
             ("synthetic 512x512 PNG, defaults", synthetic, {}),
             ("synthetic, mix-context p=0.5", synthetic, {"mix_prob": 0.5}),
         ]

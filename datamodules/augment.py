@@ -27,7 +27,8 @@ Choices the paper leaves open, made here:
   rounded to uint8. Unlike torchvision, intermediate results are not clipped, only the final one. Hue is
   not jittered (the paper names colour jitter only). With `on_device` the maps travel with the batch
   and `finish_batch` applies them on the accelerator (the same maps, so the same distribution); the
-  contrast step's mean colour is then taken there too (`_jitter_map` keeps it apart).
+  contrast step's mean colour is then taken there too (`_jitter_map` keeps it apart), and the flips
+  are done there as well.
 - Colouring: one `draw_mapping` mapping for both halves. Candidates are the pair's `ids` present in
   both cropped views; if none is, those present in the query view; if none is, all of the pair's ids
   (the target is then black, which is still a valid example: nothing of the task is in view).
@@ -254,8 +255,9 @@ class PairTransform:
             after the batch reaches the accelerator (`PretrainDataModule.on_after_batch_transfer`). The example
             then carries, instead of `target_canvas` and `valid`, the views' label maps (`label_canvas`, (1, 2h, w)
             int16 holding the 16-bit ids) and the colour mapping (`palette`, (K, 4) int32 rows id, r, g, b), and
-            the views' colour maps (`jitter`, (2, 3, 7), see `_jitter_map`) with an image canvas not jittered yet.
-            Mix-context examples are jittered here (their halves mix several views) and carry identity maps.
+            the views' colour maps (`jitter`, (2, 3, 7), see `_jitter_map`) and left-right flips (`flip`, (2,)
+            bool), with canvases not yet jittered or flipped. Mix-context examples are jittered and flipped here
+            (their halves mix several views) and carry identity maps and no flips.
     """
 
     def __init__(
@@ -286,12 +288,12 @@ class PairTransform:
         bool_masked_pos (L,) bool with L = 2h * w / patch_size^2, seg_type 0 (semantic) or 1 (instance), and
         `coloured`: whether any coloured id is in view (else the target is black). With `on_device`, see the
         class docstring."""
-        maps = IDENTITY.repeat(2, 0) if self.on_device else None
-        image, labels = self.views(pair, rng, maps)
+        deferred = self._deferred()
+        image, labels = self.views(pair, rng, deferred)
         h = self.size[0]
         candidates, present = self._candidates(pair.ids, [labels[0, :h], labels[0, h:]])
         mapping = draw_mapping(candidates, rng, self.max_ids)
-        return self._example(image, labels, mapping, present, pair.task, rng, maps)
+        return self._example(image, labels, mapping, present, pair.task, rng, deferred)
 
     def mixed(self, pairs: list[Pair], rng: np.random.Generator) -> dict[str, np.ndarray | int]:
         """Mix-context (paper section 3.1): several pairs painted with one colour mapping, their prompt views
@@ -314,15 +316,18 @@ class PairTransform:
             image[:, rows] = stitched.transpose(2, 0, 1)
         mapping = draw_mapping(candidate_ids(labels[0, h:], ids), rng, self.max_ids)
         present = self._present(labels[0], list(mapping))
-        maps = IDENTITY.repeat(2, 0) if self.on_device else None
-        return self._example(image, labels, mapping, present, pairs[0].task, rng, maps)
+        return self._example(image, labels, mapping, present, pairs[0].task, rng, self._deferred())
 
-    def views(self, pair: Pair, rng: np.random.Generator, maps: np.ndarray | None = None
+    def _deferred(self) -> dict[str, np.ndarray] | None:
+        """What `finish_batch` will do to an example (`on_device`): nothing yet (identity colour maps, no flips)."""
+        return {"jitter": IDENTITY.repeat(2, 0), "flip": np.zeros(2, bool)} if self.on_device else None
+
+    def views(self, pair: Pair, rng: np.random.Generator, deferred: dict[str, np.ndarray] | None = None
               ) -> tuple[np.ndarray, np.ndarray]:
         """The two augmented views of a pair: a (3, 2h, w) uint8 image canvas (prompt view on top) and the (1, 2h, w)
         uint16 canvas of their label maps; each view has its own crop, flip and jitter, shared by its image and
-        label. With `maps` ((2, 3, 7) float32), each view's jitter is written there as a colour map
-        (`_jitter_map`) instead of being applied."""
+        label. With `deferred` (`_deferred`), each view's jitter (a `_jitter_map`) and flip are written there
+        instead of being applied."""
         samples = (pair.prompt, pair.query)
         labels = [_label_map(pair.prompt, pair.label)]
         labels.append(labels[0] if pair.query is pair.prompt else _label_map(pair.query, pair.label))
@@ -338,20 +343,23 @@ class PairTransform:
             reduced, box = _reduce_box(box, factor, image.shape[:2])
             img = _resize_image(image, reduced, self.size)
             mirror = self.flip and rng.random() < 0.5
+            if deferred is not None:
+                deferred["flip"][half], mirror = mirror, False  # a mirrored copy costs a worker 6% of its rate
             if mirror:
                 img = img[:, ::-1]  # a view: the copy into the canvas mirrors it
             view = canvas[:, half * h : (half + 1) * h]
-            if self.jitter > 0 and maps is None:
+            if self.jitter > 0 and deferred is None:
                 _jitter(img, rng, self.jitter, self.jitter, self.jitter, out=view)
             else:
                 view[...] = img.transpose(2, 0, 1)
                 if self.jitter > 0:
-                    maps[half] = _jitter_map(rng, self.jitter, self.jitter, self.jitter)
+                    deferred["jitter"][half] = _jitter_map(rng, self.jitter, self.jitter, self.jitter)
             label_canvas[0, half * h : (half + 1) * h] = _resize_label(lab, box, self.size, mirror)
         return canvas, label_canvas
 
     def _example(self, image: np.ndarray, labels: np.ndarray, mapping: Mapping, present: set[int], task: str,
-                 rng: np.random.Generator, maps: np.ndarray | None = None) -> dict[str, np.ndarray | int]:
+                 rng: np.random.Generator, deferred: dict[str, np.ndarray] | None = None
+                 ) -> dict[str, np.ndarray | int]:
         """The image canvas (3, 2h, w), the label canvas (1, 2h, w) and its colour mapping -> the example dict, with
         this example's patch mask; painted here, or left to `finish_batch` (`on_device`)."""
         if self.mask == "painter":
@@ -367,8 +375,7 @@ class PairTransform:
             example["target_canvas"], example["valid"] = paint_planes(labels, mapping)
         example.update(bool_masked_pos=masked, seg_type=int(task == "instance"),  # (L,)
                        coloured=not present.isdisjoint(mapping))
-        if maps is not None:
-            example["jitter"] = maps  # (2, 3, 7): prompt view, query view
+        example.update(deferred or {})  # jitter (2, 3, 7) and flip (2,): prompt view, query view
         return example
 
     @staticmethod
@@ -398,7 +405,7 @@ def collate(examples: list[dict[str, np.ndarray | int]]) -> InContextBatch:
         return torch.from_numpy(np.stack([e[key] for e in examples]))
 
     batch = {key: stack(key) for key in ("image_canvas", "target_canvas", "valid", "label_canvas", "bool_masked_pos",
-                                         "jitter")  # (B, 2, 3, 7) jitter maps, for `finish_batch`
+                                         "jitter", "flip")  # (B, 2, 3, 7) and (B, 2), for `finish_batch`
              if key in examples[0]}
     batch["seg_type"] = torch.tensor([e["seg_type"] for e in examples], dtype=torch.long)
     if "palette" in examples[0]:
@@ -426,12 +433,21 @@ def paint_batch(label_canvas: torch.Tensor, palette: torch.Tensor) -> tuple[torc
     return target, (ids != IGNORE).to(torch.uint8)[:, None]
 
 
+def _flip_views(canvas: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """(B, C, 2h, w) canvases with the prompt (top) and query (bottom) views mirrored left-right where `flips`
+    (B, 2) is set."""
+    b, c, height, w = canvas.shape
+    views = canvas.view(b, c, 2, height // 2, w)
+    return torch.where(flips.to(canvas.device)[:, None, :, None, None], views.flip(-1), views).view(b, c, height, w)
+
+
 def finish_batch(batch: InContextBatch) -> InContextBatch:
     """What `PairTransform(on_device=True)` leaves to the accelerator, done on the image canvas's device: apply and
     remove the views' colour maps (`jitter`, (B, 2, 3, 7)), each with its view's mean colour, rounded and clipped to
-    uint8 as `PairTransform` does on the CPU; paint `target_canvas` and `valid` from `label_canvas` and `palette`
-    (`paint_batch`). A batch without them is returned as it is. On an accelerator this is nearly free; in a
-    DataLoader worker the two take about a quarter of its time at 448 x 448 (benchmarks/pretrain_data_speed.py)."""
+    uint8 as `PairTransform` does on the CPU; mirror the views `flip` (B, 2) marks, image and labels; paint
+    `target_canvas` and `valid` from `label_canvas` and `palette` (`paint_batch`). A batch without them is returned
+    as it is. On an accelerator this is nearly free; in a DataLoader worker it takes about a quarter of the worker's
+    time at 448 x 448 (benchmarks/pretrain_data_speed.py)."""
     maps = batch.pop("jitter", None)
     if maps is not None:
         image = batch["image_canvas"]
@@ -442,6 +458,10 @@ def finish_batch(batch: InContextBatch) -> InContextBatch:
         y = torch.einsum("bvcd,bdvhw->bcvhw", maps[..., :3], x) + offset.transpose(1, 2)[..., None, None]
         batch["image_canvas"] = (y + 0.5).clamp_(0, 255).to(torch.uint8).reshape(b, c, height, w)
     labels = batch.pop("label_canvas", None)
+    flips = batch.pop("flip", None)
+    if flips is not None:
+        batch["image_canvas"] = _flip_views(batch["image_canvas"], flips)
+        labels = _flip_views(labels, flips) if labels is not None else None
     if labels is not None:
         batch["target_canvas"], batch["valid"] = paint_batch(labels, batch.pop("palette"))
     return batch

@@ -9,8 +9,8 @@ Per rank and DataLoader worker (seggpt_paper_facts.md §3-4, DESIGN.md "data flo
       --PairTransform (crops, flip, jitter, random colouring, patch mask), or with probability `mix_prob`
         PairTransform.mixed over `mix_pairs` semantic pairs of one source (mix-context)--> examples
       --collate--> InContextBatch (uint8 canvases; normalised on the accelerator by the module)
-      --on_after_batch_transfer--> the views' colour jitter and the targets' painting done on the accelerator
-        (`finish_batch`)
+      --on_after_batch_transfer--> the views' colour jitter and flips, and the targets' painting, done on the
+        accelerator (`finish_batch`)
 
 Everything random in a worker is seeded by `worker_seed(seed, rank, worker, epoch)`, where the epoch is the
 loader's pass counter; it is part of the loader's state, so `--ckpt_path last` goes on with fresh passes
@@ -281,11 +281,11 @@ class PretrainDataModule(LightningDataModule):
             (logged as `skipped/<source>`). Samples with nothing to colour are skipped without counting here.
         skip_rate_min_samples: samples a DataLoader worker reads from a source before its skip rate is judged,
             so that one early bad sample does not stop a run.
-        on_device: colour-jitter the views and paint the targets after the batch reaches the accelerator
-            (`on_after_batch_transfer`), where it is nearly free, instead of in the DataLoader workers (a quarter
-            of their time at 448 x 448); the distribution is the same. Batches taken from the loader directly carry
-            un-jittered image canvases, the colour maps (`jitter`), label canvases and palettes instead of
-            `target_canvas` and `valid`; `augment.finish_batch` finishes them.
+        on_device: colour-jitter and flip the views and paint the targets after the batch reaches the accelerator
+            (`on_after_batch_transfer`), where it is nearly free, instead of in the DataLoader workers (a third of
+            their time at 448 x 448); the distribution is the same. Batches taken from the loader directly carry
+            un-jittered, un-flipped image canvases, the colour maps (`jitter`), the flips (`flip`), label canvases
+            and palettes instead of `target_canvas` and `valid`; `augment.finish_batch` finishes them.
     """
 
     def __init__(

@@ -135,9 +135,9 @@ class InContextBatch(TypedDict):
 
     Canvases stay uint8 (prompt on top, query below) until `model_inputs` runs on the accelerator, so the
     loader moves a quarter of the bytes and normalisation happens where it is nearly free. A batch that leaves the
-    views' colour jitter and the painting of its targets to the accelerator carries `jitter`, `label_canvas` and
-    `palette` instead of `target_canvas` and `valid`, until the data module's on_after_batch_transfer finishes it
-    (datamodules.augment.finish_batch).
+    views' colour jitter, flips and the painting of its targets to the accelerator carries `jitter`, `flip`,
+    `label_canvas` and `palette` instead of `target_canvas` and `valid`, until the data module's
+    on_after_batch_transfer finishes it (datamodules.augment.finish_batch).
     """
 
     image_canvas: torch.Tensor  # (B, 3, H, W) uint8
@@ -149,6 +149,7 @@ class InContextBatch(TypedDict):
     stats: NotRequired[dict[str, float]]
     # (B, 2, 3, 7) colour maps of the prompt and query views, [M | o | K]: x -> M x + o + K mean(view)
     jitter: NotRequired[torch.Tensor]
+    flip: NotRequired[torch.Tensor]  # (B, 2) bool: views to mirror left-right, image and labels
     label_canvas: NotRequired[torch.Tensor]  # (B, 1, H, W) int16: the views' 16-bit label ids, to paint
     palette: NotRequired[torch.Tensor]  # (B, K, 4) int32 rows (id, r, g, b): each example's colour mapping
 

@@ -178,10 +178,12 @@ def test_on_device_finish_is_the_worker_result():
     assert b[0]["jitter"].shape == (2, 3, 7) and "jitter" not in a[0] and "target_canvas" not in b[0]
     assert b[0]["label_canvas"].shape == (1, 128, 64) and b[0]["label_canvas"].dtype == np.int16
     assert [x["coloured"] for x in a] == [y["coloured"] for y in b]
+    assert b[0]["flip"].shape == (2,) and any(y["flip"].any() for y in b)  # mirrored on the device, too
     raw = collate(b)
     assert raw["palette"].shape[0] == 6 and raw["palette"].shape[2] == 4
     batch, ref = finish_batch(raw), collate(a)
-    assert {"jitter", "label_canvas", "palette"}.isdisjoint(batch) and batch["image_canvas"].dtype == torch.uint8
+    assert {"jitter", "flip", "label_canvas", "palette"}.isdisjoint(batch)
+    assert batch["image_canvas"].dtype == torch.uint8
     for key in ("target_canvas", "valid", "bool_masked_pos", "seg_type"):
         torch.testing.assert_close(batch[key], ref[key], rtol=0, atol=0)
     assert (batch["valid"] == 0).any() and batch["target_canvas"].any()  # void and colours are both there
@@ -195,7 +197,8 @@ def test_mixed_on_device_is_the_worker_result():
     here, later = (PairTransform(size=(64, 64), patch_size=8, on_device=d) for d in (False, True))
     a = [here.mixed(pairs, np.random.default_rng(s)) for s in range(4)]
     b = [later.mixed(pairs, np.random.default_rng(s)) for s in range(4)]
-    np.testing.assert_array_equal(b[0]["jitter"], np.eye(3, 7)[None].repeat(2, 0))  # jittered in the worker
+    np.testing.assert_array_equal(b[0]["jitter"], np.eye(3, 7)[None].repeat(2, 0))  # jittered in the worker...
+    assert not any(y["flip"].any() for y in b)  # ...and flipped there
     batch, ref = finish_batch(collate(b)), collate(a)
     for key in ("image_canvas", "target_canvas", "valid", "bool_masked_pos"):
         torch.testing.assert_close(batch[key], ref[key], rtol=0, atol=0)

@@ -48,6 +48,7 @@ def test_batches_have_the_documented_types(shards: Path) -> None:
     # jitter and painting are left to the accelerator (on_after_batch_transfer)
     assert batch["jitter"].shape == (4, 2, 3, 7) and batch["palette"].shape[::2] == (4, 4)
     assert batch["label_canvas"].shape == (4, 1, 64, 32) and batch["label_canvas"].dtype == torch.int16
+    assert batch["flip"].shape == (4, 2) and batch["flip"].dtype == torch.bool
     batch = finish_batch(batch)
     assert batch["image_canvas"].shape == (4, 3, 64, 32) and batch["image_canvas"].dtype == torch.uint8
     assert batch["target_canvas"].shape == (4, 3, 64, 32) and batch["target_canvas"].dtype == torch.uint8
@@ -82,7 +83,7 @@ def test_training_steps_get_jittered_canvases(shards: Path) -> None:
             enable_model_summary=False).fit(probe, datamodule=data)
     (batch,) = probe.batches
     assert "jitter" not in batch and batch["image_canvas"].dtype == torch.uint8
-    assert {"jitter", "label_canvas", "palette"}.isdisjoint(batch)
+    assert {"jitter", "flip", "label_canvas", "palette"}.isdisjoint(batch)
     finished = finish_batch(dict(raw))  # the same batch, finished
     for key in ("image_canvas", "target_canvas", "valid"):
         torch.testing.assert_close(batch[key], finished[key], rtol=0, atol=0)
