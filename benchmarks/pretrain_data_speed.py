@@ -4,10 +4,10 @@ Converts the real DAVIS-2016 sample (854 x 480 JPEG frames; ../shared/data or $S
 and N synthetic 512 x 512 PNG scenes into a temporary folder, then draws batches from
 `PretrainDataModule` in the main process (num_workers=0: exactly the work one DataLoader worker does:
 shard reading, decoding, pairing, crops, jitter and colour draws, patch masks, collation) and prints
-pairs/s. By default the colour jitter and the painting of the targets happen after the batch reaches the
-accelerator (`on_device`, `augment.finish_batch`), so they are not timed; the "on_device=False"
-line times the pipeline with them (and the flips) in the worker instead. Each setting runs after a warm-up batch; a DataLoader
-with W workers yields up to W times the rate.
+pairs/s. By default the colour jitter, the flips and the painting of the targets happen after the batch
+reaches the accelerator (`on_device`, `augment.finish_batch`), so they are not timed; the "on_device=False"
+line times the pipeline with them in the worker instead. Each setting runs after a warm-up batch; a
+DataLoader with W workers yields up to W times the rate.
 
 The floor (issue 7, target 3) is the rate of merely decoding the same images and masks: every sample of
 the DAVIS shards decoded at full size (PIL, RGB array) with its label maps (both, sem.png and ins.png),
