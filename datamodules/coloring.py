@@ -5,7 +5,8 @@ group): a random subset of the query's ids is chosen, each chosen id gets a rand
 map of the group is painted with that one mapping, so colours carry no class identity and the model
 has to read the task from the prompt.
 
-    targets, valid, mapping = random_coloring([prompt_sem, query_sem], rng)
+    mapping = draw_mapping(candidate_ids(query_sem), rng)           # {id: (r, g, b)}
+    target, valid = paint_planes([prompt_sem, query_sem], mapping)  # (3, 2h, w), (1, 2h, w)
     image, label = mix_context(images, label_maps, rng, out_size=(448, 448))  # then paint_planes([label], mapping)
 
 Choices the paper leaves open, made here:
@@ -21,8 +22,8 @@ Choices the paper leaves open, made here:
 - Unchosen ids and background are black and count in the loss (the model must learn not to paint
   them); void pixels (`schema.IGNORE`) are black with valid weight 0.
 
-Everything is array arithmetic: painting is one lookup table `np.take` per map, the candidate ids
-come from one `np.bincount`; a 448 x 448 pair takes about 1.7 ms on one core (~600 pairs/s).
+Everything is array arithmetic: painting is one lookup table `np.take` per map (or one gather for a
+batch on the accelerator, `augment.paint_batch`), the candidate ids come from one `np.bincount`.
 """
 
 from __future__ import annotations
@@ -74,35 +75,6 @@ def _color_words(mapping: Mapping) -> np.ndarray:
     if mapping:
         lut[list(mapping), :3] = list(mapping.values())
     return lut.view("<u4")[:, 0]
-
-
-def random_coloring(
-    labels: Sequence[np.ndarray],
-    rng: np.random.Generator,
-    ids: Sequence[int] | None = None,
-    max_ids: int | None = None,
-) -> tuple[list[np.ndarray], list[np.ndarray], Mapping]:
-    """Paint label maps (prompts first, the query last) with one random colour mapping.
-
-    Args:
-        labels: (H_i, W_i) integer label maps with values in [0, IGNORE]; sizes may differ.
-        rng: the only source of randomness.
-        ids: candidate ids to choose from; default: the ids > 0 present in the last map.
-        max_ids: at most this many ids are coloured.
-
-    Returns:
-        targets: (H_i, W_i, 3) uint8 per map; chosen ids in their colour, everything else black.
-        valid: (H_i, W_i) uint8 per map; 0 on void pixels, 1 elsewhere.
-        mapping: {id: (r, g, b)} for the chosen ids; empty when there is no candidate (all black).
-    """
-    if not labels:
-        raise ValueError("random_coloring needs at least one label map")
-    mapping = draw_mapping(candidate_ids(labels[-1], ids), rng, max_ids)
-    words = _color_words(mapping)
-    # (H, W, 3) views of (H, W, 4) words; IGNORE -> lut[IGNORE] = black
-    targets = [words[lab].view(np.uint8).reshape(*lab.shape, 4)[..., :3] for lab in labels]
-    valid = [(lab != IGNORE).view(np.uint8) for lab in labels]
-    return targets, valid, mapping
 
 
 def paint_planes(labels: Sequence[np.ndarray], mapping: Mapping) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datamodules.coloring import COLORS, candidate_ids, draw_mapping, mix_context, paint_planes, random_coloring
+from datamodules.coloring import COLORS, candidate_ids, draw_mapping, mix_context, paint_planes
 from datamodules.schema import IGNORE
 
 
@@ -14,6 +14,14 @@ def _labels(seed: int, size: tuple[int, int] = (32, 40), num_ids: int = 12) -> n
     lab = rng.integers(0, num_ids, size).astype(np.int32)
     lab[:3] = IGNORE
     return lab
+
+
+def _coloring(labels: list[np.ndarray], rng: np.random.Generator, ids: list[int] | None = None,
+              max_ids: int | None = None) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
+    """The pipeline's colouring of maps (prompts first, the query last): (H, W, 3) targets, (H, W) valid, mapping."""
+    mapping = draw_mapping(candidate_ids(labels[-1], ids), rng, max_ids)
+    painted = [paint_planes([lab], mapping) for lab in labels]
+    return [t.transpose(1, 2, 0) for t, _ in painted], [v[0] for _, v in painted], mapping
 
 
 def _decode(target: np.ndarray, mapping: dict[int, tuple[int, int, int]]) -> np.ndarray:
@@ -35,7 +43,7 @@ def test_palette_colours_distinct_far_from_black_and_each_other():
 def test_shared_mapping_unchosen_black_and_ignore_invalid():
     prompt, query = _labels(0), _labels(1)
     prompt[5, 5] = 99  # an id that only the prompt has: never a candidate, so black
-    (tp, tq), (vp, vq), mapping = random_coloring([prompt, query], np.random.default_rng(0))
+    (tp, tq), (vp, vq), mapping = _coloring([prompt, query], np.random.default_rng(0))
     assert mapping and 99 not in mapping
     for lab, tgt, val in [(prompt, tp, vp), (query, tq, vq)]:
         assert tgt.shape == (*lab.shape, 3) and tgt.dtype == np.uint8
@@ -52,7 +60,7 @@ def test_shared_mapping_unchosen_black_and_ignore_invalid():
 def test_colours_distinct_not_black_and_decodable_under_noise():
     lab = _labels(2, num_ids=60)
     for seed in range(20):
-        (tgt,), _, mapping = random_coloring([lab], np.random.default_rng(seed))
+        (tgt,), _, mapping = _coloring([lab], np.random.default_rng(seed))
         colors = np.array(list(mapping.values()))
         assert len(np.unique(colors, axis=0)) == len(colors)
         assert (colors.max(1) > 0).all()
@@ -63,9 +71,9 @@ def test_colours_distinct_not_black_and_decodable_under_noise():
 
 def test_subset_sizes_vary_and_respect_max_ids():
     lab = _labels(3, num_ids=9)  # candidates 1..8
-    sizes = [len(random_coloring([lab], np.random.default_rng(s))[2]) for s in range(200)]
+    sizes = [len(_coloring([lab], np.random.default_rng(s))[2]) for s in range(200)]
     assert set(sizes) == set(range(1, 9))
-    capped = [len(random_coloring([lab], np.random.default_rng(s), max_ids=3)[2]) for s in range(100)]
+    capped = [len(_coloring([lab], np.random.default_rng(s), max_ids=3)[2]) for s in range(100)]
     assert set(capped) == {1, 2, 3}
 
 
@@ -77,31 +85,30 @@ def test_candidates_come_from_query_or_ids():
     np.testing.assert_array_equal(candidate_ids(query, ids=[5, 0, IGNORE, 2, 5]), [2, 5])
     seen = set()
     for s in range(50):
-        seen |= set(random_coloring([prompt, query], np.random.default_rng(s))[2])
-        assert set(random_coloring([prompt, query], np.random.default_rng(s), ids=[7])[2]) == {7}
+        seen |= set(_coloring([prompt, query], np.random.default_rng(s))[2])
+        assert set(_coloring([prompt, query], np.random.default_rng(s), ids=[7])[2]) == {7}
     assert seen == {3, 5}
 
 
 def test_no_candidates_gives_black_targets():
     lab = np.zeros((4, 4), np.uint16)
     lab[0] = IGNORE
-    (tgt,), (val,), mapping = random_coloring([lab], np.random.default_rng(0))
+    (tgt,), (val,), mapping = _coloring([lab], np.random.default_rng(0))
     assert mapping == {} and not tgt.any() and val.sum() == 12
 
 
 def test_deterministic_by_seed_and_rejects_bad_labels():
     labs = [_labels(4), _labels(5)]
-    a = random_coloring(labs, np.random.default_rng(9))
-    b = random_coloring(labs, np.random.default_rng(9))
+    a = _coloring(labs, np.random.default_rng(9))
+    b = _coloring(labs, np.random.default_rng(9))
     assert a[2] == b[2] and all((x == y).all() for x, y in zip(a[0], b[0], strict=True))
     with pytest.raises(ValueError):
-        random_coloring([np.array([[70000]])], np.random.default_rng(0))
+        _coloring([np.array([[70000]])], np.random.default_rng(0))
 
 
-def test_paint_planes_is_random_coloring_stacked_channels_first():
+def test_paint_planes_stacks_maps_channels_first():
     labs = [_labels(6, (10, 40)), _labels(7, (14, 40))]
-    targets, valid, mapping = random_coloring(labs, np.random.default_rng(2))
-    assert draw_mapping(candidate_ids(labs[-1]), np.random.default_rng(2)) == mapping  # the same draws
+    targets, valid, mapping = _coloring(labs, np.random.default_rng(2))
     target, weight = paint_planes(labs, mapping)
     assert target.shape == (3, 24, 40) and weight.shape == (1, 24, 40) and target.flags.c_contiguous
     np.testing.assert_array_equal(target, np.concatenate(targets).transpose(2, 0, 1))
@@ -135,7 +142,7 @@ def test_mix_context_size_and_exact_ids(n, grid):
 def test_mix_context_image_and_label_resampled_on_one_grid():
     rng = np.random.default_rng(0)
     labels = [rng.integers(0, 4, (5, 5)).repeat(16, 0).repeat(16, 1) for _ in range(4)]
-    targets, _, mapping = random_coloring(labels, rng, ids=[1, 2, 3])
+    targets, _, mapping = _coloring(labels, rng, ids=[1, 2, 3])
     for seed in range(3):  # the image is the painted label itself: bilinear and nearest agree away from edges
         img, lab = mix_context(targets, labels, np.random.default_rng(seed), (100, 100))
         tgt = paint_planes([lab], mapping)[0].transpose(1, 2, 0)
