@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -66,7 +66,7 @@ AUGMENTED_BACKENDS: list[SDPBackend] = [SDPBackend.CUDNN_ATTENTION, SDPBackend.F
 AUGMENTED_PAD_VALUES = True
 
 AttnImpl = Literal["auto", "sdpa", "augmented", "flex", "eager"]
-ATTN_IMPLS = ("auto", "sdpa", "augmented", "flex", "eager")
+ATTN_IMPLS = get_args(AttnImpl)
 
 
 def check_attn_impl(attn_impl: str) -> str:
