@@ -290,8 +290,7 @@ class PairTransform:
         class docstring."""
         deferred = self._deferred()
         image, labels = self.views(pair, rng, deferred)
-        h = self.size[0]
-        candidates, present = self._candidates(pair.ids, [labels[0, :h], labels[0, h:]])
+        candidates, present = self._candidates(pair.ids, labels)
         mapping = draw_mapping(candidates, rng, self.max_ids)
         return self._example(image, labels, mapping, present, pair.task, rng, deferred)
 
@@ -305,8 +304,7 @@ class PairTransform:
             raise ValueError("mix-context needs one or more pairs of one label kind and task")
         h = self.size[0]
         views = [self.views(p, rng) for p in pairs]  # jittered here: a half mixes views
-        ids = sorted({i for p, (_, labels) in zip(pairs, views, strict=True)
-                      for i in self._candidates(p.ids, [labels[0, :h], labels[0, h:]])[0]})
+        ids = sorted({i for p, (_, lab) in zip(pairs, views, strict=True) for i in self._candidates(p.ids, lab)[0]})
         image = np.empty((3, 2 * h, self.size[1]), np.uint8)
         labels = np.empty((1, *image.shape[1:]), np.uint16)
         for half in (0, 1):  # the prompt views, then the query views, each stitched into one view
@@ -386,10 +384,11 @@ class PairTransform:
         return set(candidate_ids(label).tolist())
 
     @classmethod
-    def _candidates(cls, ids: list[int], views: list[np.ndarray]) -> tuple[list[int], set[int]]:
-        """The pair's ids in both views, else in the query view, else all of them (see the module docstring), and
-        the ids in view (in either view)."""
-        prompt, query = (cls._present(v, ids) for v in views)
+    def _candidates(cls, ids: list[int], labels: np.ndarray) -> tuple[list[int], set[int]]:
+        """The pair's ids in both views of the (1, 2h, w) label canvas, else in the query view, else all of them (see
+        the module docstring), and the ids in view (in either view)."""
+        h = labels.shape[1] // 2
+        prompt, query = (cls._present(v, ids) for v in (labels[0, :h], labels[0, h:]))
         in_query = [i for i in ids if i in query]
         return [i for i in in_query if i in prompt] or in_query or list(ids), prompt | query
 
