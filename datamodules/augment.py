@@ -192,16 +192,24 @@ def _jitter_map(rng: np.random.Generator, brightness: float, contrast: float, sa
     return stacked
 
 
-def _jitter(image: np.ndarray, rng: np.random.Generator, brightness: float, contrast: float, saturation: float,
-            out: np.ndarray) -> np.ndarray:
-    """(h, w, 3) uint8 -> `out` (3, h, w) uint8: one jitter draw as one float matrix product, rounded and clipped.
+def _recolor_map(stacked: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A (3, 7) colour map followed by a random recolouring: the RGB channels permuted (one of 6 orders) and each
+    inverted (v -> 255 - v) with probability 1/2, one of 48 colour transforms that keep shapes and textures."""
+    signs = np.where(rng.random(3) < 0.5, -1.0, 1.0)
+    out = (signs[:, None] * np.eye(3)[rng.permutation(3)]) @ stacked
+    out[:, 3] += np.where(signs < 0, 255.0, 0.0)
+    return out
+
+
+def _jitter(image: np.ndarray, stacked: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """(h, w, 3) uint8 -> `out` (3, h, w) uint8: a (3, 7) colour map (`_jitter_map`) as one float matrix product,
+    rounded and clipped.
 
     Channels first for the product: (3, 3) @ (3, h * w) is a fast matrix product, (h * w, 3) @ (3, 3) a slow one.
     """
     x = np.empty(out.shape, np.float32)
     np.copyto(x, image.transpose(2, 0, 1))  # cast and transpose in one pass
     x = torch.from_numpy(x).view(3, -1)  # (3, h * w)
-    stacked = _jitter_map(rng, brightness, contrast, saturation)
     offset = stacked[:, 3] + stacked[:, 4:] @ x.mean(1).double().numpy()
     # + 0.5: the cast to uint8 truncates, so this rounds to nearest (numpy's cast: several times torch's)
     y = torch.addmm(torch.from_numpy(offset + 0.5).float()[:, None], torch.from_numpy(stacked[:, :3]).float(), x)
@@ -213,7 +221,7 @@ def color_jitter(image: np.ndarray, rng: np.random.Generator, brightness: float 
                  saturation: float = 0.4) -> np.ndarray:
     """(H, W, 3) uint8 -> (H, W, 3) uint8 with random brightness, contrast and saturation (random order)."""
     out = np.empty((3, *image.shape[:2]), np.uint8)
-    return _jitter(image, rng, brightness, contrast, saturation, out).transpose(1, 2, 0)
+    return _jitter(image, _jitter_map(rng, brightness, contrast, saturation), out).transpose(1, 2, 0)
 
 
 def _label_map(sample: Sample, label: Literal["sem", "ins"]) -> np.ndarray:
@@ -251,6 +259,10 @@ class PairTransform:
         query_half_prob: probability of masking the query half in "painter" mode (Painter: 0.1).
         patch_size: the model's patch size; both sides of `size` must be multiples of it.
         max_ids: at most this many ids are coloured per example (default: no cap).
+        recolor: probability that a view's colours are also remapped at random after the jitter (`_recolor_map`:
+            channels permuted, some inverted), each view on its own. For worlds where colour never names a
+            category (the synthetic scenes): two views of one image then no longer match by colour, so even
+            same-image pairs must be solved by shape and texture, the cues that carry over to other images.
         on_device: leave each view's colour jitter and the painting of the target to `finish_batch`, which runs
             after the batch reaches the accelerator (`PretrainDataModule.on_after_batch_transfer`). The example
             then carries, instead of `target_canvas` and `valid`, the views' label maps (`label_canvas`, (1, 2h, w)
@@ -271,6 +283,7 @@ class PairTransform:
         patch_size: int = 16,
         max_ids: int | None = None,
         on_device: bool = False,
+        recolor: float = 0.0,
     ) -> None:
         if size[0] % patch_size or size[1] % patch_size:
             raise ValueError(f"size {size} must be a multiple of patch_size {patch_size}")
@@ -280,7 +293,9 @@ class PairTransform:
             raise ValueError(f"scale must satisfy 0 < min <= max <= 1, got {scale}")
         self.size, self.scale, self.jitter, self.flip = tuple(size), tuple(scale), jitter, flip
         self.mask, self.query_half_prob, self.max_ids = mask, query_half_prob, max_ids
-        self.on_device = on_device
+        if not 0 <= recolor <= 1:
+            raise ValueError(f"recolor must lie in [0, 1], got {recolor}")
+        self.on_device, self.recolor = on_device, recolor
         self.grid = (2 * size[0] // patch_size, size[1] // patch_size)  # patches of the whole canvas
 
     def __call__(self, pair: Pair, rng: np.random.Generator) -> dict[str, np.ndarray | int]:
@@ -346,12 +361,17 @@ class PairTransform:
             if mirror:
                 img = img[:, ::-1]  # a view: the copy into the canvas mirrors it
             view = canvas[:, half * h : (half + 1) * h]
-            if self.jitter > 0 and deferred is None:
-                _jitter(img, rng, self.jitter, self.jitter, self.jitter, out=view)
+            stacked = None
+            if self.jitter > 0:
+                stacked = _jitter_map(rng, self.jitter, self.jitter, self.jitter)
+            if self.recolor > 0 and rng.random() < self.recolor:
+                stacked = _recolor_map(IDENTITY[0].astype(np.float64) if stacked is None else stacked, rng)
+            if stacked is not None and deferred is None:
+                _jitter(img, stacked, out=view)
             else:
                 view[...] = img.transpose(2, 0, 1)
-                if self.jitter > 0:
-                    deferred["jitter"][half] = _jitter_map(rng, self.jitter, self.jitter, self.jitter)
+                if stacked is not None:
+                    deferred["jitter"][half] = stacked
             label_canvas[0, half * h : (half + 1) * h] = _resize_label(lab, box, self.size, mirror)
         return canvas, label_canvas
 

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from datamodules.augment import PairTransform, collate, finish_batch
 from datamodules.fewshot import FewShotEpisodes, image_classes, plan_episodes
 from datamodules.pairing import Pair, PairSampler, source_of, worker_seed
+from datamodules.prompt_swap import PromptSwapQueries, object_areas, plan_swaps
 from datamodules.schema import IMAGE_ERRORS, InvalidSample, Sample, SampleError
 from datamodules.shards import (
     EpochLoader,
@@ -268,6 +269,8 @@ class PretrainDataModule(LightningDataModule):
         shuffle: sample shuffle buffer per source and worker.
         scale: random resized crop area range.
         jitter: colour jitter strength (0: off); flip: horizontal flips.
+        recolor: probability that a view's colours are also remapped at random (channels permuted, some inverted;
+            `PairTransform`), for worlds where colour never names a category.
         mask: "painter" (block-wise, half the patches; the query half with probability `query_half_prob`)
             or "query" (always the query half).
         max_ids: at most this many categories or instances coloured per example.
@@ -275,6 +278,10 @@ class PretrainDataModule(LightningDataModule):
         mix_pairs: pairs per mix-context example.
         val_episodes: validation episodes; val_min_pixels: smallest class area for an episode.
         val_classes: class ids to validate on; None: every class in `val`.
+        val_swap_queries: prompt-swap queries (`datamodules.prompt_swap`) from the images of `val` that hold two
+            classes, validated beside the one-shot episodes (`val/S`, `val/A`...: whether the model segments what
+            the prompt shows, which one-shot mIoU cannot tell from finding objects); 0: none; None: every usable
+            image.
         pin_memory: page-locked batches, for GPU training.
         max_skip_rate: stop with an error naming the source when more than this share of a source's samples
             is corrupt (unreadable, invalid, or an image that does not decode); fewer are skipped and counted
@@ -314,10 +321,12 @@ class PretrainDataModule(LightningDataModule):
         val_episodes: int = 200,
         val_min_pixels: int = 16,
         val_classes: list[int] | None = None,
+        val_swap_queries: int | None = 0,
         pin_memory: bool = False,
         max_skip_rate: float = 0.1,
         skip_rate_min_samples: int = 200,
         on_device: bool = True,
+        recolor: float = 0.0,
     ) -> None:
         super().__init__()
         if not sources:
@@ -336,10 +345,12 @@ class PretrainDataModule(LightningDataModule):
         self.sources, self.val = list(sources), val
         # built here, so that a wrong setting fails at configuration time, before any worker starts
         self.transform = PairTransform(size, scale, jitter, flip, mask, query_half_prob, patch_size, max_ids,
-                                       on_device)
+                                       on_device, recolor)
         self.sampler = PairSampler(self_prob, buffer_size, seed, instance_prob, per_class)
         self.dataset: PretrainStream | None = None
         self.val_dataset: FewShotEpisodes | None = None
+        self.val_swaps: PromptSwapQueries | None = None
+        self.swap_kinds = ["all"]  # the distractor kinds of the validation swaps (one: no grouping here)
         self.class_ids: list[int] = []  # the validation classes, set by setup
         self._loader: EpochLoader | None = None
 
@@ -363,6 +374,13 @@ class PretrainDataModule(LightningDataModule):
             plan, _ = plan_episodes(present, 1, hp.val_episodes, "class_uniform", hp.seed, hp.val_classes)
             self.val_dataset = FewShotEpisodes(reader, plan)
             self.class_ids = list(hp.val_classes) if hp.val_classes else sorted({e.class_id for e in plan})
+            if hp.val_swap_queries != 0:
+                areas, _ = object_areas(reader)
+                swaps = plan_swaps(areas, min_pixels=hp.val_min_pixels, queries=hp.val_swap_queries, seed=hp.seed)
+                if not swaps:
+                    raise ValueError(f"data.val_swap_queries: no image of {self.val.index_file()} holds two classes "
+                                     "that other images can prompt; set it to 0 or validate on multi-object scenes")
+                self.val_swaps = PromptSwapQueries(reader, swaps, "categories", self.swap_kinds)
 
     def train_dataloader(self) -> EpochLoader:
         if self._loader is None:  # one loader for the whole run: its pass counter seeds the epochs
@@ -378,5 +396,7 @@ class PretrainDataModule(LightningDataModule):
     def val_dataloader(self) -> DataLoader | list:
         if self.val_dataset is None:
             return []
-        return DataLoader(self.val_dataset, batch_size=None, num_workers=min(self.hparams.num_workers, 2))
+        loaders = [DataLoader(d, batch_size=None, num_workers=min(self.hparams.num_workers, 2))
+                   for d in (self.val_dataset, self.val_swaps) if d is not None]
+        return loaders if len(loaders) > 1 else loaders[0]
 

@@ -10,7 +10,9 @@ on CPU first collapses to predicting background when foreground is scarce
 
 Six shapes x four textures give 24 categories; `HELD_OUT` keeps six combinations out of training,
 one per shape, chosen so that every shape and every texture is still seen with other partners. They
-test whether a model composes shape and texture it has seen into a category it has not.
+test whether a model composes shape and texture it has seen into a category it has not: held-out
+scenes put a held-out category first and draw the other objects from all 24, so it meets distractors
+of its own shape (told apart by texture alone) and of its own texture (told apart by shape alone).
 
     scenes = SyntheticScenes(size=128, categories=SEEN)
     rgb, sem, ins, instances = scenes.scene(7)   # the same arrays for index 7 in any process
@@ -167,6 +169,9 @@ class SyntheticScenes:
         max_objects: most objects per scene.
         categories: names from `CATEGORIES` that objects are drawn from (uniformly); `SEEN` by default,
             `HELD_OUT` for out-of-domain evaluation.
+        distractors: names that the objects after a scene's first are drawn from instead (uniformly); None:
+            `categories`. The held-out split draws its first object from `HELD_OUT` and the others from every
+            category, so that a held-out category meets distractors of its own shape and of its own texture.
         scale: range of object radii as fractions of `size`.
         min_visible: each object keeps at least this fraction of its pixels after the objects in front
             of it are painted; a placement that would hide more is redrawn.
@@ -183,8 +188,9 @@ class SyntheticScenes:
 
     def __init__(self, size: int = 128, min_objects: int = 1, max_objects: int = 3,
                  categories: Sequence[str] = SEEN, scale: tuple[float, float] = (0.18, 0.33),
-                 min_visible: float = 0.5, clouds: float = 1.0, noise: float = 0.0, seed: int = 0) -> None:
-        unknown = [c for c in categories if c not in _IDS]
+                 min_visible: float = 0.5, clouds: float = 1.0, noise: float = 0.0, seed: int = 0,
+                 distractors: Sequence[str] | None = None) -> None:
+        unknown = [c for c in [*categories, *(distractors or ())] if c not in _IDS]
         if unknown:
             raise ValueError(f"unknown categories {unknown}; choose from {list(_IDS)}")
         if not categories:
@@ -201,6 +207,9 @@ class SyntheticScenes:
             raise ValueError(f"size must be at least 16 pixels, got {size}")
         self.size, self.min_objects, self.max_objects = size, min_objects, max_objects
         self.categories = tuple(_IDS[c] for c in categories)
+        self.distractors = self.categories if distractors is None else tuple(_IDS[c] for c in distractors)
+        if not self.distractors:
+            raise ValueError("distractors is empty")
         self.scale, self.min_visible, self.noise, self.seed = scale, min_visible, noise, seed
         self.clouds = clouds
 
@@ -220,8 +229,8 @@ class SyntheticScenes:
         objects: list[SceneObject] = []
         ins = np.zeros((self.size, self.size), np.int32)
         areas: list[int] = []
-        for _ in range(int(rng.integers(self.min_objects, self.max_objects + 1))):
-            category = int(rng.choice(self.categories))
+        for k in range(int(rng.integers(self.min_objects, self.max_objects + 1))):
+            category = int(rng.choice(self.distractors if k else self.categories))
             for _ in range(self.tries):
                 obj = self._place(rng, category, background)
                 y0, y1, x0, x1 = obj.box

@@ -79,6 +79,26 @@ class Episode(TypedDict):
     query_label: torch.Tensor  # (H, W) long
 
 
+class SwapQuery(TypedDict):
+    """One prompt-swap query (`datamodules.prompt_swap`): a query holding two objects, each prompted in turn, and an
+    absent-object control. Labels: 1 the object, 0 elsewhere, IGNORE_LABEL (255) void; index r of `targets`,
+    `prompt_images` and `prompt_labels` belongs to `objects[r]`.
+    """
+
+    key: str  # the query sample's key
+    index: int  # the query's position in the plan (what the metric pairs roles and deduplicates by)
+    objects: list[int]  # the two objects' ids (class ids, or object ids of one video)
+    kind: str  # the distractor kind, such as "same_shape"
+    query_image: torch.Tensor  # (3, H, W) uint8
+    targets: torch.Tensor  # (2, H, W) long: object 0, object 1
+    all_objects: torch.Tensor  # (H, W) long: every labelled object of the query (the category-blind oracle)
+    prompt_images: list[torch.Tensor]  # 2 x (3, h_r, w_r) uint8
+    prompt_labels: list[torch.Tensor]  # 2 x (h_r, w_r) long
+    absent_image: NotRequired[torch.Tensor]  # (3, h, w) uint8: a prompt of an object in neither of the two
+    absent_label: NotRequired[torch.Tensor]  # (h, w) long
+    absent_object: NotRequired[int]
+
+
 class VideoSequence(TypedDict):
     """One video, frames in order; the first frame's label is the prompt (semi-supervised protocol).
 

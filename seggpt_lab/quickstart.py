@@ -1,22 +1,28 @@
-"""The quickstart's evaluation: one-shot episodes on new synthetic scenes, the model against trivial baselines.
+"""The quickstart's evaluation: does the model segment what the prompt shows? Prompt-swap and one-shot episodes on new
+synthetic scenes, against predictors that do not read the prompt.
 
     seggpt-lab fit --config recipes/quickstart.yaml
     python -m seggpt_lab.quickstart --config recipes/quickstart.yaml [--checkpoint PATH]
 
-Two episode sets of one-shot segmentation (prompt: another image holding the category, painted in one
-colour; the task: that category in the query): new images of the training categories (`val`) and the
-held-out shape x texture combinations (`heldout`, never seen in training). Each is scored with HSNet's
-mIoU (x100) for the model and for predictors that do not read the prompt's category:
+Two sets of scenes, each `--scenes` new images of the recipe's world: new scenes of the training categories
+(`val`) and scenes whose first object is a held-out shape x texture combination, never seen in training, among
+objects of all categories (`heldout`: composition, since a held-out category meets distractors of its own shape
+and of its own texture). On each:
 
-- copy_prompt: the prompt's mask pasted onto the query (the prompt and query have one size here);
-- all_background / all_foreground: every pixel 0 / every pixel 1;
-- oracle_all_objects: every object pixel of the query whatever its category, an upper bound for a model
-  that finds objects but ignores which one the prompt shows.
+- prompt-swap (`datamodules.prompt_swap`, `seggpt_lab.metrics.PromptSwap`): every scene holding two categories is
+  segmented twice, each object prompted in turn by another scene that holds it and not the other, and once with
+  a prompt of a category it does not hold. Selectivity S (with its bootstrap 95% interval), swap accuracy A, the
+  swap-set mIoU beside the category-blind oracle's, and the share of object pixels painted for an absent
+  category beside the target recall; S split into same-shape and other-shape distractors.
+- one-shot mIoU (HSNet, classes drawn uniformly; held-out classes only on `heldout`) of the model and of
+  copy_prompt (the prompt's mask pasted onto the query), all_background, all_foreground and
+  oracle_all_objects (every object pixel, whatever its category: a model that finds objects but ignores
+  which one the prompt shows).
 
-The world is the recipe's: the validation source's folder and generator settings (`data.init_args.val`,
-with its `convert` spec) give the `val` episodes and, with the split changed, the `heldout` ones.
-Writes `results.json` (`miou`, `heldout_categories_miou`, `baselines`, `oracle_all_objects_miou`, the same for
-the held-out set, the ratio to the best baseline), prediction pictures and the training loss curve.
+The world is the recipe's: the validation source's generator settings (`data.init_args.val`, with its
+`convert` spec) with `--scenes` samples, generated beside it (DIR/eval/synthetic). Writes `results.json`
+(`prompt_following`, `miou`, `heldout_categories_miou`, `baselines`, ...), prediction and swap pictures and
+the training loss curve.
 """
 
 from __future__ import annotations
@@ -34,14 +40,19 @@ from tqdm import tqdm
 
 from datamodules.fewshot import FewShotEpisodes, image_classes, plan_episodes
 from datamodules.pretrain import ShardSource
+from datamodules.prompt_swap import PromptSwapDataModule
 from datamodules.shards import ShardReader
-from seggpt_lab.canvas import IGNORE_LABEL
+from datamodules.synthetic import CATEGORIES, HELD_OUT
 from seggpt_lab.checkpoint import load_pretrained
 from seggpt_lab.inference import predict_labels
-from seggpt_lab.metrics import FewShotIoU
-from seggpt_lab.modules.evaluate import picture
+from seggpt_lab.metrics import FewShotIoU, PromptSwap
+from seggpt_lab.modules.evaluate import blind_swap, clean, picture, predict_swap, swap_picture, update_swap
 
 PREDICTORS = ("model", "copy_prompt", "all_background", "all_foreground", "oracle_all_objects")
+SWAP_PREDICTORS = ("model", "copy_prompt", "oracle_all_objects")
+SWAP_KEYS = ("S", "S_low", "S_high", "A", "mIoU", "recall", "absent_painted", "queries", "S/same_shape",
+             "S/other_shape", "A/same_shape", "A/other_shape", "queries/same_shape", "queries/other_shape")
+HELD_OUT_IDS = sorted(i for i, name in CATEGORIES.items() if name in HELD_OUT)
 
 
 def world(recipe: str | Path) -> tuple[Path, dict]:
@@ -58,12 +69,19 @@ def world(recipe: str | Path) -> tuple[Path, dict]:
     return Path(val["path"]), spec
 
 
-def episodes(folder: Path, split: str, count: int, spec: dict, seed: int = 0) -> FewShotEpisodes:
-    """`count` one-shot episodes (a class drawn uniformly, then query and prompt) of a synthetic split,
-    generated into `folder` (DIR/synthetic) with the `convert` spec when missing, as training does."""
-    ShardSource(str(folder), split=split, convert=spec).ensure_converted()
-    reader = ShardReader(folder / f"{split}-index.json")
-    plan, _ = plan_episodes(image_classes(reader, min_pixels=16), 1, count, "class_uniform", seed)
+def evaluation_split(folder: Path, split: str, spec: dict, scenes: int) -> Path:
+    """The index of `scenes` scenes of the world `spec` for `split`, generated into DIR/eval/synthetic beside the
+    recipe's folder (DIR/synthetic) when missing."""
+    spec = {**spec, "samples": scenes}
+    target = folder.parent / "eval" / f"{scenes}" / folder.name
+    ShardSource(str(target), split=split, convert=spec).ensure_converted()
+    return target / f"{split}-index.json"
+
+
+def episodes(index: Path, count: int, classes: list[int] | None = None, seed: int = 0) -> FewShotEpisodes:
+    """`count` one-shot episodes (a class of `classes`, or any, drawn uniformly, then query and prompt)."""
+    reader = ShardReader(index)
+    plan, _ = plan_episodes(image_classes(reader, classes, min_pixels=16), 1, count, "class_uniform", seed, classes)
     return FewShotEpisodes(reader, plan)
 
 
@@ -73,14 +91,13 @@ def evaluate(model, dataset: FewShotEpisodes, label: str, pictures: Path | None 
     """mIoU of every predictor over the episodes of `dataset`."""
     class_ids = sorted({spec.class_id for spec in dataset.plan})
     metrics = {name: FewShotIoU(class_ids=class_ids) for name in PREDICTORS}
-    for i in tqdm(range(len(dataset)), desc=f"evaluating {label}", unit="episode"):
+    for i in tqdm(range(len(dataset)), desc=f"one-shot {label}", unit="episode"):
         episode, spec = dataset[i], dataset.plan[i]
-        truth, prompt = episode["query_label"], episode["prompt_labels"][0]
+        truth, prompt = episode["query_label"], clean(episode["prompt_labels"][0])
         sem = torch.from_numpy(dataset.reader.sample(spec.query).sem.astype("int64"))
         preds = {
-            "model": predict_labels(model, episode["prompt_images"], [torch.where(prompt == IGNORE_LABEL, 0, prompt)],
-                                    episode["query_image"], 1, "semantic"),
-            "copy_prompt": torch.where(prompt == IGNORE_LABEL, 0, prompt),
+            "model": predict_labels(model, episode["prompt_images"], [prompt], episode["query_image"], 1, "semantic"),
+            "copy_prompt": prompt,
             "all_background": torch.zeros_like(truth),
             "all_foreground": torch.ones_like(truth),
             "oracle_all_objects": (sem > 0).long(),
@@ -93,6 +110,38 @@ def evaluate(model, dataset: FewShotEpisodes, label: str, pictures: Path | None 
             picture([episode["prompt_images"][0], image, image, image], [prompt, torch.zeros_like(truth),
                     preds["model"], truth], 1).save(pictures / f"{label}-{i:03d}.png")
     return {name: float(m.compute()["mIoU"]) for name, m in metrics.items()}
+
+
+@torch.inference_mode()
+def evaluate_swaps(model, index: Path, label: str, class_ids: list[int] | None = None, pictures: Path | None = None,
+                   num_pictures: int = 8) -> dict[str, dict[str, float]]:
+    """Prompt-swap scores ({predictor: {S, S_low, ..., queries/other_shape}}) of the model, copy_prompt and the
+    category-blind oracle on every two-category scene of `index`; mIoU over `class_ids` (default: all targets)."""
+    data = PromptSwapDataModule(str(index), groups="name_prefix", group_label="shape")
+    data.setup()
+
+    def model_predict(images, labels, image, truth):
+        return predict_labels(model, images, [clean(lab) for lab in labels], image, 1, "semantic")
+
+    def copy_prompt(query):
+        same = all(p.shape == query["targets"].shape[1:] for p in query["prompt_labels"])
+        if not same:
+            raise ValueError("copy_prompt needs prompts of the query's size (the synthetic scenes have one size)")
+        absent = clean(query["absent_label"]) if "absent_label" in query else None
+        return torch.stack([clean(p) for p in query["prompt_labels"]]), absent
+
+    predictors = {"model": lambda q: predict_swap(model_predict, q), "copy_prompt": copy_prompt,
+                  "oracle_all_objects": blind_swap}
+    metrics = {name: PromptSwap(class_ids or data.class_ids, data.kinds) for name in SWAP_PREDICTORS}
+    for i in tqdm(range(len(data.dataset)), desc=f"prompt-swap {label}", unit="query"):
+        query = data.dataset[i]
+        for name, predict in predictors.items():
+            preds, absent = predict(query)
+            update_swap(metrics[name], query, preds, absent)
+            if name == "model" and pictures is not None and i < num_pictures:
+                pictures.mkdir(parents=True, exist_ok=True)
+                swap_picture(query, preds).save(pictures / f"swap-{label}-{i:03d}.png")
+    return {name: {k: float(v) for k, v in m.compute().items()} for name, m in metrics.items()}
 
 
 def loss_curve(metrics_csv: Path, out: Path, key: str = "train/loss", size: tuple[int, int] = (640, 320)) -> None:
@@ -126,19 +175,25 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--config", default="recipes/quickstart.yaml", help="the recipe the model was trained with")
     parser.add_argument("--checkpoint", default="outputs/quickstart/checkpoints/last.ckpt")
     parser.add_argument("--output", default="outputs/quickstart")
-    parser.add_argument("--episodes", type=int, default=300, help="episodes per set")
+    parser.add_argument("--episodes", type=int, default=300, help="one-shot episodes per set")
+    parser.add_argument("--scenes", type=int, default=1000, help="new scenes per set (prompt-swap uses every "
+                        "two-category one)")
     opts = parser.parse_args(argv)
     folder, spec = world(opts.config)
     out = Path(opts.output)
     model = load_pretrained(opts.checkpoint).eval()
-    scores = {}
-    for split in ("val", "heldout"):
-        data = episodes(folder, split, opts.episodes, spec)
-        scores[split] = evaluate(model, data, split, out / "pictures")
+    scores, swaps = {}, {}
+    for split, classes in (("val", None), ("heldout", HELD_OUT_IDS)):
+        index = evaluation_split(folder, split, spec, opts.scenes)
+        swaps[split] = evaluate_swaps(model, index, split, classes, out / "pictures")
+        scores[split] = evaluate(model, episodes(index, opts.episodes, classes), split, out / "pictures")
     seen, held = scores["val"], scores["heldout"]
     baselines = {k: seen[k] for k in ("copy_prompt", "all_background", "all_foreground")}
     best = max(baselines.values())
     results = {
+        "prompt_following": {"seen": swaps["val"]["model"], "heldout": swaps["heldout"]["model"]},
+        "prompt_following_baselines": {name: {"seen": swaps["val"][name], "heldout": swaps["heldout"][name]}
+                                       for name in SWAP_PREDICTORS[1:]},
         "miou": seen["model"],
         "heldout_categories_miou": held["model"],
         "baselines": baselines,
@@ -148,6 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
         "heldout_baselines": {k: held[k] for k in ("copy_prompt", "all_background", "all_foreground")},
         "heldout_oracle_all_objects_miou": held["oracle_all_objects"],
         "episodes_per_set": opts.episodes,
+        "scenes_per_set": opts.scenes,
         "checkpoint": str(opts.checkpoint),
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -155,12 +211,33 @@ def main(argv: list[str] | None = None) -> dict:
     metrics_csv = out / "csv" / "metrics.csv"
     if metrics_csv.is_file():
         loss_curve(metrics_csv, out / "loss.png")
-    print(f"\none-shot mIoU (x100), {opts.episodes} episodes per set")
-    print(f"  {'predictor':<20} {'seen categories':>16} {'held-out categories':>20}")
-    for name in PREDICTORS:
-        print(f"  {name:<20} {seen[name]:16.1f} {held[name]:20.1f}")
+    print(table(swaps, scores, opts.episodes))
     print(f"  model / best baseline: {results['miou_over_best_baseline']:.2f}x   -> {out / 'results.json'}")
     return results
+
+
+def table(swaps: dict[str, dict[str, dict[str, float]]], scores: dict[str, dict[str, float]], episodes: int) -> str:
+    """The printed summary: prompt-following first, then the one-shot mIoU of every predictor."""
+    seen, held = swaps["val"], swaps["heldout"]
+    lines = [f"\nprompt-following: prompt-swap queries ({seen['model']['queries']:.0f} seen, "
+             f"{held['model']['queries']:.0f} held-out), x100",
+             f"  {'':<34} {'seen categories':>22} {'held-out categories':>22}"]
+
+    def row(name: str, fmt) -> None:
+        lines.append(f"  {name:<34} {fmt(seen):>22} {fmt(held):>22}")
+
+    row("S (selectivity) [95% interval]", lambda r: f"{r['model']['S']:.1f} [{r['model']['S_low']:.1f}, "
+                                                    f"{r['model']['S_high']:.1f}]")
+    row("A (both roles right, %)", lambda r: f"{r['model']['A']:.0f}")
+    row("S same-shape / other-shape", lambda r: f"{r['model']['S/same_shape']:.1f} / {r['model']['S/other_shape']:.1f}")
+    row("absent prompt painted / recall", lambda r: f"{r['model']['absent_painted']:.0f} / {r['model']['recall']:.0f}")
+    row("swap-set mIoU: model / blind oracle",
+        lambda r: f"{r['model']['mIoU']:.1f} / {r['oracle_all_objects']['mIoU']:.1f}")
+    row("copy_prompt: S / A", lambda r: f"{r['copy_prompt']['S']:.1f} / {r['copy_prompt']['A']:.0f}")
+    lines += [f"\none-shot mIoU (x100), {episodes} episodes per set",
+              f"  {'predictor':<20} {'seen categories':>16} {'held-out categories':>20}"]
+    lines += [f"  {name:<20} {scores['val'][name]:16.1f} {scores['heldout'][name]:20.1f}" for name in PREDICTORS]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -26,8 +26,9 @@ class Synthetic(Source):
 
     Sample `i` of a split is `SyntheticScenes(size, categories=..., seed=SEEDS[split]).scene(i)`: the
     same bytes on every run and in every worker. Splits: "train" and "val" draw the seen categories
-    (`SEEN`) with different seeds; "heldout" draws only the held-out shape x texture combinations
-    (`HELD_OUT`), for out-of-domain evaluation.
+    (`SEEN`) with different seeds; "heldout" draws a held-out shape x texture combination (`HELD_OUT`)
+    first and the other objects from all 24 categories, for out-of-domain evaluation: held-out categories
+    with distractors of the same shape or texture.
 
     Id mapping: the generator's ids are the schema's. sem.png holds the category id from `CATEGORIES`
     (1..24, "shape-texture"; the same ids in every split) and 0 for background; there are no void
@@ -60,7 +61,9 @@ class Synthetic(Source):
         super().__init__(None, split)
         self.samples = self.DEFAULT_SAMPLES[split] if samples is None else samples
         categories = HELD_OUT if split == "heldout" else SEEN
-        self.scenes = SyntheticScenes(size=size, categories=categories, clouds=clouds, min_objects=min_objects,
+        distractors = tuple(CATEGORIES.values()) if split == "heldout" else None
+        self.scenes = SyntheticScenes(size=size, categories=categories, distractors=distractors, clouds=clouds,
+                                      min_objects=min_objects,
                                       max_objects=max_objects, seed=self.SEEDS[split])
 
     def items(self) -> list[int]:

@@ -2,11 +2,13 @@
 
 Every state is a sum (`dist_reduce_fx="sum"`), so results are exact under DDP whatever each process saw:
 `FewShotIoU` (HSNet mIoU / FB-IoU), `JandF` (DAVIS semi-supervised J&F), `SemanticIoU` (detectron2
-mIoU, pACC, mACC, fwIoU), `PanopticQuality` (panopticapi PQ / SQ / RQ).
+mIoU, pACC, mACC, fwIoU), `PanopticQuality` (panopticapi PQ / SQ / RQ), `PromptSwap` (prompt-following on prompt-swap
+episodes: per-episode rows gathered with `cat` and deduplicated, so exact too).
 """
 
 from seggpt_lab.metrics.fewshot import FewShotIoU, episode_areas
 from seggpt_lab.metrics.panoptic import PanopticQuality, panoptic_scores, panoptic_statistics
+from seggpt_lab.metrics.prompt_swap import PromptSwap, role_areas
 from seggpt_lab.metrics.semantic import SemanticIoU, confusion_matrix, semantic_scores
 from seggpt_lab.metrics.video import (
     JandF,
@@ -23,6 +25,7 @@ __all__ = [
     "FewShotIoU",
     "JandF",
     "PanopticQuality",
+    "PromptSwap",
     "SemanticIoU",
     "boundary_f_measure",
     "boundary_map",
@@ -33,6 +36,7 @@ __all__ = [
     "panoptic_statistics",
     "object_j_and_f",
     "per_object_statistics",
+    "role_areas",
     "region_similarity",
     "semantic_scores",
     "sequence_j_and_f",

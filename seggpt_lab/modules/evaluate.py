@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -19,7 +20,7 @@ import torch
 from lightning.pytorch import LightningModule
 from PIL import Image
 
-from seggpt_lab.canvas import IGNORE_LABEL, Episode, PanopticImage, SemanticImage, VideoSequence
+from seggpt_lab.canvas import IGNORE_LABEL, Episode, PanopticImage, SemanticImage, SwapQuery, VideoSequence
 from seggpt_lab.checkpoint import load_pretrained
 from seggpt_lab.inference import (
     Ensemble,
@@ -30,7 +31,7 @@ from seggpt_lab.inference import (
     predict_with_prompt,
     propagate,
 )
-from seggpt_lab.metrics import FewShotIoU, JandF, PanopticQuality, SemanticIoU
+from seggpt_lab.metrics import FewShotIoU, JandF, PanopticQuality, PromptSwap, SemanticIoU
 from seggpt_lab.model import SegGPT
 from seggpt_lab.palette import build_palette, colorize, decode
 from seggpt_lab.prompts import Prompt, load_prompt
@@ -66,6 +67,50 @@ def dense(segments: torch.Tensor) -> torch.Tensor:
     """Segment ids -> 0..M in ascending order (0 stays 0), so that a picture's palette covers them."""
     values = torch.unique(torch.cat([segments.new_zeros(1), segments.flatten()]))
     return torch.searchsorted(values, segments)
+
+
+# (prompt images, prompt labels, query image, query truth) -> the query's predicted labels (H, W)
+PredictOne = Callable[[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def predict_swap(predict: PredictOne, query: SwapQuery) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The predictions (2, H, W) for a prompt-swap query's two roles (prompted by object 0, then object 1) and the
+    absent control's (H, W), or None when the query has no control."""
+    image, targets = query["query_image"], query["targets"]
+    preds = torch.stack([predict([query["prompt_images"][r]], [query["prompt_labels"][r]], image, targets[r])
+                         for r in (0, 1)])
+    absent = None
+    if "absent_image" in query:
+        absent = predict([query["absent_image"]], [query["absent_label"]], image, torch.zeros_like(targets[0]))
+    return preds, absent
+
+
+def blind_swap(query: SwapQuery) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The category-blind oracle's `predict_swap`: every labelled object of the query, whatever the prompt."""
+    every = clean(query["all_objects"])
+    return torch.stack([every, every]), every if "absent_image" in query else None
+
+
+def update_swap(metric: PromptSwap, query: SwapQuery, preds: torch.Tensor, absent: torch.Tensor | None) -> None:
+    """Add one query's two roles (and its absent control) to `metric`."""
+    targets = query["targets"]
+    device = targets.device
+    metric.update(preds, targets, targets.flip(0), torch.tensor([query["index"]] * 2, device=device),
+                  torch.tensor([0, 1], device=device), torch.tensor(query["objects"], device=device),
+                  torch.tensor([metric.kinds.index(query["kind"])] * 2, device=device))
+    if absent is not None:
+        both = torch.where((targets == 1).any(0), 1, torch.where((targets == IGNORE_LABEL).any(0), IGNORE_LABEL, 0))
+        metric.update_absent(absent[None], both[None])
+
+
+def swap_picture(query: SwapQuery, preds: torch.Tensor) -> Image.Image:
+    """prompt of object 0 | the query's prediction for it | prompt of object 1 | the prediction for it | truth (object
+    0 in the first colour, object 1 in the second)."""
+    image, targets = query["query_image"], query["targets"]
+    truth = torch.where(targets[1] == 1, 2, targets[0])
+    return picture([query["prompt_images"][0], image, query["prompt_images"][1], image, image],
+                   [query["prompt_labels"][0], preds[0], 2 * clean(query["prompt_labels"][1]), 2 * preds[1],
+                    truth], 2)
 
 
 class _Evaluation(LightningModule):
@@ -373,3 +418,66 @@ class PanopticEvaluation(_Evaluation):
 
     def on_test_epoch_end(self) -> None:
         self.finish(self.metric.compute(), "images")
+
+
+class PromptSwapEvaluation(_Evaluation):
+    """Prompt-following on prompt-swap queries (`datamodules.prompt_swap.PromptSwapDataModule`): each query's two
+    objects are prompted in turn, plus an absent-object control; scored by `PromptSwap` (selectivity S with its
+    bootstrap interval, swap accuracy A, mIoU and recall over the target roles, the absent control's painted share,
+    S by distractor kind). The category-blind oracle (every labelled object, whatever the prompt) is scored on the
+    same queries and reported beside (`blind_oracle/...`): a prompt-following model beats its mIoU, and its S is 0.
+    The reference predictors: "oracle" (the target: S 100, A 100, nothing painted for the absent control) and
+    "empty" (S 0).
+
+    Args:
+        bootstrap: resamples for the interval of S.
+        model, checkpoint, predictor, ensemble, seg_type, output_dir, num_pictures: see the shared arguments.
+    """
+
+    def __init__(self, model: SegGPT | None = None, checkpoint: str | None = None, predictor: Predictor = "model",
+                 ensemble: Ensemble = "feature", seg_type: Literal["semantic", "instance"] = "semantic",
+                 output_dir: str = "outputs/eval", num_pictures: int = 8, bootstrap: int = 1000) -> None:
+        super().__init__(model, checkpoint, predictor, ensemble, seg_type, output_dir, num_pictures)
+
+    def setup(self, stage: str) -> None:
+        kinds = getattr(self.trainer.datamodule, "kinds", None)
+        class_ids = getattr(self.trainer.datamodule, "class_ids", None)
+        if not kinds:
+            raise ValueError("PromptSwapEvaluation needs a data module that reports kinds (PromptSwapDataModule)")
+        self.metric = PromptSwap(class_ids, kinds, self.hparams.bootstrap)
+        self.blind = PromptSwap(class_ids, kinds, self.hparams.bootstrap)
+
+    def test_step(self, query: SwapQuery, index: int) -> None:
+        preds, absent = predict_swap(lambda *a: self.predict_one(*a, num_labels=1), query)
+        update_swap(self.metric, query, preds, absent)
+        update_swap(self.blind, query, *blind_swap(query))
+        targets = query["targets"]
+        for r in (0, 1):
+            self.rows.append({"query": query["key"], "index": query["index"], "role": r,
+                              "target": query["objects"][r], "distractor": query["objects"][1 - r],
+                              "kind": query["kind"], "iou_target": 100 * _iou(preds[r], targets[r]),
+                              "iou_distractor": 100 * _iou(preds[r], targets[1 - r], targets[r]),
+                              "absent_painted": ""})
+        if absent is not None:
+            on = (targets == 1).any(0)
+            self.rows.append({"query": query["key"], "index": query["index"], "role": "absent",
+                              "target": query["absent_object"], "distractor": "", "kind": query["kind"],
+                              "iou_target": "", "iou_distractor": "",
+                              "absent_painted": 100 * float(((absent == 1) & on).sum() / on.sum().clamp(min=1))})
+        if index < self.hparams.num_pictures:
+            self.save_picture(f"query-{index:05d}", swap_picture(query, preds))
+
+    def on_test_epoch_end(self) -> None:
+        scores = self.metric.compute()
+        blind = self.blind.compute()
+        scores.update({f"blind_oracle/{k}": blind[k] for k in ("S", "A", "mIoU", "recall", "absent_painted")})
+        self.finish(scores, "episodes")
+
+
+def _iou(pred: torch.Tensor, truth: torch.Tensor, void: torch.Tensor | None = None) -> float:
+    """IoU of a binary prediction with the object `truth` marks 1, void (IGNORE_LABEL in `truth`, or in `void`) left
+    out."""
+    valid = (truth != IGNORE_LABEL) & ((void != IGNORE_LABEL) if void is not None else True)
+    p, t = (pred == 1) & valid, (truth == 1) & valid
+    union = int((p | t).sum())
+    return int((p & t).sum()) / union if union else 0.0

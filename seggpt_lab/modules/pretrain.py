@@ -9,7 +9,8 @@ paper's batch of 2048 is one setting), DDP/FSDP (`strategy`), checkpoints (`Mode
 Per step it logs the loss, the learning rate, pairs/s and the data workers' running counts (realised
 partner rate, mix-context rate, skipped samples per source); every `picture_every_n_steps` it writes a
 prediction grid (prompt | query | prediction | target), to disk and to the logger; validation is one-shot
-few-shot mIoU on held-out episodes (`PretrainDataModule(val=...)`).
+few-shot mIoU on held-out episodes (`PretrainDataModule(val=...)`) and, with `val_swap_queries`, the prompt-following
+scores of prompt-swap queries (`val/S`, `val/A`, `val/absent_painted`: the figures to select checkpoints by).
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
 
-from seggpt_lab.canvas import IGNORE_LABEL, Episode, InContextBatch, denormalize, model_inputs
+from seggpt_lab.canvas import Episode, InContextBatch, SwapQuery, denormalize, model_inputs
 from seggpt_lab.checkpoint import initialize_from
 from seggpt_lab.inference import SEG_TYPES, grid, predict_labels
-from seggpt_lab.metrics import FewShotIoU
+from seggpt_lab.metrics import FewShotIoU, PromptSwap
 from seggpt_lab.model import SegGPT, masked_smooth_l1, patch_mask_to_pixels
+from seggpt_lab.modules.evaluate import clean, predict_swap, update_swap
 
 # parameters that get no weight decay whatever their shape: learned tokens and position tables (the
 # official Painter/SegGPT and MAE recipes exclude these and every 1-D parameter: norms and biases)
@@ -127,6 +129,7 @@ class PretrainModule(LightningModule):
         if init_checkpoint is not None:
             initialize_from(model, init_checkpoint)
         self.val_metric: FewShotIoU | None = None
+        self.val_swap: PromptSwap | None = None
         self._worker_stats: dict[int, dict[str, float]] = {}
         self._last_batch_end: float | None = None
         self.picture_dir: Path | None = None  # set in setup
@@ -203,25 +206,39 @@ class PretrainModule(LightningModule):
         logged.update({k: v for k, v in total.items() if k.startswith("skipped/")})
         self.log_dict({k: float(v) for k, v in logged.items()}, batch_size=size, rank_zero_only=True)
 
-    # --- validation: one-shot episodes ---
+    # --- validation: one-shot episodes, and prompt-swap queries when the data module has them ---
 
     def on_validation_epoch_start(self) -> None:
-        class_ids = getattr(self.trainer.datamodule, "class_ids", None) if self.trainer.datamodule else None
+        data = self.trainer.datamodule
+        class_ids = getattr(data, "class_ids", None) if data else None
         if not class_ids:
             raise ValueError("validation needs the data module's class_ids (PretrainDataModule(val=...))")
         if self.val_metric is None or self.val_metric.class_ids != sorted(class_ids):
             self.val_metric = FewShotIoU(class_ids=list(class_ids)).to(self.device)
+        self.val_swap = PromptSwap(kinds=data.swap_kinds).to(self.device) if getattr(data, "val_swaps", None) else None
 
-    def validation_step(self, episode: Episode, index: int) -> None:
-        truth = episode["query_label"]
-        prompts = [torch.where(p == IGNORE_LABEL, 0, p) for p in episode["prompt_labels"]]
-        pred = predict_labels(self.model, episode["prompt_images"], prompts, episode["query_image"], 1,
+    def _predict(self, images: list[torch.Tensor], labels: list[torch.Tensor], query: torch.Tensor,
+                 truth: torch.Tensor) -> torch.Tensor:
+        return predict_labels(self.model, images, [clean(p) for p in labels], query, 1,
                               self.hparams.val_seg_type).to(truth.device)
-        self.val_metric.update(pred[None], truth[None], torch.tensor([episode["class_id"]], device=truth.device))
+
+    def validation_step(self, item: Episode | SwapQuery, index: int, dataloader_idx: int = 0) -> None:
+        if "targets" in item:  # a prompt-swap query
+            update_swap(self.val_swap, item, *predict_swap(self._predict, item))
+            return
+        truth = item["query_label"]
+        pred = self._predict(item["prompt_images"], item["prompt_labels"], item["query_image"], truth)
+        self.val_metric.update(pred[None], truth[None], torch.tensor([item["class_id"]], device=truth.device))
 
     def on_validation_epoch_end(self) -> None:
-        scores = self.val_metric.compute()
-        self.log_dict({f"val/{k}": float(v) for k, v in scores.items()}, prog_bar=True, sync_dist=False)
+        scores = {f"val/{k}": float(v) for k, v in self.val_metric.compute().items()}
+        if self.val_swap is not None:
+            swap = self.val_swap.compute()
+            scores.update({f"val/{k}": float(swap[k]) for k in ("S", "S_low", "A", "recall", "absent_painted")})
+            self.val_swap.reset()
+        # logged outside any dataloader's scope: one key each, whichever loader the last step came from
+        for key, value in scores.items():
+            self.log(key, value, prog_bar=key in ("val/mIoU", "val/S"), sync_dist=False, add_dataloader_idx=False)
         self.val_metric.reset()
 
     # --- pictures ---

@@ -266,3 +266,28 @@ def test_errors():
     with pytest.raises(ValueError, match="does not have"):
         PairTransform(size=(64, 64), patch_size=8)(Pair(sample, sample, [1], "ins", True, "instance"),
                                                    np.random.default_rng(0))
+
+
+def test_recolor_permutes_and_inverts_channels_per_view():
+    """Without jitter, a recoloured view is its pixels with the channels permuted and some inverted (one of 48
+    transforms), drawn for each view on its own; on the accelerator the same."""
+    image, label = _scene()
+    sample = _sample("a", image, label)
+    pair = Pair(sample, sample, [1, 2], "sem", True, "semantic")
+    seen = set()
+    for on_device in (False, True):
+        transform = PairTransform(size=(64, 64), scale=(0.9, 1.0), jitter=0.0, flip=False, patch_size=8,
+                                  recolor=1.0, on_device=on_device)
+        for s in range(24):
+            ex = transform(pair, np.random.default_rng(s))
+            canvas = finish_batch(collate([ex]))["image_canvas"][0].numpy() if on_device else ex["image_canvas"]
+            views = tuple(tuple(int(v) for v in half[:, 5, 2]) for half in (canvas[:, :64], canvas[:, 64:]))
+            assert all(set(colour) <= {0, 255} for colour in views)  # red, its channels moved and some inverted
+            seen.add(views)
+    assert len({v for pair in seen for v in pair}) >= 6  # of the 8 corners of the colour cube red can become
+    assert any(a != b for a, b in seen)  # the views are remapped independently
+    plain = PairTransform(size=(64, 64), jitter=0.0, flip=False, patch_size=8)
+    ex = plain(pair, np.random.default_rng(0))
+    assert {tuple(int(v) for v in ex["image_canvas"][:, 5, 2])} <= {RED, BLUE}
+    with pytest.raises(ValueError, match="recolor must lie in"):
+        PairTransform(recolor=1.5)

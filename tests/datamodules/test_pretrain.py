@@ -217,3 +217,50 @@ def test_missing_shards_are_converted_on_demand(tmp_path: Path) -> None:
     changed = ShardSource(str(folder), convert={"source": "synthetic", "samples": 12, "size": 32, "clouds": 0.3})
     with pytest.raises(ValueError, match=r"holds train shards converted with .*\"size\": 32}, not .*clouds.*delete"):
         changed.ensure_converted()
+
+
+@pytest.fixture(scope="module")
+def two_object_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """80 synthetic train scenes of exactly two objects (32 px), 40 val scenes of one or two."""
+    out = tmp_path_factory.mktemp("two_objects")
+    convert(Synthetic(None, "train", samples=80, size=32, min_objects=2, max_objects=2), out, progress=False)
+    convert(Synthetic(None, "val", samples=40, size=32, max_objects=2), out, progress=False)
+    return out / "synthetic"
+
+
+def test_cross_image_pairs_colour_one_category_alike_in_both_halves(two_object_shards: Path) -> None:
+    """The prompt-following signal itself: in partner pairs (two different scenes), the coloured category has one
+    colour in the prompt's and the query's target, every other pixel is black, and the category is in both views."""
+    data = _data(two_object_shards, self_prob=0.0, max_ids=1, scale=(0.9, 1.0), flip=False, source={"task": "semantic"},
+                 batches_per_epoch=12)
+    h = SIZE[0]
+    partner = both_views = 0
+    for raw in data.train_dataloader():
+        labels = (raw["label_canvas"][:, 0].int() & 0xFFFF).clone()
+        palettes, images = raw["palette"].clone(), raw["image_canvas"].clone()
+        batch = finish_batch(raw)
+        for i, palette in enumerate(palettes):
+            rows = palette[palette[:, 0] != 65535]
+            assert len(rows) == 1  # max_ids 1: one category coloured
+            category, colour = int(rows[0, 0]), rows[0, 1:].to(torch.uint8)
+            on = labels[i] == category
+            target = batch["target_canvas"][i]
+            assert (target[:, on] == colour[:, None]).all() and (target[:, ~on] == 0).all()
+            both_views += bool(on[:h].any() and on[h:].any())
+            partner += not torch.equal(images[i, :, :h], images[i, :, h:])
+    n = 12 * 4
+    assert partner >= n - 8  # all but the first pairs of each pass, while the partner buffer is cold
+    assert both_views >= 0.9 * n
+
+
+def test_validation_swaps_come_from_the_val_split(two_object_shards: Path) -> None:
+    data = _data(two_object_shards, val=ShardSource(str(two_object_shards), split="val"), val_episodes=4,
+                 val_swap_queries=5, val_min_pixels=4)
+    first, swaps = data.val_dataloader()
+    assert len(list(first)) == 4 and data.swap_kinds == ["all"]
+    queries = list(swaps)
+    assert len(queries) == 5
+    for q in queries:
+        assert q["targets"].shape[0] == 2 and all((q["targets"][r] == 1).sum() >= 4 for r in (0, 1))
+        assert q["key"] not in q["objects"] and len(q["prompt_images"]) == 2
+    assert _data(two_object_shards, val=ShardSource(str(two_object_shards), split="val")).val_swaps is None

@@ -270,3 +270,21 @@ def test_compiled_blocks_agree_with_eager_forward_and_backward(impl):
     assert all(block._compiled_call_impl is not None for block in model.blocks)
     for (name, a), b in zip(model.named_parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_the_query_prediction_depends_on_the_prompt_target():
+    """No defect cuts the prompt off: with the query half masked, the query's prediction changes when only the
+    prompt's target changes, and its loss has a gradient with respect to every prompt target patch's pixels."""
+    model = tiny()
+    image, target = inputs(1)
+    mask, seg = model.query_mask(1), torch.tensor([0])
+    other = target.clone()
+    other[:, :, :32] = torch.randn_like(other[:, :, :32])  # another prompt mask, same images
+    with torch.no_grad():
+        a, b = model(image, target, mask, seg), model(image, other, mask, seg)
+    assert (a[..., 32:, :] - b[..., 32:, :]).abs().max() > 1e-3
+    prompt_target = target.clone().requires_grad_(True)
+    pred = model(image, prompt_target, mask, seg)
+    pred[..., 32:, :].square().sum().backward()
+    per_patch = prompt_target.grad[0, :, :32].abs().sum(0).unfold(0, 8, 8).unfold(1, 8, 8).sum((-1, -2))
+    assert (per_patch > 0).all()  # (4, 4) prompt patches, each one read

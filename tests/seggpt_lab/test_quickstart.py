@@ -33,7 +33,7 @@ def test_results_hold_the_model_the_baselines_and_the_oracle(tmp_path: Path) -> 
     cli_main(["fit", "--config", QUICKSTART, "--config", str(config)])
     out = tmp_path / "eval"
     results = main(["--config", str(config), "--checkpoint", str(run / "checkpoints" / "last.ckpt"),
-                    "--output", str(out), "--episodes", "6"])
+                    "--output", str(out), "--episodes", "6", "--scenes", "40"])
     assert json.loads((out / "results.json").read_text()) == results
     assert set(results["baselines"]) == {"copy_prompt", "all_background", "all_foreground"}
     assert results["baselines"]["all_background"] == 0  # no foreground predicted: IoU 0 for every class
@@ -41,5 +41,14 @@ def test_results_hold_the_model_the_baselines_and_the_oracle(tmp_path: Path) -> 
         assert 0 <= results[key] <= 100, key
     # every object pixel includes the prompted category's: the oracle beats marking everything foreground
     assert results["oracle_all_objects_miou"] > results["baselines"]["all_foreground"]
-    assert (tmp_path / "shards" / "synthetic" / "heldout-index.json").is_file()  # generated with the recipe's world
+    # generated with the recipe's world, 40 scenes a split, beside its shards
+    assert (tmp_path / "shards" / "eval" / "40" / "synthetic" / "heldout-index.json").is_file()
     assert len(list((out / "pictures").glob("val-*.png"))) == 6
+    # prompt-following first: the model's figures and the baselines', prompt-blind ones at exactly 0
+    for split in ("seen", "heldout"):
+        figures = results["prompt_following"][split]
+        assert figures["queries"] > 0 and figures["S_low"] <= figures["S"] <= figures["S_high"]
+        assert {"A", "mIoU", "recall", "absent_painted", "S/same_shape", "S/other_shape"} <= set(figures)
+        blind = results["prompt_following_baselines"]["oracle_all_objects"][split]
+        assert blind["S"] == 0 and blind["A"] == 0 and blind["absent_painted"] == 100
+    assert len(list((out / "pictures").glob("swap-val-*.png"))) >= 1

@@ -46,14 +46,25 @@ def test_samples_round_trip_through_the_schema_pixel_for_pixel():
         }
 
 
-def test_held_out_split_holds_only_held_out_categories_and_the_others_none():
+def test_held_out_scenes_put_a_held_out_category_first_among_distractors_of_any_category():
     def names(split: str) -> set[str]:
         source = Synthetic(split=split, samples=40, size=48)
         return {name for item in source.items() for name in source.load(item).meta["classes"].values()}
 
-    assert names("heldout") == set(HELD_OUT)
     assert names("train") <= set(SEEN) and names("val") <= set(SEEN)
     assert len(names("train")) == len(SEEN)
+    source = Synthetic(split="heldout", samples=200, size=48, min_objects=2, max_objects=2)
+    same_shape = same_texture = 0
+    for item in source.items():
+        sample = source.load(item)
+        first = {int(k): v for k, v in sample.meta["instances"].items()}[1]["category"]
+        assert CATEGORIES[first] in HELD_OUT  # the back object, drawn first, is a held-out category
+        for other in {i["category"] for i in sample.meta["instances"].values()} - {first}:
+            shape, texture = CATEGORIES[first].split("-"), CATEGORIES[other].split("-")
+            same_shape += shape[0] == texture[0]
+            same_texture += shape[1] == texture[1]
+    assert names("heldout") > set(HELD_OUT)  # seen categories appear as distractors
+    assert same_shape >= 15 and same_texture >= 15  # composition: told apart by texture alone, by shape alone
 
 
 def test_splits_draw_different_scenes():
