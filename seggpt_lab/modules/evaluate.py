@@ -31,7 +31,7 @@ from seggpt_lab.inference import (
     predict_with_prompt,
     propagate,
 )
-from seggpt_lab.metrics import FewShotIoU, JandF, PanopticQuality, PromptSwap, SemanticIoU
+from seggpt_lab.metrics import FewShotIoU, JandF, PanopticQuality, PromptSwap, SemanticIoU, role_areas
 from seggpt_lab.model import SegGPT
 from seggpt_lab.palette import build_palette, colorize, decode
 from seggpt_lab.prompts import Prompt, load_prompt
@@ -452,12 +452,12 @@ class PromptSwapEvaluation(_Evaluation):
         update_swap(self.metric, query, preds, absent)
         update_swap(self.blind, query, *blind_swap(query))
         targets = query["targets"]
-        for r in (0, 1):
+        areas = role_areas(preds, targets, targets.flip(0)).tolist()  # per role: I, U with target, with the other
+        for r, (inter_t, union_t, inter_d, union_d, _) in enumerate(areas):
             self.rows.append({"query": query["key"], "index": query["index"], "role": r,
                               "target": query["objects"][r], "distractor": query["objects"][1 - r],
-                              "kind": query["kind"], "iou_target": 100 * _iou(preds[r], targets[r]),
-                              "iou_distractor": 100 * _iou(preds[r], targets[1 - r], targets[r]),
-                              "absent_painted": ""})
+                              "kind": query["kind"], "iou_target": 100 * inter_t / max(union_t, 1),
+                              "iou_distractor": 100 * inter_d / max(union_d, 1), "absent_painted": ""})
         if absent is not None:
             on = (targets == 1).any(0)
             self.rows.append({"query": query["key"], "index": query["index"], "role": "absent",
@@ -473,11 +473,3 @@ class PromptSwapEvaluation(_Evaluation):
         scores.update({f"blind_oracle/{k}": blind[k] for k in ("S", "A", "mIoU", "recall", "absent_painted")})
         self.finish(scores, "episodes")
 
-
-def _iou(pred: torch.Tensor, truth: torch.Tensor, void: torch.Tensor | None = None) -> float:
-    """IoU of a binary prediction with the object `truth` marks 1, void (IGNORE_LABEL in `truth`, or in `void`) left
-    out."""
-    valid = (truth != IGNORE_LABEL) & ((void != IGNORE_LABEL) if void is not None else True)
-    p, t = (pred == 1) & valid, (truth == 1) & valid
-    union = int((p | t).sum())
-    return int((p & t).sum()) / union if union else 0.0
