@@ -20,7 +20,7 @@ and of its own texture). On each:
   which one the prompt shows).
 
 The world is the recipe's: the validation source's generator settings (`data.init_args.val`, with its
-`convert` spec) with `--scenes` samples, generated beside it (DIR/eval/synthetic). Writes `results.json`
+`convert` spec) with `--scenes` samples, generated beside it (DIR/eval/<scenes>/synthetic). Writes `results.json`
 (`prompt_following`, `miou`, `heldout_categories_miou`, `baselines`, ...), prediction and swap pictures and
 the training loss curve.
 """
@@ -50,8 +50,6 @@ from seggpt_lab.modules.evaluate import blind_swap, clean, picture, predict_swap
 
 PREDICTORS = ("model", "copy_prompt", "all_background", "all_foreground", "oracle_all_objects")
 SWAP_PREDICTORS = ("model", "copy_prompt", "oracle_all_objects")
-SWAP_KEYS = ("S", "S_low", "S_high", "A", "mIoU", "recall", "absent_painted", "queries", "S/same_shape",
-             "S/other_shape", "A/same_shape", "A/other_shape", "queries/same_shape", "queries/other_shape")
 HELD_OUT_IDS = sorted(i for i, name in CATEGORIES.items() if name in HELD_OUT)
 
 
@@ -70,8 +68,8 @@ def world(recipe: str | Path) -> tuple[Path, dict]:
 
 
 def evaluation_split(folder: Path, split: str, spec: dict, scenes: int) -> Path:
-    """The index of `scenes` scenes of the world `spec` for `split`, generated into DIR/eval/synthetic beside the
-    recipe's folder (DIR/synthetic) when missing."""
+    """The index of `scenes` scenes of the world `spec` for `split`, generated into DIR/eval/<scenes>/synthetic
+    beside the recipe's folder (DIR/synthetic) when missing."""
     spec = {**spec, "samples": scenes}
     target = folder.parent / "eval" / f"{scenes}" / folder.name
     ShardSource(str(target), split=split, convert=spec).ensure_converted()
