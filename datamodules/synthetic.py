@@ -1,12 +1,16 @@
 """Procedural scenes with semantic and instance labels: the embedded default data.
 
-A category is a SHAPE drawn with a TEXTURE ("star-dots"); its colours are drawn afresh for every
-instance, so colour never names a category and a model has to read the prompt to know what to
-segment. Each scene is a mottled, cloudy background with 1-3 objects painted back to front, so later
-objects occlude earlier ones and occluded pixels belong to the front object. Objects are large
-relative to the canvas (radius 18-33% of its side, ~25% foreground on average): a tiny model trained
-on CPU first collapses to predicting background when foreground is scarce
-(cpu_demo_feasibility.md).
+A category is a SHAPE drawn with a TEXTURE ("star-dots"). By default (`colours="instance"`) its
+colours are drawn afresh for every instance, so colour never names a category and only shape and
+texture tell two objects apart. With `colours="category"` colour follows the two factors, as
+appearance follows the category in photographs: the main colour is the shape's (`SHAPE_HUES`), the
+pattern colour the texture's (`TEXTURE_PATTERNS`), each jittered per instance. Then a held-out
+category is a new combination of seen colours: its shape's main colour, seen with other textures, and
+its texture's pattern colour, seen on other shapes. Each scene is a mottled, cloudy background with 1-3
+objects painted back to front, so later objects occlude earlier ones and occluded pixels belong to the
+front object. Objects are large relative to the canvas (radius 18-33% of its side, ~25% foreground on
+average): a tiny model trained on CPU first collapses to predicting background when foreground is
+scarce (cpu_demo_feasibility.md).
 
 Six shapes x four textures give 24 categories; `HELD_OUT` keeps six combinations out of training,
 one per shape, chosen so that every shape and every texture is still seen with other partners. They
@@ -43,6 +47,12 @@ HELD_OUT: tuple[str, ...] = tuple(f"{s}-{TEXTURES[(3 - i) % 4]}" for i, s in enu
 SEEN: tuple[str, ...] = tuple(name for name in CATEGORIES.values() if name not in HELD_OUT)
 
 _IDS = {name: i for i, name in CATEGORIES.items()}
+COLOUR_MODES = ("instance", "category")
+# colours="category": the main colour of each shape, hues 60 degrees apart at saturation 0.75, value 0.9,
+# and the grey level of each texture's pattern (plain has none): dark stripes, light dots, mid-grey checks,
+# each more than 110 levels from every main colour
+SHAPE_HUES: dict[str, float] = {s: i / len(SHAPES) for i, s in enumerate(SHAPES)}
+TEXTURE_PATTERNS: dict[str, float | None] = {"plain": None, "stripes": 35.0, "dots": 230.0, "checker": 128.0}
 _STAR_INNER = 0.45  # inner / outer radius of the five-pointed star
 _RING_INNER = 0.55  # hole / outer radius of the ring
 _CROSS_HALF_WIDTH = 0.3  # half the bar width of the cross, in units of its radius
@@ -151,11 +161,25 @@ def _pattern(obj: SceneObject, u: np.ndarray, v: np.ndarray) -> np.ndarray | Non
 
 
 def _distinct_colour(rng: np.random.Generator, other: np.ndarray, distance: float) -> np.ndarray:
-    """A uniformly random RGB colour at least `distance` from `other` (the farthest of 16 draws if none is)."""
+    """A uniformly random RGB colour at least `distance` from `other` ((3,) or (k, 3): from each), or the
+    farthest of 16 draws if none is."""
     candidates = rng.uniform(0, 255, (16, 3))
-    d = np.linalg.norm(candidates - other, axis=1)
+    d = np.linalg.norm(candidates[:, None] - np.reshape(other, (-1, 3))[None], axis=2).min(axis=1)
     far = np.flatnonzero(d >= distance)
     return candidates[far[0] if far.size else int(d.argmax())]
+
+
+def _hsv(h: float, s: float, v: float) -> np.ndarray:
+    """One HSV colour (each in [0, 1]) as RGB in [0, 255]."""
+    rgb = Image.new("HSV", (1, 1), (round(h * 255) % 256, round(s * 255), round(v * 255))).convert("RGB")
+    return np.asarray(rgb, np.float64).reshape(3)
+
+
+def category_colours(category: int) -> np.ndarray:
+    """(2, 3): the main and pattern colour of `category` when colour follows shape and texture."""
+    shape, texture = CATEGORIES[category].split("-")
+    main, grey = _hsv(SHAPE_HUES[shape], 0.75, 0.9), TEXTURE_PATTERNS[texture]
+    return np.stack([main, main if grey is None else np.full(3, grey)])
 
 
 class SyntheticScenes:
@@ -178,6 +202,11 @@ class SyntheticScenes:
         clouds: strength of the background's gradient and colour clouds (1: the full mottling described in
             `_background`; 0: one flat colour). Lower values make objects stand out: an easier world for
             models trained from scratch in minutes.
+        colours: "instance": every object's two colours are drawn afresh (colour names nothing);
+            "category": they are `category_colours` (the shape's main colour, the texture's pattern
+            colour) plus a uniform per-instance offset of up to `colour_jitter` levels per channel, and the
+            background's base colour keeps away from the scene's main colours.
+        colour_jitter: that offset's bound, in 8-bit levels (used by `colours="category"` only).
         noise: standard deviation of per-pixel grain, in 8-bit levels. Off by default: grain is nearly
             averaged away when images are downscaled for a small model, yet it makes PNGs twice as large
             (16 -> 35 KB at 128 px, noise 6); augmentation can add it at training time instead.
@@ -189,7 +218,8 @@ class SyntheticScenes:
     def __init__(self, size: int = 128, min_objects: int = 1, max_objects: int = 3,
                  categories: Sequence[str] = SEEN, scale: tuple[float, float] = (0.18, 0.33),
                  min_visible: float = 0.5, clouds: float = 1.0, noise: float = 0.0, seed: int = 0,
-                 distractors: Sequence[str] | None = None) -> None:
+                 distractors: Sequence[str] | None = None, colours: str = "instance",
+                 colour_jitter: float = 20.0) -> None:
         unknown = [c for c in [*categories, *(distractors or ())] if c not in _IDS]
         if unknown:
             raise ValueError(f"unknown categories {unknown}; choose from {list(_IDS)}")
@@ -203,6 +233,10 @@ class SyntheticScenes:
             raise ValueError(f"min_visible must lie in (0, 1], got {min_visible}")
         if not 0 <= clouds <= 1:
             raise ValueError(f"clouds must lie in [0, 1], got {clouds}")
+        if colours not in COLOUR_MODES:
+            raise ValueError(f"colours must be one of {COLOUR_MODES}, got {colours!r}")
+        if not 0 <= colour_jitter <= 128:
+            raise ValueError(f"colour_jitter must lie in [0, 128] levels, got {colour_jitter}")
         if size < 16:
             raise ValueError(f"size must be at least 16 pixels, got {size}")
         self.size, self.min_objects, self.max_objects = size, min_objects, max_objects
@@ -211,7 +245,7 @@ class SyntheticScenes:
         if not self.distractors:
             raise ValueError("distractors is empty")
         self.scale, self.min_visible, self.noise, self.seed = scale, min_visible, noise, seed
-        self.clouds = clouds
+        self.clouds, self.colours, self.colour_jitter = clouds, colours, colour_jitter
 
     def rng(self, index: int) -> np.random.Generator:
         """The generator that draws sample `index`."""
@@ -224,13 +258,21 @@ class SyntheticScenes:
 
     def layout(self, rng: np.random.Generator) -> Layout:
         """The background, then objects back to front, each leaving every object behind it `min_visible` of
-        its pixels."""
-        background = self._background(rng)
+        its pixels. With colours="category" the categories are drawn first, so that the background can keep
+        away from their colours; "instance" keeps the original order of draws (and so its scenes' bytes)."""
+        chosen: list[int] = []
+        if self.colours == "category":
+            count = int(rng.integers(self.min_objects, self.max_objects + 1))
+            chosen = [self._category(rng, k) for k in range(count)]
+            background = self._background(rng, avoid=np.stack([category_colours(c)[0] for c in chosen]))
+        else:
+            background = self._background(rng)
+            count = int(rng.integers(self.min_objects, self.max_objects + 1))
         objects: list[SceneObject] = []
         ins = np.zeros((self.size, self.size), np.int32)
         areas: list[int] = []
-        for k in range(int(rng.integers(self.min_objects, self.max_objects + 1))):
-            category = int(rng.choice(self.distractors if k else self.categories))
+        for k in range(count):
+            category = chosen[k] if chosen else self._category(rng, k)
             for _ in range(self.tries):
                 obj = self._place(rng, category, background)
                 y0, y1, x0, x1 = obj.box
@@ -243,6 +285,10 @@ class SyntheticScenes:
                     ins = trial
                     break
         return Layout(background, objects)
+
+    def _category(self, rng: np.random.Generator, k: int) -> int:
+        """The category of a scene's k-th object: the first from `categories`, the others from `distractors`."""
+        return int(rng.choice(self.distractors if k else self.categories))
 
     def _place(self, rng: np.random.Generator, category: int, background: np.ndarray) -> SceneObject:
         """One candidate placement, its main colour kept away from the background it covers."""
@@ -257,9 +303,12 @@ class SyntheticScenes:
         u, v = _local(cy, cx, angle, box)
         shape = CATEGORIES[category].split("-")[0]
         mask = _shape_mask(shape, u / (radius * aspect), v * aspect / radius)
-        covered = background[box[0]:box[1]:4, box[2]:box[3]:4].reshape(-1, 3).mean(axis=0)  # every 4th pixel will do
-        main = _distinct_colour(rng, covered, 80)
-        colours = np.stack([main, _distinct_colour(rng, main, 110)])
+        if self.colours == "category":
+            colours = np.clip(category_colours(category) + rng.uniform(-1, 1, (2, 3)) * self.colour_jitter, 0, 255)
+        else:
+            covered = background[box[0]:box[1]:4, box[2]:box[3]:4].reshape(-1, 3).mean(axis=0)  # every 4th pixel
+            main = _distinct_colour(rng, covered, 80)
+            colours = np.stack([main, _distinct_colour(rng, main, 110)])
         return SceneObject(
             category=category, cy=cy, cx=cx, radius=radius, angle=angle, aspect=aspect, colours=colours,
             period=max(4.0, radius * rng.uniform(0.3, 0.45)), pattern_angle=rng.uniform(0, np.pi),
@@ -286,14 +335,15 @@ class SyntheticScenes:
         instances = {k + 1: o.category for k, o in enumerate(objects)}
         return Scene((np.clip(rgb, 0, 255) + 0.5).astype(np.uint8), sem, ins, instances)  # rounded
 
-    def _background(self, rng: np.random.Generator) -> np.ndarray:
-        """(size, size, 3) float32: a base colour, a linear gradient, and colour clouds at two scales.
+    def _background(self, rng: np.random.Generator, avoid: np.ndarray | None = None) -> np.ndarray:
+        """(size, size, 3) float32: a base colour, a linear gradient, and colour clouds at two scales. The base
+        colour is uniform, or with `avoid` ((k, 3) colours) at least 100 levels from each of them.
 
         Everything is summed on small grids, enlarged bilinearly (which keeps a gradient linear) in PIL's C
         code: fast, and unlike a BLAS product its result cannot depend on how many threads a worker runs.
         Coarse clouds have 3-6 cells a side and +-40 levels, fine ones 12-23 cells and +-20: the fine
         clouds mottle the background for about 5 KB of PNG at 128 px, where per-pixel grain costs 19 KB."""
-        base = rng.uniform(0, 255, 3)
+        base = rng.uniform(0, 255, 3) if avoid is None else _distinct_colour(rng, avoid, 100)
         direction, slope = rng.uniform(0, 2 * np.pi), rng.uniform(-30, 30, 3)
         coarse, fine = int(rng.integers(3, 7)), int(rng.integers(12, 24))
         t = np.linspace(-1, 1, coarse)

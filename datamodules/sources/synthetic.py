@@ -44,6 +44,8 @@ class Synthetic(Source):
         size: image side in pixels.
         clouds: background mottling strength in [0, 1] (`SyntheticScenes`); 1 by default.
         min_objects, max_objects: objects per scene (`SyntheticScenes`); 1-3 by default.
+        colours, colour_jitter: "instance" (every object's colours drawn afresh; the default) or "category"
+            (colour follows shape and texture), and that mode's per-instance jitter (`SyntheticScenes`).
     """
 
     name: ClassVar[str] = "synthetic"
@@ -57,14 +59,15 @@ class Synthetic(Source):
     SEEDS: ClassVar[dict[str, int]] = {"train": 0, "val": 1, "heldout": 2}
 
     def __init__(self, root: str | Path | None = None, split: str = "train", samples: int | None = None,
-                 size: int = 128, clouds: float = 1.0, min_objects: int = 1, max_objects: int = 3) -> None:
+                 size: int = 128, clouds: float = 1.0, min_objects: int = 1, max_objects: int = 3,
+                 colours: str = "instance", colour_jitter: float = 20.0) -> None:
         super().__init__(None, split)
         self.samples = self.DEFAULT_SAMPLES[split] if samples is None else samples
         categories = HELD_OUT if split == "heldout" else SEEN
         distractors = tuple(CATEGORIES.values()) if split == "heldout" else None
         self.scenes = SyntheticScenes(size=size, categories=categories, distractors=distractors, clouds=clouds,
-                                      min_objects=min_objects,
-                                      max_objects=max_objects, seed=self.SEEDS[split])
+                                      min_objects=min_objects, max_objects=max_objects, colours=colours,
+                                      colour_jitter=colour_jitter, seed=self.SEEDS[split])
 
     def items(self) -> list[int]:
         return list(range(self.samples))

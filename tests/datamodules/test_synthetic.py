@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datamodules.synthetic import CATEGORIES, HELD_OUT, SEEN, SHAPES, TEXTURES, SyntheticScenes
+from datamodules.synthetic import CATEGORIES, HELD_OUT, SEEN, SHAPES, TEXTURES, SyntheticScenes, category_colours
 
 IDS = {name: i for i, name in CATEGORIES.items()}
 
@@ -134,6 +134,46 @@ def test_colour_does_not_identify_the_category():
     assert (predicted == y[test]).mean() < 2 / len(ids)  # nearest mean colour does about as well as chance
 
 
+def test_category_colours_follow_shape_and_texture_so_held_out_categories_compose_seen_colours():
+    table = {name: category_colours(i) for i, name in CATEGORIES.items()}
+    mains = {name.split("-")[0]: tuple(c[0]) for name, c in table.items()}
+    assert len(set(mains.values())) == len(SHAPES)  # one main colour per shape, shared by its textures
+    for name, (main, pattern) in table.items():
+        shape, texture = name.split("-")
+        assert tuple(main) == mains[shape]
+        assert (tuple(pattern) == tuple(main)) == (texture == "plain")  # plain: no second colour
+        if texture != "plain":
+            assert np.linalg.norm(pattern - main) > 110  # the pattern stays visible
+    # every held-out category's two colours are seen: its main with other textures, its pattern with other shapes
+    seen = {tuple(map(tuple, table[n])) for n in SEEN}
+    for name in HELD_OUT:
+        main, pattern = map(tuple, table[name])
+        assert any(m == main for m, _ in seen) and (name.endswith("plain") or any(p == pattern for _, p in seen))
+        assert (main, pattern) not in seen
+
+
+def test_category_colour_mode_names_the_shape_by_colour_keeps_objects_off_the_background_and_labels_alike():
+    scenes = SyntheticScenes(size=64, colours="category", colour_jitter=20, clouds=0.3)
+    mains = np.stack([category_colours(IDS[f"{s}-plain"])[0] for s in SHAPES])
+    right, contrast = [], []
+    for layout, scene in scenes_with_layouts(scenes, range(120)):
+        for k, obj in enumerate(layout.objects):
+            offset = obj.colours - category_colours(obj.category)
+            assert np.abs(offset).max() <= 20 + 1e-9  # jitter bounded (clipping only shrinks it)
+            pixels = scene.rgb[scene.ins == k + 1].astype(float)
+            # plain objects: the nearest shape colour to the mean pixel (shading averages out) is their shape's
+            if obj.texture == "plain":
+                right.append(SHAPES[np.linalg.norm(mains - pixels.mean(0), axis=1).argmin()] == obj.shape)
+            contrast.append(np.linalg.norm(scene.rgb[scene.sem == 0].astype(float).mean(0) - obj.colours[0]))
+    assert np.mean(right) > 0.95
+    assert np.median(contrast) > 80  # the background's base keeps 100 levels away from each main colour
+    # the labels stay consistent: each instance's pixels carry its category in sem
+    for index in range(20):
+        scene = scenes.scene(index)
+        for instance, category in scene.instances.items():
+            assert set(np.unique(scene.sem[scene.ins == instance])) == {category}
+
+
 def test_held_out_categories_never_appear_among_seen_ones_and_all_appear_when_asked_for():
     seen_ids, held_ids = {IDS[n] for n in SEEN}, {IDS[n] for n in HELD_OUT}
     drawn = {c for i in range(150) for c in SyntheticScenes(size=48).scene(i).instances.values()}
@@ -150,6 +190,8 @@ def test_held_out_categories_never_appear_among_seen_ones_and_all_appear_when_as
     ({"min_visible": 0.0}, "min_visible must lie in (0, 1]"),
     ({"size": 8}, "size must be at least 16"),
     ({"clouds": 1.5}, "clouds must lie in [0, 1]"),
+    ({"colours": "palette"}, "colours must be one of ('instance', 'category'), got 'palette'"),
+    ({"colour_jitter": -1}, "colour_jitter must lie in [0, 128]"),
 ])
 def test_bad_arguments_are_refused_with_a_message_naming_them(kwargs, message):
     with pytest.raises(ValueError) as error:
