@@ -18,6 +18,9 @@ and of its own texture). On each:
   copy_prompt (the prompt's mask pasted onto the query), all_background, all_foreground and
   oracle_all_objects (every object pixel, whatever its category: a model that finds objects but ignores
   which one the prompt shows).
+- colour_match (`seggpt_lab.modules.evaluate.colour_match`) on both: it paints the query's pixels whose colour
+  the prompt's target carries most, so it reads the prompt but sees no shape; where colour follows the
+  category (`colours: category`) it says how much of the model's prompt-following colour alone gives.
 
 The world is the recipe's: the validation source's generator settings (`data.init_args.val`, with its
 `convert` spec) with `--scenes` samples, generated beside it (DIR/eval/<scenes>/synthetic). Writes `results.json`
@@ -46,10 +49,18 @@ from datamodules.synthetic import CATEGORIES, HELD_OUT
 from seggpt_lab.checkpoint import load_pretrained
 from seggpt_lab.inference import predict_labels
 from seggpt_lab.metrics import FewShotIoU, PromptSwap
-from seggpt_lab.modules.evaluate import blind_swap, clean, picture, predict_swap, swap_picture, update_swap
+from seggpt_lab.modules.evaluate import (
+    blind_swap,
+    clean,
+    colour_match,
+    picture,
+    predict_swap,
+    swap_picture,
+    update_swap,
+)
 
-PREDICTORS = ("model", "copy_prompt", "all_background", "all_foreground", "oracle_all_objects")
-SWAP_PREDICTORS = ("model", "copy_prompt", "oracle_all_objects")
+PREDICTORS = ("model", "copy_prompt", "colour_match", "all_background", "all_foreground", "oracle_all_objects")
+SWAP_PREDICTORS = ("model", "copy_prompt", "colour_match", "oracle_all_objects")
 HELD_OUT_IDS = sorted(i for i, name in CATEGORIES.items() if name in HELD_OUT)
 
 
@@ -96,6 +107,7 @@ def evaluate(model, dataset: FewShotEpisodes, label: str, pictures: Path | None 
         preds = {
             "model": predict_labels(model, episode["prompt_images"], [prompt], episode["query_image"], 1, "semantic"),
             "copy_prompt": prompt,
+            "colour_match": colour_match(episode["prompt_images"], [prompt], episode["query_image"]),
             "all_background": torch.zeros_like(truth),
             "all_foreground": torch.ones_like(truth),
             "oracle_all_objects": (sem > 0).long(),
@@ -128,8 +140,11 @@ def evaluate_swaps(model, index: Path, label: str, class_ids: list[int] | None =
         absent = clean(query["absent_label"]) if "absent_label" in query else None
         return torch.stack([clean(p) for p in query["prompt_labels"]]), absent
 
+    def colour_predict(images, labels, image, truth):
+        return colour_match(images, labels, image)
+
     predictors = {"model": lambda q: predict_swap(model_predict, q), "copy_prompt": copy_prompt,
-                  "oracle_all_objects": blind_swap}
+                  "colour_match": lambda q: predict_swap(colour_predict, q), "oracle_all_objects": blind_swap}
     metrics = {name: PromptSwap(class_ids or data.class_ids, data.kinds) for name in SWAP_PREDICTORS}
     for i in tqdm(range(len(data.dataset)), desc=f"prompt-swap {label}", unit="query"):
         query = data.dataset[i]
@@ -196,10 +211,12 @@ def main(argv: list[str] | None = None) -> dict:
         "heldout_categories_miou": held["model"],
         "baselines": baselines,
         "oracle_all_objects_miou": seen["oracle_all_objects"],
+        "colour_match_miou": seen["colour_match"],
         "best_baseline_miou": best,
         "miou_over_best_baseline": seen["model"] / best if best > 0 else math.inf,
         "heldout_baselines": {k: held[k] for k in ("copy_prompt", "all_background", "all_foreground")},
         "heldout_oracle_all_objects_miou": held["oracle_all_objects"],
+        "heldout_colour_match_miou": held["colour_match"],
         "episodes_per_set": opts.episodes,
         "scenes_per_set": opts.scenes,
         "checkpoint": str(opts.checkpoint),
@@ -231,7 +248,8 @@ def table(swaps: dict[str, dict[str, dict[str, float]]], scores: dict[str, dict[
     row("absent prompt painted / recall", lambda r: f"{r['model']['absent_painted']:.0f} / {r['model']['recall']:.0f}")
     row("swap-set mIoU: model / blind oracle",
         lambda r: f"{r['model']['mIoU']:.1f} / {r['oracle_all_objects']['mIoU']:.1f}")
-    row("copy_prompt: S / A", lambda r: f"{r['copy_prompt']['S']:.1f} / {r['copy_prompt']['A']:.0f}")
+    for name in SWAP_PREDICTORS[1:3]:
+        row(f"{name}: S / A", lambda r, n=name: f"{r[n]['S']:.1f} / {r[n]['A']:.0f}")
     lines += [f"\none-shot mIoU (x100), {episodes} episodes per set",
               f"  {'predictor':<20} {'seen categories':>16} {'held-out categories':>20}"]
     lines += [f"  {name:<20} {scores['val'][name]:16.1f} {scores['heldout'][name]:20.1f}" for name in PREDICTORS]

@@ -3,7 +3,8 @@ by the paper's protocols.
 
 `seggpt-lab test --config recipes/eval_<benchmark>.yaml`. Besides the model, two reference predictors
 prove the plumbing on real pixels: "oracle" returns the ground truth (every score 100) and "empty"
-predicts background everywhere. Each run prints a table and writes, under `output_dir`,
+predicts background everywhere; a third, "colour" (`colour_match`), says how far the prompts' colours alone
+go. Each run prints a table and writes, under `output_dir`,
 `results.json`, a per-episode, per-sequence or per-image CSV and prediction pictures
 (prompt | query | prediction | ground truth); with a W&B logger the table and pictures go there too.
 """
@@ -36,12 +37,38 @@ from seggpt_lab.model import SegGPT
 from seggpt_lab.palette import build_palette, colorize, decode
 from seggpt_lab.prompts import Prompt, load_prompt
 
-Predictor = Literal["model", "oracle", "empty"]
+Predictor = Literal["model", "oracle", "empty", "colour"]
+COLOUR_BINS = 8  # levels per channel of `colour_match`'s histogram: 512 colours
 
 
 def clean(labels: torch.Tensor) -> torch.Tensor:
     """Void -> background: what a prompt may show and what the oracle predicts."""
     return torch.where(labels == IGNORE_LABEL, 0, labels)
+
+
+def colour_match(prompt_images: list[torch.Tensor], prompt_labels: list[torch.Tensor], query_image: torch.Tensor,
+                 bins: int = COLOUR_BINS) -> torch.Tensor:
+    """The appearance reference predictor: each query pixel takes the label that its colour (quantised to `bins`
+    levels per channel) carries most often in the prompts, background on a tie or for a colour no prompt shows.
+    It reads the prompt but knows nothing of shape or context, so it measures how far colour alone goes."""
+    def codes(image: torch.Tensor) -> torch.Tensor:  # (3, h, w) uint8 -> (h, w) histogram cell
+        q = image.long() * bins // 256
+        return (q[0] * bins + q[1]) * bins + q[2]
+
+    num_labels = max(int(clean(label).max()) for label in prompt_labels) + 1
+    counts = torch.zeros(bins ** 3, num_labels, dtype=torch.long, device=query_image.device)
+    for image, label in zip(prompt_images, prompt_labels, strict=True):
+        valid = label != IGNORE_LABEL
+        cells, labels = codes(image)[valid], label[valid].long()
+        counts.index_put_((cells, labels), torch.ones_like(cells), accumulate=True)
+    return counts.argmax(1)[codes(query_image)]  # argmax takes the first of tied labels: background
+
+
+def refuse_colour(evaluation: _Evaluation) -> None:
+    """The image-level evaluations (semantic, panoptic) score whole images, not example prompts."""
+    if evaluation.hparams.predictor == "colour":
+        raise ValueError(f"{type(evaluation).__name__} has no example prompts for predictor 'colour'; "
+                         "use model, oracle or empty")
 
 
 def picture(images: list[torch.Tensor], labels: list[torch.Tensor], num_labels: int) -> Image.Image:
@@ -120,7 +147,8 @@ class _Evaluation(LightningModule):
         model: the SegGPT to evaluate; or leave None and give `checkpoint`.
         checkpoint: any file or directory `load_pretrained` reads (official, Hugging Face, ours); read only
             when `predictor` is "model".
-        predictor: "model", or a reference: "oracle" (the ground truth) or "empty" (all background).
+        predictor: "model", or a reference: "oracle" (the ground truth), "empty" (all background) or "colour"
+            (`colour_match` on the example prompts; not for the prompt-file evaluations).
         ensemble: how several prompts combine: "feature" (the model's feature ensemble) or "spatial" (a grid).
         seg_type: the task token given to the model.
         output_dir: where results.json, the CSV and the pictures go.
@@ -148,6 +176,8 @@ class _Evaluation(LightningModule):
             return clean(query_truth)
         if self.hparams.predictor == "empty":
             return torch.zeros_like(query_truth)
+        if self.hparams.predictor == "colour":
+            return colour_match(prompt_images, prompt_labels, query_image).to(query_truth.device)
         return predict_labels(self.model, prompt_images, [clean(p) for p in prompt_labels], query_image, num_labels,
                               self.hparams.seg_type, self.hparams.ensemble).to(query_truth.device)
 
@@ -308,6 +338,7 @@ class SemanticEvaluation(_Evaluation):
                  output_dir: str = "outputs/eval", num_pictures: int = 8, background: bool = True,
                  prompt_file: str | None = None) -> None:
         super().__init__(model, checkpoint, predictor, ensemble, seg_type, output_dir, num_pictures)
+        refuse_colour(self)
         self.prompt = load_prompt(prompt_file) if prompt_file is not None and predictor == "model" else None
 
     def setup(self, stage: str) -> None:
@@ -377,6 +408,7 @@ class PanopticEvaluation(_Evaluation):
                  output_dir: str = "outputs/eval", num_pictures: int = 8, prompt_file: str | None = None,
                  things: list[int] | None = None, stuff: list[int] | None = None, min_area: int = 0) -> None:
         super().__init__(model, checkpoint, predictor, ensemble, seg_type, output_dir, num_pictures)
+        refuse_colour(self)
         if predictor == "model" and prompt_file is None:
             raise ValueError("PanopticEvaluation with the model needs --model.init_args.prompt_file")
         self.prompt = load_prompt(prompt_file) if predictor == "model" else None

@@ -37,7 +37,8 @@ def test_results_hold_the_model_the_baselines_and_the_oracle(tmp_path: Path) -> 
     assert json.loads((out / "results.json").read_text()) == results
     assert set(results["baselines"]) == {"copy_prompt", "all_background", "all_foreground"}
     assert results["baselines"]["all_background"] == 0  # no foreground predicted: IoU 0 for every class
-    for key in ("miou", "heldout_categories_miou", "oracle_all_objects_miou", "heldout_oracle_all_objects_miou"):
+    for key in ("miou", "heldout_categories_miou", "oracle_all_objects_miou", "heldout_oracle_all_objects_miou",
+                "colour_match_miou", "heldout_colour_match_miou"):
         assert 0 <= results[key] <= 100, key
     # every object pixel includes the prompted category's: the oracle beats marking everything foreground
     assert results["oracle_all_objects_miou"] > results["baselines"]["all_foreground"]
@@ -51,4 +52,6 @@ def test_results_hold_the_model_the_baselines_and_the_oracle(tmp_path: Path) -> 
         assert {"A", "mIoU", "recall", "absent_painted", "S/same_shape", "S/other_shape"} <= set(figures)
         blind = results["prompt_following_baselines"]["oracle_all_objects"][split]
         assert blind["S"] == 0 and blind["A"] == 0 and blind["absent_painted"] == 100
+        colour = results["prompt_following_baselines"]["colour_match"][split]
+        assert colour["queries"] == figures["queries"] and -100 <= colour["S"] <= 100
     assert len(list((out / "pictures").glob("swap-val-*.png"))) >= 1

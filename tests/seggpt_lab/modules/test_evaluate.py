@@ -8,13 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from datamodules.convert import convert
 from datamodules.sources.fewshot import FSS1000
 from datamodules.sources.folder import Folder
 from datamodules.sources.video import DAVIS
+from seggpt_lab.canvas import IGNORE_LABEL
 from seggpt_lab.cli import main
+from seggpt_lab.modules.evaluate import PanopticEvaluation, SemanticEvaluation, colour_match
 from tests.conftest import REPO
 from tests.seggpt_lab.modules.recipe_runs import prompt_file, run
 
@@ -179,3 +182,36 @@ def test_results_and_pictures_reach_an_offline_wandb_run(fss_index, tmp_path, mo
     media = run_dir / "files" / "media"
     assert len(list((media / "table" / "test").glob("episodes_*.table.json"))) == 1
     assert len(list((media / "images" / "test").glob("predictions_*.png"))) == 5
+
+
+def test_colour_match_paints_the_colours_the_prompts_label_and_nothing_else():
+    red, blue, green = (200, 30, 30), (30, 30, 200), (30, 200, 30)
+    prompt = torch.zeros(3, 8, 8, dtype=torch.uint8)
+    prompt[:, :4] = torch.tensor(red, dtype=torch.uint8)[:, None, None]
+    prompt[:, 4:] = torch.tensor(blue, dtype=torch.uint8)[:, None, None]
+    label = torch.zeros(8, 8, dtype=torch.long)
+    label[:4] = 1  # red is the target, blue background
+    label[0, 0] = IGNORE_LABEL  # void is counted for neither
+    query = torch.zeros(3, 6, 6, dtype=torch.uint8)
+    query[:, :, :2] = torch.tensor(blue, dtype=torch.uint8)[:, None, None]
+    query[:, :, 2:4] = torch.tensor(red, dtype=torch.uint8)[:, None, None]
+    query[:, :, 4:] = torch.tensor(green, dtype=torch.uint8)[:, None, None]  # a colour no prompt shows
+    pred = colour_match([prompt], [label], query)
+    expected = torch.zeros(6, 6, dtype=torch.long)
+    expected[:, 2:4] = 1
+    assert torch.equal(pred, expected)
+    # several prompts and labels: counts add up; a tie falls to background; levels within one cell match
+    second = torch.ones(8, 8, dtype=torch.long)
+    second[4:] = 2  # blue is label 2 in the second prompt, as often as background in the first
+    query[:, 0, 2] = torch.tensor([205, 25, 31], dtype=torch.uint8)  # red within 32 levels, same cell
+    pred = colour_match([prompt, prompt], [label, second], query)
+    assert torch.equal(pred, expected)
+    third = torch.full((8, 8), 2, dtype=torch.long)
+    assert torch.equal(colour_match([prompt] * 3, [label, second, third], query)[:, :2], torch.full((6, 2), 2))
+
+
+def test_image_level_evaluations_refuse_the_colour_predictor():
+    with pytest.raises(ValueError, match="SemanticEvaluation has no example prompts for predictor 'colour'"):
+        SemanticEvaluation(predictor="colour")
+    with pytest.raises(ValueError, match="PanopticEvaluation has no example prompts for predictor 'colour'"):
+        PanopticEvaluation(predictor="colour")

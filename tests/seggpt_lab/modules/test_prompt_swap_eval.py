@@ -319,3 +319,21 @@ def test_coco_recipe_groups_fit_the_names_coco_instance_writes(tmp_path: Path) -
     [spec] = dm.dataset.plan
     assert spec.query == "coco-instance__1" and spec.prompts == ("coco-instance__2", "coco-instance__3")
     assert dm.dataset[0]["kind"] == "same_supercategory" and spec.absent is None  # no third category anywhere
+
+
+def test_colour_predictor_follows_the_prompt_only_where_colour_follows_the_category(tmp_path: Path) -> None:
+    """`colour_match` through the synthetic recipe: where each object's colours are drawn afresh, the prompt's
+    colours name nothing in the query and S stays near 0; where colour follows shape and texture it follows the
+    prompt against distractors of another shape (another main colour), not against those of its own."""
+    results = {}
+    for colours in ("instance", "category"):
+        root = tmp_path / colours
+        convert(Synthetic(None, "val", samples=60, size=48, min_objects=2, max_objects=2, clouds=0.3,
+                          colours=colours), root, progress=False)
+        results[colours] = run("eval_prompt_swap_synthetic.yaml", root / "synthetic" / "val-index.json",
+                               root / "out", "colour", "--model.init_args.bootstrap", "200")
+    instance, category = results["instance"], results["category"]
+    assert instance["queries"] > 20 and category["queries"] > 20
+    assert instance["S_low"] < 0 < instance["S_high"] < category["S_low"]  # disjoint intervals; the first holds 0
+    assert category["S/other_shape"] > category["S/same_shape"] + 10
+    assert category["absent_painted"] < category["recall"] / 2
