@@ -48,9 +48,10 @@ def main(args: list[str] | None = None) -> Path:
     model = load_pretrained(opts.checkpoint) if opts.checkpoint else seggpt_vit_tiny(img_size=(448, 224))
     prompt, prompt_mask = scene(seed=0)
     query, query_mask = scene(seed=1)
-    prediction = Predictor(model).predict(query, [prompt], [prompt_mask])
+    output = Predictor(model).predict_output(query, [prompt], [prompt_mask])  # unrounded, as the official overlay
+    prediction = Image.fromarray(output.round().astype("uint8"))
     opts.output.parent.mkdir(parents=True, exist_ok=True)
-    grid([prompt, prompt_mask, query, prediction, overlay(query, prediction), query_mask]).save(opts.output)
+    grid([prompt, prompt_mask, query, prediction, overlay(query, output), query_mask]).save(opts.output)
     print(f"prompt | prompt mask | query | prediction | overlay | query ground truth -> {opts.output}")
     return opts.output
 

@@ -1,12 +1,14 @@
 """In-context prediction: prompts (images + label maps) and a query in, a label map out.
 
 The official seggpt_engine.py pre- and post-processing: images resized to the half-canvas size
-(bicubic) and masks with nearest neighbours, scaled to [0, 1] and ImageNet-normalised; several
-prompts form a feature ensemble (or, here, a spatial ensemble); the prediction is the query half of
-the first item, de-normalised and resized back to the query's size with nearest neighbours.
+with PIL (bicubic) and masks with PIL's nearest neighbours, scaled to [0, 1] and ImageNet-normalised;
+several prompts form a feature ensemble (or, here, a spatial ensemble); the prediction is the query
+half of the first item, de-normalised and resized back to the query's size with (torch's) nearest
+neighbours. Labels are decoded by the nearest palette colour, except on the video path, which
+binarises one object as the official video mode does (`palette.binarize`).
 `predict_labels` works on tensors and is what evaluation uses; `Predictor` wraps it for PIL images.
 `predict_with_prompt` segments with a prompt file instead, and `panoptic_from_classes` turns class ids
-into panoptic segments (connected components of thing classes).
+into panoptic segments (thing instances from an instance prompt's prediction, or connected components).
 """
 
 from __future__ import annotations
@@ -22,9 +24,18 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageSequence
 
-from seggpt_lab.canvas import IMAGE_SUFFIXES, denormalize, make_canvas, normalize, spatial_ensemble, split_canvas
+from seggpt_lab.canvas import (
+    IMAGE_SUFFIXES,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    denormalize,
+    make_canvas,
+    normalize,
+    spatial_ensemble,
+    split_canvas,
+)
 from seggpt_lab.model import SegGPT
-from seggpt_lab.palette import build_palette, decode, distinct_colors, paint
+from seggpt_lab.palette import VIDEO_THRESHOLD, binarize, build_palette, decode, distinct_colors, paint
 
 if TYPE_CHECKING:  # prompts.py builds on this module's resizing
     from seggpt_lab.prompts import Prompt
@@ -34,27 +45,48 @@ Ensemble = Literal["feature", "spatial"]
 
 
 def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(3, H, W) uint8 or float in [0, 1] -> (3, h, w) float in [0, 1], bicubic (anti-aliased when shrinking)."""
-    image = image.float() / 255 if image.dtype == torch.uint8 else image.float()
+    """(3, H, W) uint8 or float in [0, 1] -> (3, h, w) float in [0, 1], bicubic.
+
+    uint8 images are resized by PIL, as seggpt_engine.py resizes every image (`Image.resize((448, 448))`, PIL's
+    bicubic, which rounds to 8 bits between its two passes). Float images (tuned prompts) have no 8-bit form: they
+    are resized by torch's anti-aliased bicubic, within a few levels of PIL's.
+    """
     if tuple(image.shape[-2:]) == tuple(size):
-        return image
-    return F.interpolate(image[None], size=size, mode="bicubic", antialias=True, align_corners=False)[0].clamp(0, 1)
+        return image.float() / 255 if image.dtype == torch.uint8 else image.float()
+    if image.dtype == torch.uint8:
+        pil = Image.fromarray(image.permute(1, 2, 0).cpu().numpy()).resize((size[1], size[0]), Image.Resampling.BICUBIC)
+        return torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1).to(image.device).float() / 255
+    return F.interpolate(image[None].float(), size=size, mode="bicubic", antialias=True, align_corners=False
+                         )[0].clamp(0, 1)
 
 
 def resize_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(..., H, W) integer labels -> (..., h, w), nearest neighbour."""
+    """(..., H, W) integer labels (int32 range) -> (..., h, w), by PIL's nearest neighbour, as seggpt_engine.py
+    resizes prompt masks (`Image.resize((448, 448), Image.NEAREST)`)."""
     if tuple(labels.shape[-2:]) == tuple(size):
         return labels
-    flat = labels.reshape(-1, 1, *labels.shape[-2:]).float()
+    flat = labels.reshape(-1, *labels.shape[-2:]).cpu().numpy().astype(np.int32)  # PIL mode "I"
+    resized = [np.asarray(Image.fromarray(f).resize((size[1], size[0]), Image.Resampling.NEAREST)) for f in flat]
+    return torch.from_numpy(np.stack(resized)).to(labels.device, labels.dtype).reshape(*labels.shape[:-2], *size)
+
+
+def resize_prediction(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(..., h, w) labels decoded from a prediction -> (..., H, W), by torch's nearest neighbour, as
+    seggpt_engine.py resizes its float64 output back to the query's size (`F.interpolate(..., mode="nearest")`).
+    In float64 as there: torch computes the source pixels in the input's precision, and float32 picks others
+    (1.5% of the pixels from 448 to 854 columns)."""
+    if tuple(labels.shape[-2:]) == tuple(size):
+        return labels
+    flat = labels.reshape(-1, 1, *labels.shape[-2:]).double()
     return F.interpolate(flat, size=size, mode="nearest").long().reshape(*labels.shape[:-2], *size)
 
 
 @torch.inference_mode()
-def predict_canvas(model: SegGPT, prompts: torch.Tensor, prompt_masks: torch.Tensor, query: torch.Tensor,
-                   seg_type: Literal["semantic", "instance"] = "instance", ensemble: Ensemble = "feature"
-                   ) -> torch.Tensor:
+def predict_query_half(model: SegGPT, prompts: torch.Tensor, prompt_masks: torch.Tensor, query: torch.Tensor,
+                       seg_type: Literal["semantic", "instance"] = "instance", ensemble: Ensemble = "feature"
+                       ) -> torch.Tensor:
     """Prompts (K, 3, h, w) and their painted masks (K, 3, h, w), query (3, h, w), all RGB in [0, 1] at the
-    model's half-canvas size -> the predicted query mask (3, h, w), RGB in [0, 1]."""
+    model's half-canvas size -> the model's output for the query half (3, h, w), ImageNet-normalised, float32."""
     if ensemble == "spatial":
         prompts, prompt_masks = spatial_ensemble(prompts)[None], spatial_ensemble(prompt_masks, mode="nearest")[None]
     n = prompts.shape[0]
@@ -63,23 +95,53 @@ def predict_canvas(model: SegGPT, prompts: torch.Tensor, prompt_masks: torch.Ten
     target_canvas = normalize(make_canvas(prompt_masks, prompt_masks)).to(device)
     seg = torch.full((n,), SEG_TYPES[seg_type], device=device)
     pred = model(image_canvas, target_canvas, model.query_mask(n, device), seg, feature_ensemble=n > 1)
-    return split_canvas(denormalize(pred[0].float()))[1]
+    return split_canvas(pred[0].float())[1]
+
+
+def predict_canvas(model: SegGPT, prompts: torch.Tensor, prompt_masks: torch.Tensor, query: torch.Tensor,
+                   seg_type: Literal["semantic", "instance"] = "instance", ensemble: Ensemble = "feature"
+                   ) -> torch.Tensor:
+    """`predict_query_half`'s inputs -> the predicted query mask (3, h, w), RGB in [0, 1] (clipped)."""
+    return denormalize(predict_query_half(model, prompts, prompt_masks, query, seg_type, ensemble))
+
+
+def colour_output(query_half: torch.Tensor) -> np.ndarray:
+    """`predict_query_half`'s output (3, h, w) -> the official colour output (h, w, 3) float64 in [0, 255],
+    unrounded: seggpt_engine.py run_one_image's clip((output * std + mean) * 255, 0, 255), in float64 as there
+    (its numpy mean and std promote the model's float32 output)."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float64)
+    out = query_half.detach().cpu().double().permute(1, 2, 0)  # (h, w, 3), channels last as there
+    return ((out * std + mean) * 255).clamp(0, 255).numpy()
+
+
+def _resize_output(output: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(h, w, 3) colour output -> (H, W, 3) at `size` = (H, W): seggpt_engine.py's F.interpolate(mode="nearest")."""
+    if output.shape[:2] == tuple(size):
+        return output
+    chw = torch.from_numpy(np.ascontiguousarray(output)).permute(2, 0, 1)[None]
+    return F.interpolate(chw, size=size, mode="nearest")[0].permute(1, 2, 0).numpy()
 
 
 def predict_labels(model: SegGPT, prompt_images: list[torch.Tensor], prompt_labels: list[torch.Tensor],
                    query_image: torch.Tensor, num_labels: int, seg_type: Literal["semantic", "instance"] = "instance",
-                   ensemble: Ensemble = "feature") -> torch.Tensor:
+                   ensemble: Ensemble = "feature", binary_threshold: float | None = None) -> torch.Tensor:
     """Label maps in, label map out: K prompt images (3, h_k, w_k) uint8 with labels (h_k, w_k) in 0..num_labels
     (anything else counts as background), and a query (3, H, W) -> predicted labels (H, W) long.
 
-    Labels are painted with `build_palette(num_labels)` and the prediction decoded by nearest colour.
+    Images and labels are resized as seggpt_engine.py does (`resize_image`, `resize_labels`), labels painted with
+    `build_palette(num_labels)`. The prediction is decoded by the nearest palette colour (Hugging Face's
+    post-processing), or, with `binary_threshold` and num_labels == 1, as the official video mode binarises:
+    foreground where the 0..255 channel mean exceeds it (`VIDEO_THRESHOLD`, 128; nearest colour is 127.5).
     """
     half = (model.img_size[0] // 2, model.img_size[1])
     palette = build_palette(num_labels)
     prompts = torch.stack([resize_image(p, half) for p in prompt_images])
     masks = torch.stack([paint(resize_labels(lab, half), palette) for lab in prompt_labels])
     rgb = predict_canvas(model, prompts, masks, resize_image(query_image, half), seg_type, ensemble)
-    return resize_labels(decode(rgb, palette), tuple(query_image.shape[-2:]))
+    binary = binary_threshold is not None and num_labels == 1
+    labels = binarize(rgb, binary_threshold) if binary else decode(rgb, palette)
+    return resize_prediction(labels, tuple(query_image.shape[-2:]))
 
 
 def predict_foreground(model: SegGPT, prompt_images: list[torch.Tensor], prompt_labels: list[torch.Tensor],
@@ -100,11 +162,16 @@ def predict_prompt_file(model: SegGPT, prompt: Prompt, query: torch.Tensor,
                         seg_type: Literal["semantic", "instance"] = "semantic") -> torch.Tensor:
     """A prompt file's `image` and `target` as the prompt half, a query (3, h, w) in [0, 1] at the half-canvas size
     -> the predicted query mask (3, h, w), RGB in [0, 1]."""
+    return predict_canvas(model, *_prompt_halves(model, prompt), query, seg_type)
+
+
+def _prompt_halves(model: SegGPT, prompt: Prompt) -> tuple[torch.Tensor, torch.Tensor]:
+    """A prompt file's image and target at the half-canvas size, (1, 3, h, w) each (float: torch resizing)."""
     half = (model.img_size[0] // 2, model.img_size[1])
     target = prompt["target"].float()
     if tuple(target.shape[-2:]) != half:
         target = F.interpolate(target[None], size=half, mode="nearest")[0]
-    return predict_canvas(model, resize_image(prompt["image"], half)[None], target[None], query, seg_type)
+    return resize_image(prompt["image"], half)[None], target[None]
 
 
 def predict_with_prompt(model: SegGPT, prompt: Prompt, query_image: torch.Tensor,
@@ -120,7 +187,7 @@ def predict_with_prompt(model: SegGPT, prompt: Prompt, query_image: torch.Tensor
     rgb = predict_prompt_file(model, prompt, resize_image(query_image, half), seg_type)
     rows = decode(rgb, prompt["palette"]) if background else decode(rgb, prompt["palette"][1:]) + 1
     lookup = torch.tensor([0, *prompt["class_ids"]], dtype=torch.long, device=rows.device)
-    return resize_labels(lookup[rows], tuple(query_image.shape[-2:]))
+    return resize_prediction(lookup[rows], tuple(query_image.shape[-2:]))
 
 
 def connected_components(labels: torch.Tensor) -> torch.Tensor:
@@ -150,25 +217,44 @@ def connected_components(labels: torch.Tensor) -> torch.Tensor:
     return torch.where(inside, inverse + 1, 0)
 
 
-def panoptic_from_classes(classes: torch.Tensor, things: Collection[int], stuff: Collection[int], min_area: int = 0
-                          ) -> tuple[torch.Tensor, dict[int, int]]:
+def panoptic_from_classes(classes: torch.Tensor, things: Collection[int], stuff: Collection[int], min_area: int = 0,
+                          instances: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[int, int]]:
     """(H, W) class ids -> ((H, W) segment ids, {segment id: category}), segment 0 = no segment.
 
-    Each 8-connected region of a thing class is one instance; all pixels of a stuff class are one segment;
-    other classes (0 included) get no segment, nor do segments of fewer than `min_area` pixels. Segments are
-    numbered 1..M: instances in raster order of their first pixel, then stuff by class id.
+    Instances, without `instances`: each 8-connected region of a thing class. With `instances` ((H, W) ids that
+    an instance prompt painted, 0 = none; SegGPT segments category and instance in parallel, seggpt_reference.md
+    §14): the pixels of one id, connected or not (the model paints one object one colour, occluded parts
+    included; two objects painted alike stay one); one whose pixels are more than half thing classes is an
+    instance of the most frequent of them (a tie: the smaller class id), the others are dropped, and thing
+    pixels that no instance covers get no segment (the class map gives stuff only, as Panoptic FPN's merging
+    does: detectron2 `combine_semantic_and_instance_outputs`). The pixels of a stuff class that no instance
+    covers are one segment; other classes (0 included) get no segment, nor do segments of fewer than `min_area`
+    pixels. Segments are numbered 1..M: instances in raster order of their first pixel (given `instances`: by
+    id), then stuff by class id.
     """
     classes = classes.long()
-
-    def member(ids: Collection[int]) -> torch.Tensor:
-        return torch.isin(classes, torch.tensor(sorted(ids), dtype=torch.long, device=classes.device))
-
-    instances = connected_components(torch.where(member(things), classes, 0))
-    ids = torch.where(member(stuff), int(instances.max()) + classes, instances)  # stuff class c: segment N + c
+    thing_ids = torch.tensor(sorted(things), dtype=torch.long, device=classes.device)
+    is_thing = torch.isin(classes, thing_ids)
+    category = classes  # of each pixel's segment
+    if instances is None:
+        pieces = connected_components(torch.where(is_thing, classes, 0))
+    else:
+        pieces = instances.long().to(classes.device)
+        width = len(thing_ids) + 1  # vote column 0: not a thing; column k: thing_ids[k - 1]
+        column = torch.where(is_thing, torch.searchsorted(thing_ids, classes) + 1, 0)
+        votes = torch.bincount((pieces * width + column).flatten(), minlength=(int(pieces.max()) + 1) * width)
+        votes = votes.view(-1, width)  # (regions + 1, things + 1)
+        kept = 2 * votes[:, 1:].sum(1) > votes.sum(1)
+        kept[0] = False
+        majority = thing_ids[votes[:, 1:].argmax(1)] if len(thing_ids) else torch.zeros_like(kept, dtype=torch.long)
+        pieces = torch.where(kept[pieces], pieces, 0)
+        category = torch.where(pieces > 0, majority[pieces], classes)
+    is_stuff = torch.isin(classes, torch.tensor(sorted(stuff), dtype=torch.long, device=classes.device))
+    ids = torch.where(is_stuff & (pieces == 0), int(pieces.max()) + classes, pieces)  # stuff class c: N + c
     values, inverse, counts = torch.unique(ids, return_inverse=True, return_counts=True)
     keep = (values > 0) & (counts >= min_area)
     renumber = torch.cumsum(keep.long(), 0) * keep
-    category = torch.zeros_like(values).scatter_(0, inverse.flatten(), classes.flatten())
+    category = torch.zeros_like(values).scatter_(0, inverse.flatten(), category.flatten())
     return renumber[inverse], dict(zip(renumber[keep].tolist(), category[keep].tolist(), strict=True))
 
 
@@ -333,13 +419,17 @@ class Segmentation:
 
     labels: (H, W) int64: 0 background, k the prompt's label k (binary masks: 1; index masks: the index; colour
         masks: `palette[k]`; a prompt file: its class ids).
-    mask: the predicted colour image (RGB): the official demo's output, before any decoding.
+    mask: the predicted colour image (RGB), rounded to 8 bits for saving: the official demo's output, before any
+        decoding (video frames: their labels' palette colours).
     palette: (K + 1, 3) uint8, the colour of each palette row (row 0 black).
+    output: the unrounded colour output of the query half, (h, w, 3) float64 in [0, 255] at the half-canvas
+        size (`colour_output`), which `overlay` uses as the official demo does; None for video frames.
     """
 
     labels: np.ndarray
     mask: Image.Image
     palette: np.ndarray
+    output: np.ndarray | None = None
 
     def label_image(self) -> Image.Image:
         """The labels as a palette PNG ("P"): values with their colours (labels above 255 need another format)."""
@@ -355,8 +445,8 @@ class Segmentation:
         return image
 
     def overlay(self, image: ImageLike) -> Image.Image:
-        """The official demo's overlay of the colour prediction on the query."""
-        return overlay(load_rgb(image), self.mask)
+        """The official demo's overlay of the unrounded colour output on the query (video frames: of `mask`)."""
+        return overlay(load_rgb(image), self.output if self.output is not None else self.mask)
 
 
 class Predictor:
@@ -367,9 +457,10 @@ class Predictor:
         result.labels, result.mask, result.overlay("query.jpg")
 
     Images (queries and prompts) are resized to the half canvas with PIL's bicubic filter, masks painted and
-    resized with nearest neighbours, both ImageNet-normalised; the prediction is the query half, de-normalised,
-    clipped to [0, 255] and resized back to the query's size with nearest neighbours (seggpt_engine.py), then
-    decoded to labels by the nearest palette colour.
+    resized with PIL's nearest neighbours, both ImageNet-normalised; the prediction is the query half,
+    de-normalised, clipped to [0, 255] and resized back to the query's size with nearest neighbours
+    (seggpt_engine.py), then decoded to labels by the nearest palette colour. The overlay blends the unrounded
+    output, as inference_image does; `mask` is that output rounded to 8 bits.
 
     Args:
         model: a SegGPT (put in eval mode here).
@@ -391,15 +482,15 @@ class Predictor:
         """An image as the model sees it: (3, h, w) in [0, 1] at the half-canvas size, resized bicubic by PIL."""
         return to_tensor(load_rgb(image), self.half, Image.Resampling.BICUBIC)
 
-    def _finish(self, out: torch.Tensor, size: tuple[int, int], palette: np.ndarray, lookup: np.ndarray | None
-                ) -> Segmentation:
-        """(3, h, w) prediction in [0, 1] -> Segmentation at `size` = (H, W)."""
-        rgb = (out * 255).clamp(0, 255)
-        rgb = F.interpolate(rgb[None], size=size, mode="nearest")[0]  # the official order: clip, then resize
-        rows = decode(rgb / 255, torch.from_numpy(palette)).numpy()
+    def _finish(self, query_half: torch.Tensor, size: tuple[int, int], palette: np.ndarray,
+                lookup: np.ndarray | None) -> Segmentation:
+        """`predict_query_half`'s output (3, h, w) -> Segmentation at `size` = (H, W)."""
+        output = colour_output(query_half)
+        rgb = _resize_output(output, size)  # the official order: clip, then resize
+        rows = decode(torch.from_numpy(rgb).permute(2, 0, 1) / 255, torch.from_numpy(palette)).numpy()
         labels = lookup[rows] if lookup is not None else rows
-        mask = Image.fromarray(rgb.round().byte().permute(1, 2, 0).cpu().numpy())
-        return Segmentation(labels=labels.astype(np.int64), mask=mask, palette=palette)
+        mask = Image.fromarray(rgb.round().astype(np.uint8))
+        return Segmentation(labels=labels.astype(np.int64), mask=mask, palette=palette, output=output)
 
     def segment(self, query: ImageLike | list[ImageLike],
                 prompts: list[tuple[ImageLike, ImageLike]] | PromptTensors | None = None,
@@ -426,10 +517,12 @@ class Predictor:
             from seggpt_lab.prompts import load_prompt
 
             prompt = load_prompt(prompt_file) if isinstance(prompt_file, str | Path) else prompt_file
-            out = predict_prompt_file(self.model, prompt, self.query_tensor(image), seg_type)
+            out = predict_query_half(self.model, *_prompt_halves(self.model, prompt), self.query_tensor(image),
+                                     seg_type)
             return self._finish(out, size, prompt["palette"].numpy(), np.array([0, *prompt["class_ids"]]))
         prepared = self.prepare(prompts, mask_kind)
-        out = predict_canvas(self.model, prepared.images, prepared.masks, self.query_tensor(image), seg_type, ensemble)
+        out = predict_query_half(self.model, prepared.images, prepared.masks, self.query_tensor(image), seg_type,
+                                 ensemble)
         return self._finish(out, size, prepared.palette, None)
 
     def prepare(self, prompts: list[tuple[ImageLike, ImageLike]] | PromptTensors, mask_kind: MaskKind = "auto"
@@ -460,7 +553,9 @@ class Predictor:
             containers with PyAV installed). first_mask: the first frame's objects (an index mask such as a DAVIS
             palette PNG, or binary / colour). Each later frame is prompted by the first frame and the previous
             `num_frames` predictions (a FIFO queue), combined by the feature ensemble. The first result is the
-            given mask.
+            given mask. One object (a binary mask) is decoded by the official video mode's rule, a 0..255 channel
+            mean above 128 (`VIDEO_THRESHOLD`), also for the predictions fed back as prompts; several objects
+            (which the official code does not handle) by the nearest palette colour.
         """
         images = read_frames(frames, max_frames)
         (first,), palette, _ = prompt_masks([first_mask])
@@ -471,7 +566,7 @@ class Predictor:
 
         def predict(prompts, t, _):
             return predict_labels(self.model, [p[0] for p in prompts], [p[1] for p in prompts], images[t], num_labels,
-                                  seg_type)
+                                  seg_type, binary_threshold=VIDEO_THRESHOLD)
 
         preds = propagate(images, torch.from_numpy(first), predict, num_frames)
         results = []
@@ -484,15 +579,21 @@ class Predictor:
     def predict(self, query: Image.Image, prompt_images: list[Image.Image], prompt_masks: list[Image.Image],
                 seg_type: Literal["semantic", "instance"] = "instance", ensemble: Ensemble = "feature") -> Image.Image:
         """The official demo's output: the predicted colour image at the query's size, masks used as given."""
+        output = self.predict_output(query, prompt_images, prompt_masks, seg_type, ensemble)
+        return Image.fromarray(output.round().astype(np.uint8))
+
+    def predict_output(self, query: Image.Image, prompt_images: list[Image.Image], prompt_masks: list[Image.Image],
+                       seg_type: Literal["semantic", "instance"] = "instance", ensemble: Ensemble = "feature"
+                       ) -> np.ndarray:
+        """`predict` unrounded: (H, W, 3) float64 in [0, 255] at the query's size, what `overlay` blends."""
         if not prompt_images or len(prompt_images) != len(prompt_masks):
             raise ValueError(f"need one mask per prompt image, got {len(prompt_images)} images "
                              f"and {len(prompt_masks)} masks")
         prompts = torch.stack([to_tensor(p, self.half, Image.Resampling.BICUBIC) for p in prompt_images])
         masks = torch.stack([to_tensor(m, self.half, Image.Resampling.NEAREST) for m in prompt_masks])
         query_tensor = to_tensor(query, self.half, Image.Resampling.BICUBIC)
-        out = predict_canvas(self.model, prompts, masks, query_tensor, seg_type, ensemble)
-        out = F.interpolate(out[None], size=(query.height, query.width), mode="nearest")[0]
-        return Image.fromarray((out.permute(1, 2, 0) * 255).round().byte().cpu().numpy())
+        out = predict_query_half(self.model, prompts, masks, query_tensor, seg_type, ensemble)
+        return _resize_output(colour_output(out), (query.height, query.width))
 
 
 def propagate(frames: list[torch.Tensor], first: torch.Tensor, predict, memory: int = 0,
@@ -561,11 +662,17 @@ def _decode_video(path: Path) -> list[Image.Image]:
         raise ValueError(f"{path}: not a video PyAV can read ({e})") from None
 
 
-def overlay(image: Image.Image, mask: Image.Image) -> Image.Image:
-    """The official demo's overlay: image * (0.6 * mask + 0.4)."""
-    img = np.asarray(image.convert("RGB"), dtype=np.float32)
-    m = np.asarray(mask.convert("RGB").resize(image.size), dtype=np.float32) / 255
-    return Image.fromarray((img * (0.6 * m + 0.4)).clip(0, 255).astype(np.uint8))
+def overlay(image: Image.Image, mask: Image.Image | np.ndarray) -> Image.Image:
+    """The official demo's overlay of a colour prediction on the image: a mask image, or an unrounded (h, w, 3)
+    output in [0, 255] (`Segmentation.output`), resized to the image with nearest neighbours.
+
+    seggpt_engine.py inference_image: (input_image * (0.6 * mask / 255 + 0.4)).astype(np.uint8), in float64 and
+    in that order, so that the result equals the official one value for value (the cast truncates).
+    """
+    m = np.asarray(mask.convert("RGB") if isinstance(mask, Image.Image) else mask, dtype=np.float64)
+    m = _resize_output(m, (image.height, image.width))
+    blended = np.asarray(image.convert("RGB")) * (0.6 * m / 255 + 0.4)
+    return Image.fromarray(blended.clip(0, 255).astype(np.uint8))
 
 
 def grid(images: list[Image.Image], height: int = 256) -> Image.Image:

@@ -2,8 +2,11 @@
 
 A palette is a (K + 1, 3) uint8 table: row 0 is black (background), row k the colour of class or
 object k. Prompts are painted with it (`colorize`, `paint`) and predictions are decoded by the
-nearest palette colour (`decode`), background included, so a pixel counts as foreground only when
-it is closer to a class colour than to black.
+nearest palette colour (`decode`, Hugging Face's post-processing), background included, so a pixel
+counts as foreground only when it is closer to a class colour than to black: for white on black,
+a 0..255 channel mean above 127.5. The official video mode binarises its white-on-black predictions
+with a channel mean above 128 instead (`binarize`); the video path uses that rule, everything else
+the nearest colour.
 
 `build_palette` is Painter's / Hugging Face's deterministic palette (seggpt_reference.md §9.2);
 `distinct_colors` gives well-separated colours for pictures that people look at.
@@ -15,6 +18,8 @@ import colorsys
 
 import numpy as np
 import torch
+
+VIDEO_THRESHOLD = 128  # seggpt_engine.py inference_video: output.mean(-1).gt(128) on the 0..255 output
 
 
 def build_palette(num_labels: int) -> torch.Tensor:
@@ -59,3 +64,9 @@ def decode(rgb: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
     # |p - c|^2 = |p|^2 - 2 p.c + |c|^2; |p|^2 is the same for every c, so it drops out of the argmin
     score = pixels @ colors.T * -2 + (colors**2).sum(-1)  # (..., H, W, K + 1)
     return score.argmin(-1)
+
+
+def binarize(rgb: torch.Tensor, threshold: float = VIDEO_THRESHOLD) -> torch.Tensor:
+    """(..., 3, H, W) RGB in [0, 1] -> (..., H, W) long: 1 where the mean of the three channels, as 0..255
+    values clipped to that range, exceeds `threshold` (the official video mode's rule, `VIDEO_THRESHOLD`)."""
+    return ((rgb.float() * 255).clamp(0, 255).mean(-3) > threshold).long()

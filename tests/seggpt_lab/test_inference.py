@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -66,6 +67,20 @@ def test_official_preprocessing_matches_the_published_numbers(shared_data):
     torch.testing.assert_close(mask[:, 0, 0], torch.tensor([-2.1179, -2.0357, -1.8044]), atol=1e-3, rtol=0)
 
 
+def test_predict_output_is_the_unrounded_prediction_that_the_demo_overlays():
+    from seggpt_lab.inference import overlay
+
+    predictor = tiny_predictor()
+    (prompt, mask), (query, _) = scene(0, size=64), scene(1, size=64)
+    output = predictor.predict_output(query, [prompt], [mask])
+    assert output.dtype == np.float64 and output.shape == (64, 64, 3)
+    rounded = np.asarray(predictor.predict(query, [prompt], [mask]))
+    np.testing.assert_array_equal(rounded, output.round().astype(np.uint8))
+    # seggpt_engine.py inference_image's formula on the unrounded output, value for value
+    expected = (np.asarray(query) * (0.6 * output / 255 + 0.4)).astype(np.uint8)
+    np.testing.assert_array_equal(np.asarray(overlay(query, output)), expected)
+
+
 def test_demo_writes_the_picture(tmp_path):
     out = demo_main(["--output", str(tmp_path / "demo.png")])
     image = Image.open(out)
@@ -107,7 +122,8 @@ def test_predict_labels_paints_prompts_and_decodes_the_prediction(monkeypatch, e
     pred = inference.predict_labels(model, images, labels, torch.zeros(3, 30, 50, dtype=torch.uint8), 2,
                                     ensemble=ensemble)
     assert seen["prompts"] == (3, 3, 32, 32) and seen["ensemble"] == ensemble
-    assert torch.equal(pred, inference.resize_labels(inference.resize_labels(truth, (32, 32)), (30, 50)))
+    # prompts in by PIL's nearest neighbours, the prediction out by torch's, as seggpt_engine.py does
+    assert torch.equal(pred, inference.resize_prediction(inference.resize_labels(truth, (32, 32)), (30, 50)))
     # prompt masks are painted with the palette: class 2 of the first prompt is (255, 255, 127)
     first = inference.resize_labels(labels[0], (32, 32))
     assert torch.allclose(seen["masks"][0][:, first == 2], torch.tensor([1.0, 1.0, 127 / 255])[:, None])
@@ -150,8 +166,8 @@ def test_predict_with_prompt_maps_palette_rows_to_the_prompt_class_ids(monkeypat
     assert seen["query"] == (3, 32, 32) and seen["seg_type"] == "semantic"
     assert pred.shape == (64, 48) and pred.dtype == torch.long
     # palette row k -> class_ids[k - 1], at the query's size
-    expected = inference.resize_labels(torch.tensor([0, 7, 3, 12])[rows], (64, 48))
-    black = inference.resize_labels(rows, (64, 48)) == 0
+    expected = inference.resize_prediction(torch.tensor([0, 7, 3, 12])[rows], (64, 48))
+    black = inference.resize_prediction(rows, (64, 48)) == 0
     assert torch.equal(pred[~black], expected[~black])
     if background:
         assert (pred[black] == 0).all()
@@ -241,3 +257,63 @@ def test_model_inputs_normalise_uint8_canvases():
                                 seg_type=batch["seg_type"])
     with pytest.raises(ValueError, match="no target_canvas.*finish_batch"):
         model_inputs(unfinished)
+
+
+EXAMPLES = ("painter_examples", "SegGPT", "SegGPT_inference", "examples")
+
+
+def test_evaluation_resizes_images_and_masks_as_pil_does(shared_data, monkeypatch):
+    """predict_labels (every `seggpt-lab test` run, and videos) resizes the official examples as seggpt_engine.py
+    does, value for value: images by PIL's bicubic `resize((448, 448))`, masks by PIL's NEAREST."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    import seggpt_lab.inference as inference
+    from seggpt_lab.palette import build_palette, paint
+
+    folder = shared_data.joinpath(*EXAMPLES)
+    seen = {}
+
+    def fake_canvas(model, prompts, masks, query, seg_type, ensemble):
+        seen.update(prompts=prompts, masks=masks, query=query)
+        return masks[0]
+
+    monkeypatch.setattr(inference, "predict_canvas", fake_canvas)
+    model = SimpleNamespace(img_size=(896, 448))  # predict_labels reads only the canvas size of the faked model
+    for name in ("hmbb_1", "hmbb_2", "hmbb_3", "video_1", "video_2", "video_3"):
+        image = Image.open(folder / f"{name}.jpg").convert("RGB")
+        target = Image.open(folder / f"{name}_target.png").convert("RGB")
+        tensor = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+        labels = torch.from_numpy(np.asarray(target)[..., 0] > 127).long()
+        inference.predict_labels(model, [tensor], [labels], tensor, 1)
+        expected = torch.from_numpy(np.asarray(image.resize((448, 448))).copy()).permute(2, 0, 1).float() / 255
+        assert torch.equal(seen["prompts"][0], expected) and torch.equal(seen["query"], expected), name
+        pil_labels = np.asarray(Image.fromarray(labels.numpy().astype(np.uint8)).resize((448, 448), Image.NEAREST))
+        assert torch.equal(seen["masks"][0], paint(torch.from_numpy(pil_labels.copy()).long(), build_palette(1))), name
+        grey = np.asarray(target)[..., 0].copy()  # every grey level of the anti-aliased edge a label of its own
+        for size in ((448, 448), (37, 61), (900, 700)):
+            pil = np.asarray(Image.fromarray(grey).resize(size[::-1], Image.NEAREST))
+            assert np.array_equal(inference.resize_labels(torch.from_numpy(grey).long(), size).numpy(), pil), name
+
+
+def test_float_images_keep_the_torch_resize():
+    from seggpt_lab.inference import resize_image
+
+    image = torch.rand(3, 40, 30)
+    expected = torch.nn.functional.interpolate(image[None], size=(32, 32), mode="bicubic", antialias=True)[0]
+    torch.testing.assert_close(resize_image(image, (32, 32)), expected.clamp(0, 1), rtol=0, atol=0)
+    uint8 = (image * 255).round().byte()
+    assert torch.equal(resize_image(uint8, (40, 30)), uint8.float() / 255)  # already at size: only scaled
+
+
+def test_predictions_go_back_to_the_query_size_as_the_official_float64_output_does():
+    """seggpt_engine.py resizes its float64 output with F.interpolate(mode="nearest"); torch picks the source
+    pixels in the input's precision, so labels are resized in float64 too (float32 picks others at 854 columns)."""
+    from seggpt_lab.inference import resize_prediction
+
+    labels = torch.arange(448 * 448).view(448, 448)  # every pixel its own label: any other source pixel shows
+    official = torch.nn.functional.interpolate(labels[None, None].double(), size=(480, 854), mode="nearest")[0, 0]
+    assert torch.equal(resize_prediction(labels, (480, 854)), official.long())
+    float32 = torch.nn.functional.interpolate(labels[None, None].float(), size=(480, 854), mode="nearest")[0, 0]
+    assert not torch.equal(float32.long(), official.long())

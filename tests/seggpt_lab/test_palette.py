@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seggpt_lab.palette import build_palette, colorize, decode, distinct_colors, paint
+from seggpt_lab.palette import binarize, build_palette, colorize, decode, distinct_colors, paint
 
 
 def test_palette_matches_the_published_examples():
@@ -34,6 +34,16 @@ def test_decode_is_nearest_colour_with_black_as_background():
     palette = torch.tensor([[0, 0, 0], [255, 255, 255]], dtype=torch.uint8)
     rgb = torch.tensor([0.49, 0.51, 0.2, 0.9]).view(1, 4).expand(3, 1, 4)  # grey levels
     assert decode(rgb, palette).tolist() == [[0, 1, 0, 1]]
+
+
+def test_binarize_is_the_official_video_rule():
+    """seggpt_engine.py inference_video: mean over channels of the clipped 0..255 output, greater than 128."""
+    grey = torch.tensor([127.4, 127.75, 128.0, 128.25]) / 255
+    rgb = torch.stack([grey] * 3)[:, None]  # (3, 1, 4)
+    assert binarize(rgb).tolist() == [[0, 0, 0, 1]]
+    assert decode(rgb, build_palette(1)).tolist() == [[0, 1, 1, 1]]  # nearest colour: mean > 127.5
+    red = torch.tensor([2.0, 0.0, 0.0]).view(3, 1, 1)  # clipped to (255, 0, 0): mean 85, not 170
+    assert binarize(red).item() == 0 and binarize(red, threshold=84).item() == 1
 
 
 def test_colorize_paints_void_and_unknown_labels_black():

@@ -9,7 +9,7 @@ from PIL import Image
 
 from seggpt_lab.canvas import IMAGENET_MEAN, IMAGENET_STD, make_canvas, normalize
 from seggpt_lab.checkpoint import save_checkpoint
-from seggpt_lab.inference import Predictor, load_rgb, prompt_masks, read_frames
+from seggpt_lab.inference import Predictor, load_rgb, overlay, prompt_masks, read_frames
 from seggpt_lab.model import SegGPT
 from seggpt_lab.palette import build_palette
 from seggpt_lab.prompts import prompt_from_examples, save_prompt
@@ -120,9 +120,22 @@ def test_official_demo_canvases_and_output(shared_data) -> None:
     np.testing.assert_allclose(np.asarray(result.mask), out, atol=0.5 + 1e-3)
     white = ((out - 255) ** 2).sum(-1) < (out**2).sum(-1)
     assert (result.labels == white).mean() > 0.999  # labels: the nearest of black and white (ties aside)
-    overlay = np.asarray(result.overlay(query)).astype(float)
-    expected_overlay = np.asarray(Image.open(query).convert("RGB")) * (0.6 * np.asarray(result.mask) / 255 + 0.4)
-    np.testing.assert_allclose(overlay, expected_overlay.astype(np.uint8), atol=1)
+
+    # the overlay, value for value: inference_image's formula on the unrounded float64 output of the same forward
+    # (our canvases, equal to the official ones above within float32 rounding), not on the rounded mask
+    with torch.no_grad():
+        pred = predictor.model(normalize(make_canvas(images, query_tensor[None])), normalize(make_canvas(masks, masks)),
+                               predictor.model.query_mask(1), torch.ones(1, dtype=torch.long))
+    out = pred[0, :, 64:].permute(1, 2, 0).numpy()
+    out = np.clip((out * IMAGENET_STD + IMAGENET_MEAN) * 255, 0, 255)  # float32 * numpy float64: float64
+    np.testing.assert_array_equal(result.output, out)
+    out = torch.nn.functional.interpolate(torch.from_numpy(out).permute(2, 0, 1)[None], size=size[::-1],
+                                          mode="nearest")[0].permute(1, 2, 0).numpy()
+    expected_overlay = (np.asarray(Image.open(query).convert("RGB")) * (0.6 * out / 255 + 0.4)).astype(np.uint8)
+    from_mask = (np.asarray(Image.open(query).convert("RGB")) * (0.6 * np.asarray(result.mask) / 255 + 0.4))
+    assert (from_mask.astype(np.uint8) != expected_overlay).any()  # the rounded mask would not do
+    np.testing.assert_array_equal(np.asarray(result.overlay(query)), expected_overlay)
+    np.testing.assert_array_equal(np.asarray(overlay(Image.open(query), result.output)), expected_overlay)
 
 
 def test_segment_inputs_batches_and_errors(tmp_path) -> None:
@@ -193,3 +206,30 @@ def test_video_files_are_read_with_pyav(tmp_path) -> None:
     (tmp_path / "broken.mp4").write_bytes(b"not a video")
     with pytest.raises(ValueError, match=r"broken\.mp4: not a video PyAV can read"):
         read_frames(tmp_path / "broken.mp4")
+
+
+def test_video_mode_binarises_as_the_official_video_mode(monkeypatch) -> None:
+    """seggpt_engine.py inference_video: foreground where the 0..255 channel mean exceeds 128, for the results and
+    for the predictions fed back as prompts; the nearest of black and white (mean > 127.5) elsewhere."""
+    import seggpt_lab.inference as inference
+
+    rgb = torch.zeros(3, 32, 32)
+    rgb[:, 0, 0] = 127.75 / 255  # mean in (127.5, 128]: white by nearest colour, background by the official rule
+    rgb[:, 0, 1] = 128.25 / 255  # foreground by both
+    calls = []
+
+    def fake_canvas(model, prompts, masks, query, seg_type, ensemble):
+        calls.append(masks)
+        return rgb
+
+    monkeypatch.setattr(inference, "predict_canvas", fake_canvas)
+    frames = [_scene(s, size=(32, 32))[0] for s in range(3)]  # the half-canvas size: no resizing
+    first = np.zeros((32, 32), np.uint8)
+    first[:2, :2] = 255
+    results = Predictor(_model()).segment_video(frames, first, num_frames=1)
+    assert [r.labels[0, :2].tolist() for r in results[1:]] == [[0, 1], [0, 1]]
+    memory = calls[1][1]  # frame 2's second prompt: frame 1's prediction, painted
+    assert memory[:, 0, 0].tolist() == [0, 0, 0] and memory[:, 0, 1].tolist() == [1, 1, 1]
+    tensors = [torch.from_numpy(f).permute(2, 0, 1) for f in frames]
+    image_path = inference.predict_labels(_model(), tensors[:1], [torch.from_numpy(first > 0).long()], tensors[1], 1)
+    assert image_path[0, :2].tolist() == [1, 1]
