@@ -22,10 +22,16 @@ Choices the paper leaves open, made here:
   uint8 kernel (PIL's filter, about 2.5x faster than PIL's `resize` here; like torchvision, and unlike
   PIL's `resize` with a box, no tap reaches outside the crop); the label takes the source pixel under each
   output pixel centre, on the same sampling grid, so label values are never interpolated.
-- Colour jitter: torchvision's brightness, contrast and saturation factors (uniform in [1 - x, 1 + x],
-  in a random order), composed into one affine colour map applied as one float matrix product per view,
-  rounded to uint8. Unlike torchvision, intermediate results are not clipped, only the final one. Hue is
-  not jittered (the paper names colour jitter only). With `on_device` the maps travel with the batch
+- Colour jitter: torchvision's `ColorJitter(brightness, contrast, saturation, hue)` factors (uniform in
+  [1 - x, 1 + x], the hue shift uniform in [-hue, hue], in a random order), applied to a view with
+  probability `jitter_prob` (images only: targets are painted after), composed into one affine colour map
+  applied as one float matrix product per view, rounded to uint8. Unlike torchvision, intermediate results
+  are not clipped, only the final one, and the hue step is not torchvision's HSV shift (not affine) but the
+  rotation of RGB about the grey axis by the same fraction of a turn (`_hue_rotation`; equal to
+  torchvision's at multiples of 120 degrees, our choice). The default, 0.4 for brightness, contrast and
+  saturation, no hue, always applied, is our choice (the paper names colour jitter only); Painter's
+  training, which SegGPT keeps, uses `ColorJitter(0.4, 0.4, 0.2, 0.1)` with p = 0.8 (Painter
+  `main_train.py:234-236`), which recipes/pretrain_vit_l.yaml sets. With `on_device` the maps travel with the batch
   and `finish_batch` applies them on the accelerator (the same maps, so the same distribution); the
   contrast step's mean colour is then taken there too (`_jitter_map` keeps it apart), and the flips
   are done there as well.
@@ -67,6 +73,12 @@ IDENTITY = np.eye(3, 7, dtype=np.float32)[None]  # (1, 3, 7): the colour map of 
 # up to this many ids, presence in a view is one comparison per id (0.03 ms each at 448 x 448), not one count over
 # all 65536 label values (0.6 ms)
 SCAN_IDS = 8
+
+
+def check_scale(scale: tuple[float, float]) -> None:
+    """Raise unless `scale` is a crop area range 0 < min <= max <= 1."""
+    if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
+        raise ValueError(f"scale must satisfy 0 < min <= max <= 1, got {scale}")
 
 
 def crop_box(
@@ -166,18 +178,38 @@ def flip(image: np.ndarray, label: np.ndarray, rng: np.random.Generator, p: floa
     return image, label
 
 
-def _jitter_map(rng: np.random.Generator, brightness: float, contrast: float, saturation: float) -> np.ndarray:
+def _hue_rotation(shift: float) -> np.ndarray:
+    """(3, 3) rotation of RGB about the grey axis (1, 1, 1) by `shift` turns: a hue shift that is linear.
+
+    Positive shifts turn red towards yellow and green, as torchvision's `adjust_hue` (HSV hue + shift) does, and
+    a third of a turn maps red to green exactly as it does; in between the two differ (this one keeps each
+    pixel's mean level and its distance from grey, HSV keeps its largest and smallest channel), by about 0.005
+    turn of hue (median over saturated pixels) at Painter's 0.1 (tests/datamodules/test_augment.py).
+    """
+    theta = 2 * math.pi * shift
+    k = np.full(3, 1 / math.sqrt(3))
+    cross = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])  # cross @ x = k x x
+    return math.cos(theta) * np.eye(3) + math.sin(theta) * cross + (1 - math.cos(theta)) * np.outer(k, k)
+
+
+def _jitter_map(rng: np.random.Generator, brightness: float, contrast: float, saturation: float, hue: float = 0.0
+                ) -> np.ndarray:
     """One torchvision-style jitter draw as a (3, 7) float64 map [M | o | K] of an RGB pixel x of a view whose mean
     colour is mu: x -> M x + o + K mu.
 
     Every step is affine in the pixel, so the composition is too: brightness scales, saturation blends with each
     pixel's own grey level, contrast blends with the view's mean grey level, which is linear in mu (the mean
-    colour pushed through the steps so far). Keeping mu apart lets the map be drawn before the mean is known,
-    so that the accelerator can take the mean where it is nearly free (`finish_batch`).
+    colour pushed through the steps so far), and the hue step rotates about the grey axis (`_hue_rotation`).
+    Keeping mu apart lets the map be drawn before the mean is known, so that the accelerator can take the mean
+    where it is nearly free (`finish_batch`). Without hue the order is drawn over the three other steps only, so
+    the draws are those of the three-step jitter.
     """
     stacked = np.zeros((3, 7))
     stacked[:, :3] = np.eye(3)
-    for step in rng.permutation(3):
+    for step in rng.permutation(4 if hue > 0 else 3):
+        if step == 3:
+            stacked = _hue_rotation(rng.uniform(-hue, hue)) @ stacked
+            continue
         spread = (brightness, contrast, saturation)[step]
         f = rng.uniform(max(0.0, 1 - spread), 1 + spread)
         if step == 0:
@@ -218,10 +250,10 @@ def _jitter(image: np.ndarray, stacked: np.ndarray, out: np.ndarray) -> np.ndarr
 
 
 def color_jitter(image: np.ndarray, rng: np.random.Generator, brightness: float = 0.4, contrast: float = 0.4,
-                 saturation: float = 0.4) -> np.ndarray:
-    """(H, W, 3) uint8 -> (H, W, 3) uint8 with random brightness, contrast and saturation (random order)."""
+                 saturation: float = 0.4, hue: float = 0.0) -> np.ndarray:
+    """(H, W, 3) uint8 -> (H, W, 3) uint8 with random brightness, contrast, saturation and hue (random order)."""
     out = np.empty((3, *image.shape[:2]), np.uint8)
-    return _jitter(image, _jitter_map(rng, brightness, contrast, saturation), out).transpose(1, 2, 0)
+    return _jitter(image, _jitter_map(rng, brightness, contrast, saturation, hue), out).transpose(1, 2, 0)
 
 
 def _label_map(sample: Sample, label: Literal["sem", "ins"]) -> np.ndarray:
@@ -252,7 +284,11 @@ class PairTransform:
     Args:
         size: (h, w) of one view; the canvas is (2h, w). Paper: 448 x 448.
         scale: range of the crop's area as a fraction of the image's.
-        jitter: brightness, contrast and saturation jitter strength (0 turns jitter off).
+        jitter: brightness, contrast and saturation jitter strength (0 turns jitter off), or (brightness, contrast,
+            saturation, hue) as torchvision's `ColorJitter` takes them (hue in [0, 0.5]; Painter: (0.4, 0.4, 0.2,
+            0.1)). The default, 0.4 for all three and no hue, is our choice.
+        jitter_prob: probability that a view is colour-jittered at all, as torchvision's `RandomApply` (Painter:
+            0.8); 1 (the default, our choice) draws no coin.
         flip: mirror each view left-right with probability 0.5.
         mask: "painter" for Painter's block-wise masking (the query half with probability
             `query_half_prob`), "query" to always mask the query half (the inference setting).
@@ -276,7 +312,7 @@ class PairTransform:
         self,
         size: tuple[int, int] = (448, 448),
         scale: tuple[float, float] = (0.3, 1.0),
-        jitter: float = 0.4,
+        jitter: float | tuple[float, float, float, float] = 0.4,
         flip: bool = True,
         mask: Literal["painter", "query"] = "painter",
         query_half_prob: float = 0.1,
@@ -284,41 +320,51 @@ class PairTransform:
         max_ids: int | None = None,
         on_device: bool = False,
         recolor: float = 0.0,
+        jitter_prob: float = 1.0,
     ) -> None:
         if size[0] % patch_size or size[1] % patch_size:
             raise ValueError(f"size {size} must be a multiple of patch_size {patch_size}")
         if mask not in ("painter", "query"):
             raise ValueError(f"mask must be 'painter' or 'query', got {mask!r}")
-        if not 0 < scale[0] <= scale[1] <= 1:
-            raise ValueError(f"scale must satisfy 0 < min <= max <= 1, got {scale}")
+        check_scale(scale)
+        jitter = (jitter, jitter, jitter, 0.0) if isinstance(jitter, int | float) else tuple(jitter)
+        if len(jitter) != 4 or min(jitter) < 0 or jitter[3] > 0.5:
+            raise ValueError(f"jitter must be a strength >= 0 or (brightness, contrast, saturation, hue) >= 0 with hue "
+                             f"<= 0.5, got {jitter}")
+        if not 0 <= jitter_prob <= 1:
+            raise ValueError(f"jitter_prob must lie in [0, 1], got {jitter_prob}")
         self.size, self.scale, self.jitter, self.flip = tuple(size), tuple(scale), jitter, flip
+        self.jitter_prob = jitter_prob
         self.mask, self.query_half_prob, self.max_ids = mask, query_half_prob, max_ids
         if not 0 <= recolor <= 1:
             raise ValueError(f"recolor must lie in [0, 1], got {recolor}")
         self.on_device, self.recolor = on_device, recolor
         self.grid = (2 * size[0] // patch_size, size[1] // patch_size)  # patches of the whole canvas
 
-    def __call__(self, pair: Pair, rng: np.random.Generator) -> dict[str, np.ndarray | int]:
+    def __call__(self, pair: Pair, rng: np.random.Generator, scale: tuple[float, float] | None = None
+                 ) -> dict[str, np.ndarray | int]:
         """One example: image_canvas and target_canvas (3, 2h, w) uint8, valid (1, 2h, w) uint8,
         bool_masked_pos (L,) bool with L = 2h * w / patch_size^2, seg_type 0 (semantic) or 1 (instance), and
         `coloured`: whether any coloured id is in view (else the target is black). With `on_device`, see the
-        class docstring."""
+        class docstring. `scale` replaces the crop area range for this pair (a source's own, `ShardSource.scale`)."""
         deferred = self._deferred()
-        image, labels = self.views(pair, rng, deferred)
+        image, labels = self.views(pair, rng, deferred, scale)
         candidates, present = self._candidates(pair.ids, labels)
         mapping = draw_mapping(candidates, rng, self.max_ids)
         return self._example(image, labels, mapping, present, pair.task, rng, deferred)
 
-    def mixed(self, pairs: list[Pair], rng: np.random.Generator) -> dict[str, np.ndarray | int]:
+    def mixed(self, pairs: list[Pair], rng: np.random.Generator, scale: tuple[float, float] | None = None
+              ) -> dict[str, np.ndarray | int]:
         """Mix-context (paper section 3.1): several pairs painted with one colour mapping, their prompt views
         stitched into the prompt half and their query views into the query half (`coloring.mix_context`:
         a grid, then one random crop resized to a view's size). The pairs must share one label space (one
         semantic source): an id means the same category in all of them. Candidates are the union of each
-        pair's candidates (`_candidates`), so every pair can contribute a coloured category."""
+        pair's candidates (`_candidates`), so every pair can contribute a coloured category. `scale` replaces the
+        views' crop area range, as in `__call__`."""
         if not pairs or any(p.label != pairs[0].label or p.task != pairs[0].task for p in pairs):
             raise ValueError("mix-context needs one or more pairs of one label kind and task")
         h = self.size[0]
-        views = [self.views(p, rng) for p in pairs]  # jittered here: a half mixes views
+        views = [self.views(p, rng, scale=scale) for p in pairs]  # jittered here: a half mixes views
         ids = sorted({i for p, (_, lab) in zip(pairs, views, strict=True) for i in self._candidates(p.ids, lab)[0]})
         image = np.empty((3, 2 * h, self.size[1]), np.uint8)
         labels = np.empty((1, *image.shape[1:]), np.uint16)
@@ -335,16 +381,16 @@ class PairTransform:
         """What `finish_batch` will do to an example (`on_device`): nothing yet (identity colour maps, no flips)."""
         return {"jitter": IDENTITY.repeat(2, 0), "flip": np.zeros(2, bool)} if self.on_device else None
 
-    def views(self, pair: Pair, rng: np.random.Generator, deferred: dict[str, np.ndarray] | None = None
-              ) -> tuple[np.ndarray, np.ndarray]:
+    def views(self, pair: Pair, rng: np.random.Generator, deferred: dict[str, np.ndarray] | None = None,
+              scale: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The two augmented views of a pair: a (3, 2h, w) uint8 image canvas (prompt view on top) and the (1, 2h, w)
         uint16 canvas of their label maps; each view has its own crop, flip and jitter, shared by its image and
         label. With `deferred` (`_deferred`), each view's jitter (a `_jitter_map`) and flip are written there
-        instead of being applied."""
+        instead of being applied. `scale`: the crop area range, if not the transform's."""
         samples = (pair.prompt, pair.query)
         labels = [_label_map(pair.prompt, pair.label)]
         labels.append(labels[0] if pair.query is pair.prompt else _label_map(pair.query, pair.label))
-        boxes = [crop_box(*lab.shape, rng, self.scale) for lab in labels]
+        boxes = [crop_box(*lab.shape, rng, self.scale if scale is None else scale) for lab in labels]
         if pair.same_image and pair.prompt is pair.query:
             decoded = [_decode(pair.query, labels[1].shape, boxes, self.size)] * 2
         else:
@@ -362,8 +408,9 @@ class PairTransform:
                 img = img[:, ::-1]  # a view: the copy into the canvas mirrors it
             view = canvas[:, half * h : (half + 1) * h]
             stacked = None
-            if self.jitter > 0:
-                stacked = _jitter_map(rng, self.jitter, self.jitter, self.jitter)
+            # no coin at jitter_prob 1: the draws stay those of an always-on jitter
+            if max(self.jitter) > 0 and (self.jitter_prob >= 1 or rng.random() < self.jitter_prob):
+                stacked = _jitter_map(rng, *self.jitter)
             if self.recolor > 0 and rng.random() < self.recolor:
                 stacked = _recolor_map(IDENTITY[0].astype(np.float64) if stacked is None else stacked, rng)
             if stacked is not None and deferred is None:

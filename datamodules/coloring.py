@@ -21,6 +21,9 @@ Choices the paper leaves open, made here:
   the mapping's colours plus black is unambiguous for any error below 18 per channel.
 - Unchosen ids and background are black and count in the loss (the model must learn not to paint
   them); void pixels (`schema.IGNORE`) are black with valid weight 0.
+- Mix-context: the paper stitches "several" images, then crops and resizes at random, with no numbers. How
+  many (`PretrainDataModule(mix_pairs=2)`), the most square grid, and a crop side fraction uniform in
+  [0.5, 1] per axis (`mix_context(scale=...)`) are our choice (no source gives one).
 
 Everything is array arithmetic: painting is one lookup table `np.take` per map (or one gather for a
 batch on the accelerator, `augment.paint_batch`), the candidate ids come from one `np.bincount`.
@@ -113,7 +116,7 @@ def mix_context(
     rng: np.random.Generator,
     out_size: tuple[int, int],
     grid: tuple[int, int] | None = None,
-    scale: tuple[float, float] = (0.5, 1.0),
+    scale: tuple[float, float] = (0.5, 1.0),  # U(0.5, 1) of each side: our choice (no source gives one)
 ) -> tuple[np.ndarray, np.ndarray]:
     """Stitch images and their label maps into a grid, then randomly crop and resize (mix-context).
 

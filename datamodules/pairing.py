@@ -12,7 +12,9 @@ sharing a category with it (a partner). The rules, per the sample's `meta["task"
     instance   always two views; ids = the non-crowd instance ids present. label "ins", task "instance".
     panoptic   with probability `instance_prob` paired as instance data on ins.png, otherwise as semantic
                data on sem.png, so one panoptic source serves both type tokens. A panoptic sample that
-               has only one kind of label is paired by that kind without a draw.
+               has only one kind of label is paired by that kind without a draw. The default 0.5 is our
+               choice (no source gives one): the paper trains on COCO panoptic as semantic data and on COCO
+               instance as its own source (appendix A), with no mixed rule.
 
 Category presence is read from `meta["classes"]` and instances from `meta["instances"]`, so no label map
 is decoded here. A sample with nothing to colour (no classes for semantic data, no non-crowd instance
@@ -22,6 +24,10 @@ several objects, so it cannot be one instance colour.
 The sampler is one pass over a stream in bounded memory, deterministic given its seed and the input
 order, and picklable: each DataLoader worker carries its own copy, reseeded with `for_worker`.
 Buffered samples are shared between pairs, so later stages must not modify a Sample in place.
+
+The bounded buffer is our choice (no source gives one), as are its sizes (256 samples, 16 per class): the paper
+draws "another image" sharing a category, presumably from the whole dataset; a streaming reader holds only
+recent samples, so partners come from the last few hundred samples of the source.
 """
 
 from __future__ import annotations
@@ -82,12 +88,16 @@ class PairSampler:
 
     Args:
         self_prob: probability that a semantic sample is paired with a view of itself (paper: 0.5).
-        buffer_size: most samples held for partner search, counted once per class that holds them.
+        buffer_size: most samples held for partner search, counted once per class that holds them (default 256:
+            our choice, no source gives one).
         seed: seeds every draw; give each DataLoader worker its own with `for_worker`.
-        instance_prob: probability that a panoptic sample is paired as instance data rather than semantic.
-        per_class: most samples held for one class, so frequent classes do not crowd out the rest.
+        instance_prob: probability that a panoptic sample is paired as instance data rather than semantic (default
+            0.5: our choice, no source gives one).
+        per_class: most samples held for one class, so frequent classes do not crowd out the rest (default 16: our
+            choice, no source gives one).
     """
 
+    # buffer_size 256, instance_prob 0.5 and per_class 16: our choice (no source gives one)
     def __init__(self, self_prob: float = 0.5, buffer_size: int = 256, seed: int = 0, instance_prob: float = 0.5,
                  per_class: int = 16) -> None:
         for name, p in (("self_prob", self_prob), ("instance_prob", instance_prob)):

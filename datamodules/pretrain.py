@@ -33,7 +33,7 @@ import webdataset as wds
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset
 
-from datamodules.augment import PairTransform, collate, finish_batch
+from datamodules.augment import PairTransform, check_scale, collate, finish_batch
 from datamodules.fewshot import FewShotEpisodes, image_classes, plan_episodes
 from datamodules.pairing import Pair, PairSampler, source_of, worker_seed
 from datamodules.prompt_swap import PromptSwapQueries, object_areas, plan_swaps
@@ -74,6 +74,10 @@ class ShardSource:
         convert: when `path` is a folder without the split's index, convert it first (rank 0, in
             `prepare_data`): `{"source": NAME, "root": ..., **source arguments}`, e.g.
             `{"source": "synthetic", "samples": 4000, "size": 64}`.
+        scale: this source's random resized crop area range, instead of the data module's `scale`; None: that
+            one. For high-resolution images, which the paper augments with extra random cropping (section 4.1:
+            the retinal vessel sets): smaller crops keep thin structures at a resolution a 448 px view can show.
+            A mix-context example takes the scale of the source whose pair completes its group.
     """
 
     path: str
@@ -82,6 +86,12 @@ class ShardSource:
     split: str = "train"
     name: str | None = None
     convert: dict[str, Any] | None = None
+    scale: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.scale is not None:
+            self.scale = tuple(self.scale)
+            check_scale(self.scale)
 
     @property
     def label(self) -> str:
@@ -167,6 +177,7 @@ class _Stream:
     task: Task | None
     skips: SkipCounter = field(default_factory=SkipCounter)
     sizes: dict[str, int] = field(default_factory=dict)  # {shard: sample count}, from the index
+    scale: tuple[float, float] | None = None  # the source's crop area range (None: the transform's)
 
 
 class PretrainStream(IterableDataset):
@@ -204,7 +215,7 @@ class PretrainStream(IterableDataset):
         pending: dict[str, list[Pair]] = {}  # source -> semantic pairs waiting for a mix-context group
         counts = {"examples": 0, "mixed": 0}
         for index, sample in mixture:
-            skips = self.streams[index].skips
+            skips, scale = self.streams[index].skips, self.streams[index].scale
             pair = sampler.pair(sample)
             if pair is None:
                 skips.skip("unpaired", sample.key)
@@ -218,7 +229,8 @@ class PretrainStream(IterableDataset):
                 pairs = group.copy()
                 group.clear()
             try:
-                example = self.transform.mixed(pairs, rng) if len(pairs) > 1 else self.transform(pair, rng)
+                example = (self.transform.mixed(pairs, rng, scale) if len(pairs) > 1
+                           else self.transform(pair, rng, scale))
             except SAMPLE_ERRORS as e:  # an image or label map that does not decode or check; any other error is a bug
                 sampler.discard(*(s for p in pairs for s in (p.prompt, p.query)))
                 skips.skip(e.reason if isinstance(e, InvalidSample) else "image_data", f"{sample.key}: {e}")
@@ -264,18 +276,23 @@ class PretrainDataModule(LightningDataModule):
         batches_per_epoch: batches every rank yields per epoch (an epoch is a logging and validation unit).
         seed: seeds every worker's stream as (seed, rank, worker, pass).
         self_prob: probability that a semantic sample is paired with a view of itself (paper: 0.5).
-        instance_prob: probability that a panoptic sample is paired by instance rather than by category.
-        buffer_size, per_class: the partner buffer: samples held in all, and per class.
+        instance_prob: probability that a panoptic sample is paired by instance rather than by category (the
+            default 0.5 is our choice (no source gives one): the paper pairs COCO panoptic by category and COCO
+            instance by instance, as separate sources).
+        buffer_size, per_class: the partner buffer: samples held in all, and per class (256 and 16 are our choice (no
+            source gives one); `PairSampler`).
         shuffle: sample shuffle buffer per source and worker.
-        scale: random resized crop area range.
-        jitter: colour jitter strength (0: off); flip: horizontal flips.
+        scale: random resized crop area range (a source's `ShardSource.scale` replaces it for that source).
+        jitter: colour jitter strength (0: off), or (brightness, contrast, saturation, hue) as torchvision's
+            `ColorJitter` (Painter: 0.4, 0.4, 0.2, 0.1); the default 0.4, no hue, is our choice. flip: horizontal flips.
+        jitter_prob: probability that a view is colour-jittered (Painter: 0.8; default 1, always, our choice).
         recolor: probability that a view's colours are also remapped at random (channels permuted, some inverted;
             `PairTransform`), for worlds where colour never names a category.
         mask: "painter" (block-wise, half the patches; the query half with probability `query_half_prob`)
             or "query" (always the query half).
         max_ids: at most this many categories or instances coloured per example.
         mix_prob: probability that a semantic pair goes into a mix-context example instead of its own.
-        mix_pairs: pairs per mix-context example.
+        mix_pairs: pairs per mix-context example (2 is our choice (no source gives one): the paper says "several").
         val_episodes: validation episodes; val_min_pixels: smallest class area for an episode.
         val_classes: class ids to validate on; None: every class in `val`.
         val_swap_queries: prompt-swap queries (`datamodules.prompt_swap`) from the images of `val` that hold two
@@ -306,18 +323,18 @@ class PretrainDataModule(LightningDataModule):
         batches_per_epoch: int = 1000,
         seed: int = 0,
         self_prob: float = 0.5,
-        instance_prob: float = 0.5,
-        buffer_size: int = 256,
-        per_class: int = 16,
+        instance_prob: float = 0.5,  # our choice (no source gives one)
+        buffer_size: int = 256,  # our choice (no source gives one)
+        per_class: int = 16,  # our choice (no source gives one)
         shuffle: int = 500,
         scale: tuple[float, float] = (0.3, 1.0),
-        jitter: float = 0.4,
+        jitter: float | tuple[float, float, float, float] = 0.4,
         flip: bool = True,
         mask: Literal["painter", "query"] = "painter",
         query_half_prob: float = 0.1,
         max_ids: int | None = None,
         mix_prob: float = 0.0,
-        mix_pairs: int = 2,
+        mix_pairs: int = 2,  # our choice (no source gives one)
         val_episodes: int = 200,
         val_min_pixels: int = 16,
         val_classes: list[int] | None = None,
@@ -327,6 +344,7 @@ class PretrainDataModule(LightningDataModule):
         skip_rate_min_samples: int = 200,
         on_device: bool = True,
         recolor: float = 0.0,
+        jitter_prob: float = 1.0,
     ) -> None:
         super().__init__()
         if not sources:
@@ -345,7 +363,7 @@ class PretrainDataModule(LightningDataModule):
         self.sources, self.val = list(sources), val
         # built here, so that a wrong setting fails at configuration time, before any worker starts
         self.transform = PairTransform(size, scale, jitter, flip, mask, query_half_prob, patch_size, max_ids,
-                                       on_device, recolor)
+                                       on_device, recolor, jitter_prob)
         self.sampler = PairSampler(self_prob, buffer_size, seed, instance_prob, per_class)
         self.dataset: PretrainStream | None = None
         self.val_dataset: FewShotEpisodes | None = None
@@ -364,7 +382,7 @@ class PretrainDataModule(LightningDataModule):
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         hp = self.hparams
         streams = [_Stream(s.label, rank_shards(s.urls(), rank, world), s.weight, s.task,
-                           SkipCounter(s.label, hp.max_skip_rate, hp.skip_rate_min_samples), s.sizes())
+                           SkipCounter(s.label, hp.max_skip_rate, hp.skip_rate_min_samples), s.sizes(), s.scale)
                    for s in self.sources]
         self.dataset = PretrainStream(streams, self.transform, self.sampler, hp.seed, rank, hp.shuffle,
                                       hp.mix_prob, hp.mix_pairs)

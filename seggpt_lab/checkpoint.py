@@ -285,7 +285,7 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str = "
 
 
 def load_pretrained(path: str | Path, **overrides) -> SegGPT:
-    """Build a SegGPT from any supported checkpoint; `overrides` set runtime options (fused_attn, ...).
+    """Build a SegGPT from any supported checkpoint; `overrides` set runtime options (attn_impl, ...).
 
     Formats: the official `seggpt_vit_large.pth` ({"model": state_dict}); a Hugging Face directory
     of `SegGptForImageSegmentation` or `SegGptModel`; a Painter checkpoint (no type tokens); a

@@ -1,7 +1,7 @@
 """In-context colouring pretraining (SegGPT §3-4): `seggpt-lab fit --config recipes/pretrain_vit_l.yaml`.
 
-The module owns the optimisation: AdamW with no weight decay on norms, biases, tokens and position
-tables, optional layer-wise learning-rate decay, and a linear warm-up then cosine schedule stepped per
+The module owns the optimisation: AdamW with no weight decay on norms, biases and (`no_decay`) tokens and
+position tables, optional layer-wise learning-rate decay, and a linear warm-up then cosine schedule stepped per
 optimiser step. Everything else is the Trainer's, set in the recipe: gradient clipping
 (`gradient_clip_val`), bf16 (`precision: bf16-mixed`), accumulation (`accumulate_grad_batches`, so the
 paper's batch of 2048 is one setting), DDP/FSDP (`strategy`), checkpoints (`ModelCheckpoint`).
@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import Literal
 
 import torch
 from lightning.pytorch import LightningModule
@@ -31,30 +32,48 @@ from seggpt_lab.metrics import FewShotIoU, PromptSwap
 from seggpt_lab.model import SegGPT, masked_smooth_l1, patch_mask_to_pixels
 from seggpt_lab.modules.evaluate import clean, predict_swap, update_swap
 
-# parameters that get no weight decay whatever their shape: learned tokens and position tables (the
-# official Painter/SegGPT and MAE recipes exclude these and every 1-D parameter: norms and biases)
-NO_DECAY = ("pos_embed", "mask_token", "segment_token_x", "segment_token_y", "type_token_cls", "type_token_ins",
-            "rel_pos_h", "rel_pos_w")
+# Parameters that get no weight decay whatever their shape, besides every 1-D one (norms and biases), by rule:
+# - "painter": Painter's trainer exempts 1-D parameters and the names its model's `no_weight_decay` lists,
+#   {pos_embed, cls_token} (Painter models_painter.py:352-353, util/lr_decay.py:32); its mask and segment tokens
+#   and relative-position tables are decayed. SegGPT's trainer is not released; the type tokens, which Painter
+#   lacks, are decayed like its other tokens.
+# - "ours": also every learned token and the relative-position tables, our choice (no source gives one): they are
+#   embeddings, not weights to shrink towards 0.
+NO_DECAY = {
+    "painter": ("pos_embed", "cls_token"),
+    "ours": ("pos_embed", "mask_token", "segment_token_x", "segment_token_y", "type_token_cls", "type_token_ins",
+             "rel_pos_h", "rel_pos_w"),
+}
+TOKENS = ("mask_token", "segment_token_x", "segment_token_y", "type_token_cls", "type_token_ins")
+NoDecay = Literal["ours", "painter"]
 
 
-def layer_id(name: str, depth: int) -> int:
-    """BEiT/MAE layer-decay numbering: embeddings and tokens 0, block i -> i + 1, the rest (norm, decoder) depth + 1."""
+def layer_id(name: str, depth: int, rule: NoDecay = "ours") -> int:
+    """BEiT/MAE layer-decay numbering: the patch and position embeddings 0, block i -> i + 1, the rest (norm,
+    decoder) depth + 1. The learned tokens are 0 under "ours" (our choice: they are embeddings) and depth + 1
+    under "painter", whose numbering knows only cls_token and pos_embed (Painter util/lr_decay.py:64-76)."""
     if name.startswith("blocks."):
         return int(name.split(".")[1]) + 1
-    if name.startswith(("patch_embed", *NO_DECAY[:6])):
+    if name.startswith(("patch_embed", "pos_embed", "cls_token")) or (rule == "ours" and name in TOKENS):
         return 0
     return depth + 1
 
 
-def param_groups(model: SegGPT, weight_decay: float, layer_decay: float | None = None) -> list[dict]:
-    """AdamW parameter groups: (decay or not) x (layer), each with its `lr_scale` (1 without layer decay)."""
+def param_groups(model: SegGPT, weight_decay: float, layer_decay: float | None = None, no_decay: NoDecay = "ours"
+                 ) -> list[dict]:
+    """AdamW parameter groups: (decay or not) x (layer), each with its `lr_scale` (1 without layer decay).
+    `no_decay` names the rule for what is not decayed besides 1-D parameters (see `NO_DECAY`)."""
+    if no_decay not in NO_DECAY:
+        raise ValueError(f"no_decay must be one of {list(NO_DECAY)}, got {no_decay!r}")
     depth = len(model.blocks)
     groups: dict[tuple[bool, int], dict] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        decay = p.ndim > 1 and name.split(".")[-1] not in NO_DECAY
-        layer = layer_id(name, depth) if layer_decay is not None else 0
+        # "ours" matches the last name component (blocks.i.attn.rel_pos_h); Painter's rule whole names
+        exempt = name.split(".")[-1] in NO_DECAY["ours"] if no_decay == "ours" else name in NO_DECAY["painter"]
+        decay = p.ndim > 1 and not exempt
+        layer = layer_id(name, depth, no_decay) if layer_decay is not None else 0
         scale = layer_decay ** (depth + 1 - layer) if layer_decay is not None else 1.0
         group = groups.setdefault((decay, layer), {"params": [], "weight_decay": weight_decay if decay else 0.0,
                                                    "lr_scale": scale, "names": []})
@@ -82,6 +101,10 @@ class PretrainModule(LightningModule):
         weight_decay: AdamW decay on matrices (paper: 0.05).
         betas: AdamW betas (Painter: 0.9, 0.999).
         layer_decay: layer-wise lr decay factor (None: off); block i gets lr * decay^(depth - i).
+        no_decay: which parameters, besides 1-D ones (norms, biases), get no weight decay: "ours" (every learned
+            token and the relative-position tables; our choice) or "painter" (only pos_embed, as Painter's trainer:
+            models_painter.py `no_weight_decay`, util/lr_decay.py); with `layer_decay`, also where the tokens sit
+            (`layer_id`).
         warmup_steps: linear warm-up, in optimiser steps (paper: 1.8K of 9K).
         total_steps: the schedule's length; None: the trainer's `estimated_stepping_batches` (max_steps).
         min_lr_ratio: the cosine's floor as a fraction of `lr`.
@@ -105,6 +128,7 @@ class PretrainModule(LightningModule):
         weight_decay: float = 0.05,
         betas: tuple[float, float] = (0.9, 0.999),
         layer_decay: float | None = None,
+        no_decay: NoDecay = "ours",
         warmup_steps: int = 1800,
         total_steps: int | None = None,
         min_lr_ratio: float = 0.0,
@@ -117,6 +141,8 @@ class PretrainModule(LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
+        if no_decay not in NO_DECAY:
+            raise ValueError(f"no_decay must be one of {list(NO_DECAY)}, got {no_decay!r}")
         if val_seg_type not in SEG_TYPES:
             raise ValueError(f"val_seg_type must be one of {list(SEG_TYPES)}, got {val_seg_type!r}")
         if lr <= 0 or warmup_steps < 0 or foreground_weight <= 0:
@@ -143,7 +169,7 @@ class PretrainModule(LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        groups = param_groups(self.model, hp.weight_decay, hp.layer_decay)
+        groups = param_groups(self.model, hp.weight_decay, hp.layer_decay, hp.no_decay)
         for g in groups:
             del g["names"]
         fused = self.device.type == "cuda"  # one kernel for all parameters (torch AdamW fused=True)

@@ -10,8 +10,11 @@ import torch
 from PIL import Image
 
 from datamodules.augment import (
+    GRAY,
     PairTransform,
     _decode,
+    _hue_rotation,
+    _jitter,
     _resize_image,
     collate,
     color_jitter,
@@ -116,6 +119,114 @@ def test_color_jitter():
     np.testing.assert_array_equal(out, gray)  # a flat grey image is its own mean and its own grey
     a, b = (color_jitter(image, np.random.default_rng(5)) for _ in range(2))
     np.testing.assert_array_equal(a, b)
+
+
+def test_default_jitter_is_torchvisions_three_steps_in_a_random_order():
+    """The default jitter (brightness, contrast, saturation 0.4, no hue, always on): one permutation of the three
+    steps, then one factor per step in that order, each applied as torchvision's operation (clipping only at the
+    end). This fixes the draws, and with them every batch of a recipe that keeps the default."""
+    image = np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        ref = image.astype(float)
+        for step in rng.permutation(3):
+            f = rng.uniform(0.6, 1.4)
+            if step == 0:
+                ref = f * ref
+            elif step == 1:
+                ref = f * ref + (1 - f) * (ref @ GRAY).mean()
+            else:
+                ref = f * ref + (1 - f) * (ref @ GRAY)[..., None]
+        out = color_jitter(image, np.random.default_rng(seed))
+        assert np.abs(out.astype(int) - np.clip(np.round(ref), 0, 255)).max() <= 1
+    transform = PairTransform(size=(64, 64), patch_size=8, on_device=True)
+    explicit = PairTransform(size=(64, 64), patch_size=8, on_device=True, jitter=(0.4, 0.4, 0.4, 0.0), jitter_prob=1)
+    a, b = (t(_pair(), np.random.default_rng(1)) for t in (transform, explicit))
+    for key in ("image_canvas", "label_canvas", "jitter", "flip", "bool_masked_pos"):
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+def _hue(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(..., 3) uint8 -> HSV hue in turns [0, 1) and saturation."""
+    x = image.astype(float)
+    top, spread = x.max(-1), np.maximum(x.max(-1) - x.min(-1), 1e-9)
+    r, g, b = np.moveaxis(x, -1, 0)
+    hue = np.where(top == r, ((g - b) / spread) % 6, np.where(top == g, (b - r) / spread + 2, (r - g) / spread + 4))
+    return hue / 6, spread / np.maximum(top, 1e-9)
+
+
+def _turns(delta: np.ndarray) -> np.ndarray:
+    return (delta + 0.5) % 1 - 0.5  # a hue difference in (-1/2, 1/2]
+
+
+def test_hue_rotation_follows_torchvisions_hue_shift():
+    """The linear hue step: torchvision's exactly at a third of a turn, within a hundredth of a turn at +-0.1."""
+    from torchvision.transforms.functional import adjust_hue
+
+    image = np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    start, saturation = _hue(image)
+    coloured = saturation > 0.5
+    for shift in (1 / 3, 0.1, -0.1):
+        stacked = np.zeros((3, 7))
+        stacked[:, :3] = _hue_rotation(shift)
+        ours = _jitter(image, stacked, np.empty((3, 48, 48), np.uint8)).transpose(1, 2, 0)
+        theirs = adjust_hue(torch.from_numpy(image).permute(2, 0, 1), shift).permute(1, 2, 0).numpy()
+        if shift == 1 / 3:
+            assert np.abs(ours.astype(int) - theirs).max() <= 1  # red -> green, green -> blue, blue -> red
+        moved, gap = _turns(_hue(ours)[0] - start)[coloured], _turns(_hue(ours)[0] - _hue(theirs)[0])[coloured]
+        assert abs(np.median(moved) - shift) < 0.01 and np.median(np.abs(gap)) < 0.01
+    np.testing.assert_allclose(_hue_rotation(0.1) @ np.ones(3), np.ones(3))  # grey stays grey
+    np.testing.assert_allclose(_hue_rotation(0.1) @ _hue_rotation(0.1).T, np.eye(3), atol=1e-12)
+
+
+def test_color_jitter_hue_shifts_hue_both_ways_within_its_range():
+    colour = np.array([200, 110, 60], np.uint8)  # inside the gamut after any shift up to 0.1 turn
+    image = np.broadcast_to(colour, (8, 8, 3)).copy()
+    shifts = []
+    for seed in range(40):
+        out = color_jitter(image, np.random.default_rng(seed), brightness=0, contrast=0, saturation=0, hue=0.1)
+        shifts.append(float(_turns(_hue(out[0, 0])[0] - _hue(colour)[0])))
+        assert abs(out[0, 0].astype(float).mean() - colour.mean()) <= 1  # the rotation keeps the mean level
+    shifts = np.array(shifts)
+    assert np.abs(shifts).max() <= 0.1 + 0.01 and shifts.min() < -0.03 and shifts.max() > 0.03
+    np.testing.assert_array_equal(color_jitter(image, np.random.default_rng(0), 0, 0, 0, hue=0.0), image)
+
+
+def test_jitter_prob_jitters_that_share_of_the_views():
+    """p = 0: each view is its crop untouched; p = 1: every view is jittered; in between, that share of views."""
+    image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    sample = _sample("a", image, np.ones((64, 64), np.int32))
+    pair = Pair(sample, sample, [1], "sem", True, "semantic")
+    kw = {"size": (64, 64), "scale": (1.0, 1.0), "flip": False, "patch_size": 8, "jitter": (0.4, 0.4, 0.2, 0.1)}
+    for p in (0.0, 1.0):
+        ex = PairTransform(**kw, jitter_prob=p)(pair, np.random.default_rng(3))
+        for half in (ex["image_canvas"][:, :64], ex["image_canvas"][:, 64:]):  # the crop is the whole image
+            assert np.array_equal(half.transpose(1, 2, 0), image) == (p == 0)
+    transform = PairTransform(**kw, jitter_prob=0.5, on_device=True)
+    maps = np.concatenate([transform(pair, np.random.default_rng(s))["jitter"] for s in range(200)])
+    jittered = ~np.all(maps == np.eye(3, 7), axis=(1, 2))
+    assert 0.4 < jittered.mean() < 0.6  # 400 views: 0.5 +- 0.1 is 4 standard deviations
+    with pytest.raises(ValueError, match="jitter_prob"):
+        PairTransform(jitter_prob=1.5)
+    with pytest.raises(ValueError, match="hue"):
+        PairTransform(jitter=(0.4, 0.4, 0.2, 0.6))
+
+
+def test_a_pair_can_bring_its_own_crop_scale():
+    """`scale` per call (a source's own, `ShardSource.scale`): the views show that share of the image's area."""
+    h, w = 96, 80
+    ids = np.arange(1, h * w + 1, dtype=np.int32).reshape(h, w)  # every pixel its own id, which tells where it is
+    sample = _sample("a", np.zeros((h, w, 3), np.uint8), ids)
+    pair = Pair(sample, sample, [1], "sem", True, "semantic")
+    transform = PairTransform(size=(64, 64), scale=(0.8, 1.0), jitter=0.0, patch_size=8)
+    for scale, (low, high) in ((None, (0.7, 1.0)), ((0.05, 0.1), (0.03, 0.12))):
+        for s in range(5):
+            _, labels = transform.views(pair, np.random.default_rng(s), scale=scale)
+            for half in (labels[0, :64], labels[0, 64:]):
+                rows, cols = np.divmod(half.astype(int) - 1, w)  # the source pixels the view shows
+                assert low <= (np.ptp(rows) + 1) * (np.ptp(cols) + 1) / (h * w) <= high
+        ex = transform(pair, np.random.default_rng(0), scale=scale)
+        assert ex["image_canvas"].shape == (3, 128, 64)
 
 
 def test_example_shapes_dtypes_and_batch():

@@ -135,6 +135,41 @@ def test_mix_context_rate_and_shared_colours(shards: Path) -> None:
         assert len(colours) <= 1
 
 
+def test_a_source_crops_at_its_own_scale(shards: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ShardSource.scale` (the paper's extra cropping of high-resolution sources) reaches every crop of that source,
+    mixed or not; a source without one crops at the data module's `scale`."""
+    import datamodules.augment as augment
+
+    scales, crop_box = [], augment.crop_box
+
+    def recorded(height: int, width: int, rng: np.random.Generator, scale: tuple[float, float], *args) -> tuple:
+        scales.append(scale)
+        return crop_box(height, width, rng, scale, *args)
+
+    monkeypatch.setattr(augment, "crop_box", recorded)
+    small, whole = (0.05, 0.1), (0.9, 1.0)
+    _examples(_data(shards, source={"task": "semantic", "scale": list(small)}, scale=whole, mix_prob=0.5), 30)
+    assert len(scales) >= 60 and set(scales) == {small}
+    scales.clear()
+    data = PretrainDataModule([ShardSource(str(shards), name="a", scale=small), ShardSource(str(shards), name="b")],
+                              size=SIZE, patch_size=8, num_workers=0, scale=whole)
+    data.setup("fit")
+    _examples(data, 40)
+    assert set(scales) == {small, whole} and 0.25 < scales.count(small) / len(scales) < 0.75  # weights 1:1
+    with pytest.raises(ValueError, match="scale must satisfy"):
+        ShardSource(str(shards), scale=(0.5, 0.2))
+
+
+def test_jitter_settings_reach_the_views(shards: Path) -> None:
+    """Painter's jitter (hue, p) set on the data module: p = 0 leaves every view's colour map the identity."""
+    maps = {}
+    for p in (0.0, 1.0):
+        batch = next(iter(_data(shards, jitter=[0.4, 0.4, 0.2, 0.1], jitter_prob=p).train_dataloader()))
+        maps[p] = batch["jitter"].flatten(0, 1)  # (B * 2, 3, 7)
+    identity = torch.eye(3, 7, dtype=maps[0.0].dtype)
+    assert all(torch.equal(m, identity) for m in maps[0.0]) and not any(torch.equal(m, identity) for m in maps[1.0])
+
+
 def test_stream_is_deterministic_by_seed_and_pass(shards: Path) -> None:
     first = next(iter(_data(shards, seed=3).train_dataloader()))
     again = next(iter(_data(shards, seed=3).train_dataloader()))

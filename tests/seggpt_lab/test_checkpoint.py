@@ -83,6 +83,15 @@ def test_vit_large_transformers_model_parity(tmp_path):
     check_parity(hf, ours, side=448, batch=2, atol=1e-4)
 
 
+def test_load_pretrained_overrides_the_attention_implementation(tiny_pair):
+    """The runtime option `load_pretrained`'s docstring names is `attn_impl` (there is no `fused_attn`)."""
+    _, path = tiny_pair
+    ours = load_pretrained(path, attn_impl="eager")
+    assert {block.attn.attn_impl for block in ours.blocks} == {"eager"}
+    with pytest.raises(TypeError, match="fused_attn"):
+        load_pretrained(path, fused_attn=True)
+
+
 def test_feature_ensemble_matches_transformers_in_huggingface_mode(tiny_pair):
     hf, path = tiny_pair
     ours = load_pretrained(path, ensemble_mode="huggingface").eval()

@@ -54,6 +54,41 @@ def test_layer_decay_scales() -> None:
     assert names["decoder_pred.3.weight"]["lr_scale"] == 1.0
 
 
+def test_painter_rule_decays_tokens_and_tables_and_exempts_only_vectors_and_pos_embed() -> None:
+    """Painter's trainer: no decay on 1-D parameters and {pos_embed, cls_token} only; "ours" exempts every token
+    and relative-position table too. Whatever the rule, each parameter is in exactly one group."""
+    model = _tiny()
+    shapes = dict(model.named_parameters())
+    decayed = {}
+    for rule in ("ours", "painter"):
+        names = {n: g for g in param_groups(model, 0.05, no_decay=rule) for n in g["names"]}
+        assert sorted(names) == sorted(shapes)
+        decayed[rule] = {n for n, g in names.items() if g["weight_decay"] == 0.05}
+    assert decayed["painter"] == {n for n, p in shapes.items() if p.ndim > 1 and n != "pos_embed"}
+    tokens_and_tables = {n for n in shapes if n.endswith(("_token", "token_x", "token_y", "token_cls", "token_ins",
+                                                          "rel_pos_h", "rel_pos_w"))}
+    assert len(tokens_and_tables) == 5 + 2 * len(model.blocks)
+    assert decayed["painter"] - decayed["ours"] == tokens_and_tables  # the only difference between the rules
+    assert decayed["ours"] <= decayed["painter"]
+    with pytest.raises(ValueError, match="no_decay"):
+        param_groups(model, 0.05, no_decay="timm")
+    with pytest.raises(ValueError, match="no_decay"):
+        PretrainModule(_tiny(), no_decay="timm")
+
+
+def test_painter_layer_decay_puts_the_tokens_in_the_last_group() -> None:
+    model = _tiny()
+    depth = len(model.blocks)
+    for rule, token_layer in (("ours", 0), ("painter", depth + 1)):
+        names = {n: g for g in param_groups(model, 0.05, layer_decay=0.5, no_decay=rule) for n in g["names"]}
+        for token in ("mask_token", "segment_token_y", "type_token_cls"):
+            assert layer_id(token, depth, rule) == token_layer
+            assert names[token]["lr_scale"] == 0.5 ** (depth + 1 - token_layer)
+        # the patch and position embeddings stay in layer 0, the blocks in theirs, under both rules
+        assert names["pos_embed"]["lr_scale"] == names["patch_embed.proj.weight"]["lr_scale"] == 0.5 ** (depth + 1)
+        assert names["blocks.1.attn.rel_pos_w"]["lr_scale"] == 0.5 ** (depth - 1)
+
+
 def test_warmup_cosine() -> None:
     assert warmup_cosine(0, 10, 110) == pytest.approx(0.1)
     assert warmup_cosine(9, 10, 110) == pytest.approx(1.0)
