@@ -7,7 +7,9 @@ Training items are random resized crops (with flips) of the training split at th
 size: `{"image": (3, h, w) uint8, "label": (h, w) long}`, labels in class ids with void IGNORE_LABEL;
 the tuning module paints them with the prompt's palette. Validation items are `SemanticImage`s at their
 stored size (no per-class prompts), or square tiles of them (`val_tile`, for large aerial tiles).
-When validation reads the training split itself, `val_keys` are held out of training.
+When validation reads the training split itself, the validation images (`val_keys`, or `val_size` drawn
+with a fixed seed) are held out of training: the prompt is then selected on training images, never on the
+benchmark split it is reported on.
 
 `example()` is the one-shot example prompt: the training image that holds the most classes, which the
 tuned prompt starts from and is compared with.
@@ -95,6 +97,8 @@ class PromptTuningDataModule(LightningDataModule):
         classes: class ids the prompt paints; None: every class of the training split (`class_names` from it).
         val_keys: validation images; None: every image of `val_index` with labels. Held out of training when
             `val_index` is `index`.
+        val_size: validate on this many of those images, drawn at random with seed 0 (the same set in every
+            run); None: all of them.
         val_tile: cut validation images into squares of this side (None: whole images).
         batch_size, batches_per_epoch: crops per batch, batches per training epoch (drawn with replacement).
         scale: random resized crop area range.
@@ -103,13 +107,15 @@ class PromptTuningDataModule(LightningDataModule):
     """
 
     def __init__(self, index: str, val_index: str | None = None, size: tuple[int, int] = (448, 448),
-                 classes: list[int] | None = None, val_keys: list[str] | None = None, val_tile: int | None = None,
-                 batch_size: int = 8, batches_per_epoch: int = 100, scale: tuple[float, float] = (0.3, 1.0),
-                 flips: bool = True, num_workers: int = 0) -> None:
+                 classes: list[int] | None = None, val_keys: list[str] | None = None, val_size: int | None = None,
+                 val_tile: int | None = None, batch_size: int = 8, batches_per_epoch: int = 100,
+                 scale: tuple[float, float] = (0.3, 1.0), flips: bool = True, num_workers: int = 0) -> None:
         super().__init__()
         if batch_size < 1 or batches_per_epoch < 1 or (val_tile is not None and val_tile < 1):
             raise ValueError(f"data: need batch_size >= 1, batches_per_epoch >= 1 and val_tile >= 1; got {batch_size},"
                              f" {batches_per_epoch}, {val_tile}")
+        if val_size is not None and val_size < 1:
+            raise ValueError(f"data.val_size: need >= 1 (or null for every validation image), got {val_size}")
         self.save_hyperparameters()
         self.class_ids: list[int] = []  # set by setup()
         self.class_names: list[str] = []
@@ -135,6 +141,10 @@ class PromptTuningDataModule(LightningDataModule):
             unknown = sorted(set(keys) - set(val_reader.keys()))
             if unknown:
                 raise ValueError(f"data.val_keys: {unknown[:3]} are not in {hp.val_index}")
+            if hp.val_size is not None:
+                if hp.val_size > len(keys):
+                    raise ValueError(f"data.val_size: {hp.val_size} asked for, {hp.val_index} has {len(keys)}")
+                keys = [keys[i] for i in sorted(np.random.default_rng(0).choice(len(keys), hp.val_size, replace=False))]
             if val_reader is reader:
                 held_out = set(keys)
             self.val_set = SemanticTiles(val_reader, keys, hp.val_tile)

@@ -3,6 +3,8 @@
 Every evaluation image is segmented into all classes at once. The prompts are example-based: for each
 class, `shots` images of the prompt split that contain it (drawn once, seeded), with binary masks of
 that class; the same prompts serve every evaluation image, as a fixed in-context "key" per class.
+With several seeds (the paper's ADE20K protocol, Appendix B / Table S1: the best of seeds 1000, 2000,
+3000 and 4000) every seed draws its own examples and each image carries all of them, seed by seed.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ def semantic_label(sample: Sample) -> torch.Tensor:
 
 
 class SemanticImages(Dataset):
-    """Evaluation image i with its labels and the shared class prompts."""
+    """Evaluation image i with its labels and the shared class prompts: for each seed in turn, one
+    `ClassPrompt` per class (seed-major, so seed k's prompts are `prompts[k * C:(k + 1) * C]`)."""
 
     def __init__(self, reader: ShardReader, keys: list[str], prompts: list[ClassPrompt]) -> None:
         self.reader, self.keys, self.prompts = reader, keys, prompts
@@ -56,18 +59,23 @@ class SemanticDataModule(EvaluationDataModule):
         classes: class ids to segment; None: every class with ground truth in the evaluation split that has
             an example in the prompt split.
         max_images: evaluate only the first N images (quick runs).
-        seed: draws the examples of each class.
+        seed: draws the examples of each class; a list of seeds draws one set of examples per seed, and
+            `SemanticEvaluation` scores every image under each set (e.g. [1000, 2000, 3000, 4000], the
+            paper's Table S1, which reports the best).
         num_workers: DataLoader processes.
     """
 
     def __init__(self, index: str, prompt_index: str, shots: int = 1, classes: list[int] | None = None,
-                 max_images: int | None = None, seed: int = 0, num_workers: int = 0) -> None:
+                 max_images: int | None = None, seed: int | list[int] = 0, num_workers: int = 0) -> None:
         super().__init__()
         if shots < 1:
             raise ValueError(f"shots must be >= 1, got {shots}")
+        seeds = [seed] if isinstance(seed, int) else list(seed)
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError(f"data.seed: give one seed or a list of distinct seeds, got {seed}")
         self.save_hyperparameters()
         self.index, self.prompt_index, self.shots, self.classes = index, prompt_index, shots, classes
-        self.max_images, self.seed, self.num_workers = max_images, seed, num_workers
+        self.max_images, self.seeds, self.num_workers = max_images, seeds, num_workers
         self.dataset: SemanticImages | None = None
         self.class_ids: list[int] = []  # set by setup(): the classes segmented
         self.num_classes = 0  # set by setup(): the size of the label space, background 0 included
@@ -86,16 +94,18 @@ class SemanticDataModule(EvaluationDataModule):
         self.num_classes = max(evaluated | set(self.class_ids)) + 1  # ground-truth classes without examples count
         source = ShardReader(self.prompt_index)
         present = image_classes(source, self.class_ids)
+        holders = {c: [k for k, ids in present.items() if c in ids] for c in self.class_ids}
+        missing = [c for c, keys in holders.items() if not keys]
+        if missing:
+            raise ValueError(f"{self.prompt_index}: no image holds class {missing[0]}, so it has no example prompt")
         prompts = []
-        for class_id in self.class_ids:
-            keys = [k for k, ids in present.items() if class_id in ids]
-            if not keys:
-                raise ValueError(f"{self.prompt_index}: no image holds class {class_id}, so it has no example prompt")
-            rng = np.random.default_rng([self.seed, class_id])
-            chosen = rng.choice(len(keys), size=min(self.shots, len(keys)), replace=False)
-            samples = [source.sample(keys[i]) for i in sorted(chosen)]
-            prompts.append(ClassPrompt(class_id=class_id, images=[image_tensor(s) for s in samples],
-                                       labels=[binary_label(s, class_id) for s in samples]))
+        for seed in self.seeds:
+            for class_id, keys in holders.items():
+                rng = np.random.default_rng([seed, class_id])
+                chosen = rng.choice(len(keys), size=min(self.shots, len(keys)), replace=False)
+                samples = [source.sample(keys[i]) for i in sorted(chosen)]
+                prompts.append(ClassPrompt(class_id=class_id, images=[image_tensor(s) for s in samples],
+                                           labels=[binary_label(s, class_id) for s in samples]))
         reader = ShardReader(self.index)
         keys = [k for k in reader.keys() if "classes" in reader.meta(k)][: self.max_images]
         self.dataset = SemanticImages(reader, keys, prompts)

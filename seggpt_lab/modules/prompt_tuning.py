@@ -16,7 +16,10 @@ Choices the paper leaves open, made here:
   tuning starts from the prompt it is compared with), "noise" (uniform), or a prompt file to continue.
 - Validation scores the current prompt on held-out images (mIoU over the classes present, void
   ignored, as `SemanticEvaluation`); before the first step the example prompt is scored the same way,
-  so `results.json` holds both numbers. The best prompt by `val/mIoU` is written to `output`.
+  so `results.json` holds both numbers. The best prompt by `val/mIoU` is written to `output`, and
+  `results.json` names the images that selected it (`selected_on`). Selecting on the split a number is later
+  reported on is model selection on the test set: the recipes select on training images held out of tuning
+  (the data module's `val_size` / `val_keys`), and tests/seggpt_lab/modules/test_protocols.py checks it.
 """
 
 from __future__ import annotations
@@ -222,8 +225,14 @@ class PromptTuningModule(LightningModule):
         out.parent.mkdir(parents=True, exist_ok=True)
         save_prompt(self.prompt(), out)
         tuned = self.best_miou if self.best_miou >= 0 else None
+        data, selected_on = self.trainer.datamodule, None
+        if data.val_set is not None:  # the images the best prompt was chosen on (none: the last prompt is kept)
+            images = {key for key, _, _ in data.val_set.items}
+            selected_on = {"index": str(data.hparams.val_index), "images": len(images),
+                           "held_out_of_training": not images & set(data.train_set.keys)}
         results = {"example_prompt_miou": self.example_miou, "tuned_prompt_miou": tuned, "step": best_step,
-                   "prompt": str(out), "classes": dict(zip(self.class_ids, self.class_names, strict=True))}
+                   "selected_on": selected_on, "prompt": str(out),
+                   "classes": dict(zip(self.class_ids, self.class_names, strict=True))}
         (out.parent / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 
     @rank_zero_only

@@ -149,6 +149,8 @@ def test_every_eval_recipe_runs_on_real_shards(recipe, predictor, fss_index, dav
     extra: list[str] = []
     if "prompt" in recipe or "panoptic" in recipe:
         extra = ["--model.init_args.prompt_file", prompt_file(loveda_index, tmp_path / "prompt.pt", [1, 2, 3])]
+    if "panoptic" in recipe:  # LoveDA holds no instances to build an instance prompt from
+        extra += ["--model.init_args.instances", "components"]
     if "davis" in recipe or "youtube" in recipe or "mose" in recipe:
         results = run(recipe, davis_index, out, predictor, "--data.init_args.videos", "[dog]",
                       "--data.init_args.max_frames", "6")
@@ -215,3 +217,19 @@ def test_image_level_evaluations_refuse_the_colour_predictor():
         SemanticEvaluation(predictor="colour")
     with pytest.raises(ValueError, match="PanopticEvaluation has no example prompts for predictor 'colour'"):
         PanopticEvaluation(predictor="colour")
+
+
+def test_video_evaluation_binarises_as_the_official_video_mode_and_few_shot_by_the_nearest_colour(monkeypatch):
+    import seggpt_lab.inference as inference
+    from seggpt_lab.model import seggpt_vit_tiny
+    from seggpt_lab.modules.evaluate import FewShotEvaluation, VideoEvaluation
+    from seggpt_lab.palette import VIDEO_THRESHOLD
+
+    rgb = torch.full((3, 32, 32), 127.75 / 255)  # mean in (127.5, 128]: white by nearest colour, black for video
+    monkeypatch.setattr(inference, "predict_canvas", lambda *args: rgb)
+    model = seggpt_vit_tiny(img_size=(64, 32), patch_size=8, depth=3, feature_indices=(2,))
+    image, label = torch.zeros(3, 32, 32, dtype=torch.uint8), torch.ones(32, 32, dtype=torch.long)
+    video, fewshot = VideoEvaluation(model=model), FewShotEvaluation(model=model)
+    assert video.binary_threshold == VIDEO_THRESHOLD and fewshot.binary_threshold is None
+    assert not video.predict_one([image], [label], image, label, 1).any()
+    assert fewshot.predict_one([image], [label], image, label, 1).all()

@@ -117,6 +117,7 @@ def test_tuning_continues_from_a_prompt_file_and_refuses_another_class_set(loved
     second = _fit(loveda, frozen, tmp_path / "b", "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
                   "--model.init_args.init", str(tmp_path / "a" / "prompt.pt"))
     assert second["example_prompt_miou"] == pytest.approx(first["example_prompt_miou"])
+    assert first["selected_on"] == {"index": str(loveda), "images": 1, "held_out_of_training": True}  # loveda__2
     with pytest.raises(ValueError, match="paints classes"):
         _fit(loveda, frozen, tmp_path / "c", "--trainer.max_steps", "1", "--data.init_args.classes", "[1, 2]",
              "--model.init_args.init", str(tmp_path / "a" / "prompt.pt"))
