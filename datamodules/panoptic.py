@@ -3,9 +3,12 @@
 The segments come from the shard schema's two maps: every instance of ins.png is a segment with its
 category and crowd flag from the metadata; the pixels of a class that no instance covers form one segment
 of that class (stuff); void (IGNORE in sem.png) and background (0) are segment 0, which PQ leaves out.
+`instance_prompt` builds the instance prompt of panoptic evaluation from training shards.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,6 +19,7 @@ from datamodules.fewshot import image_tensor
 from datamodules.schema import IGNORE, Sample
 from datamodules.shards import ShardReader, read_index
 from seggpt_lab.canvas import PanopticImage
+from seggpt_lab.prompts import Prompt, instance_prompt_from_examples
 
 
 def panoptic_segments(sample: Sample) -> tuple[torch.Tensor, dict[int, tuple[int, bool]]]:
@@ -91,3 +95,28 @@ class PanopticDataModule(EvaluationDataModule):
         self.things = sorted(things)
         self.stuff = sorted({int(c) for c in read_index(self.index)["class_images"]} - things)
         self.dataset = PanopticImages(reader, keys[: self.max_images])
+
+
+def instance_prompt(index: str | Path, size: tuple[int, int] = (448, 448), keys: list[str] | None = None) -> Prompt:
+    """An instance prompt from converted shards (e.g. COCO panoptic train): the samples `keys`, by default the one
+    with the most non-crowd instances (prompt tuning's "examples" start likewise takes the training image with
+    the most classes); crowd regions are left black, as instance pairs leave them uncoloured (`pairing.py`).
+
+        save_prompt(instance_prompt("shards/coco-panoptic/train-index.json"),
+                    "prompts/coco_panoptic_instances.pt")
+    """
+    reader = ShardReader(index)
+
+    def solid(key: str) -> list[int]:
+        return [int(i) for i, m in reader.meta(key).get("instances", {}).items() if not m["iscrowd"]]
+
+    keys = keys if keys is not None else [max(reader.keys(), key=lambda k: len(solid(k)))]
+    images, maps = [], []
+    for key in keys:
+        sample = reader.sample(key)
+        if sample.ins is None:
+            raise ValueError(f"{key}: sample has no instance map (ins.png) to paint")
+        ids = torch.from_numpy(sample.ins.astype("int64"))
+        images.append(image_tensor(sample))
+        maps.append(torch.where(torch.isin(ids, torch.tensor(solid(key), dtype=torch.long)), ids, 0))
+    return instance_prompt_from_examples(images, maps, size)

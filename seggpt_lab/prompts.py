@@ -4,12 +4,12 @@ A prompt file holds the prompt half of both canvases at the model's half-canvas 
 (3, h, w) and `target` (3, h, w), RGB in [0, 1] — plus `palette` ((K + 1, 3) uint8, row 0 black) and
 `class_ids` (palette row k is class `class_ids[k - 1]`) with their `class_names`. In-context tuning
 (the paper's section 3.3, `seggpt_lab.modules.prompt_tuning`) learns `image` and `target`;
-`prompt_from_examples` builds one from labelled examples, tiled as a spatial ensemble. An instance prompt
-(`instance_prompt_from_examples`, `instance_prompt_from_shards`) paints each example instance its own palette
-row instead; its `class_ids` are the instance numbers 1..K, and run with seg_type "instance" it paints the
-query's instances in those colours (panoptic evaluation's things). Semantic and panoptic evaluation and the
-`Predictor` read them; files are loaded with `weights_only=True` (a file holding
-pickled code is refused without running it) and written atomically (`seggpt_lab.checkpoint`).
+`prompt_from_examples` builds one from labelled examples, tiled as a spatial ensemble. An instance
+prompt (`instance_prompt_from_examples`; from shards: `datamodules.panoptic.instance_prompt`) paints each
+example instance its own palette row instead; its `class_ids` are the instance numbers 1..K, and run with
+seg_type "instance" it paints the query's instances in those colours (panoptic evaluation's things).
+Semantic and panoptic evaluation and the `Predictor` read them; files are loaded with `weights_only=True`
+(a file holding pickled code is refused without running it) and written atomically (`seggpt_lab.checkpoint`).
 """
 
 from __future__ import annotations
@@ -67,35 +67,6 @@ def instance_prompt_from_examples(images: list[torch.Tensor], instances: list[to
     return prompt_from_examples(images, labels, numbers, size, [f"instance {k}" for k in numbers])
 
 
-def instance_prompt_from_shards(index: str | Path, size: tuple[int, int] = (448, 448), keys: list[str] | None = None
-                                ) -> Prompt:
-    """An instance prompt from converted shards (e.g. COCO panoptic train): the samples `keys`, by default the one
-    with the most non-crowd instances (prompt tuning's "examples" start likewise takes the training image with
-    the most classes); crowd regions are left black, as instance pairs leave them uncoloured (`pairing.py`).
-
-        save_prompt(instance_prompt_from_shards("shards/coco-panoptic/train-index.json"),
-                    "prompts/coco_panoptic_instances.pt")
-    """
-    from datamodules.fewshot import image_tensor  # datamodules builds on seggpt_lab: imported when used
-    from datamodules.shards import ShardReader
-
-    reader = ShardReader(index)
-
-    def solid(key: str) -> list[int]:
-        return [int(i) for i, m in reader.meta(key).get("instances", {}).items() if not m["iscrowd"]]
-
-    keys = keys if keys is not None else [max(reader.keys(), key=lambda k: len(solid(k)))]
-    images, maps = [], []
-    for key in keys:
-        sample = reader.sample(key)
-        if sample.ins is None:
-            raise ValueError(f"{key}: sample has no instance map (ins.png) to paint")
-        ids = torch.from_numpy(sample.ins.astype("int64"))
-        images.append(image_tensor(sample))
-        maps.append(torch.where(torch.isin(ids, torch.tensor(solid(key), dtype=torch.long)), ids, 0))
-    return instance_prompt_from_examples(images, maps, size)
-
-
 def save_prompt(prompt: Prompt, path: str | Path) -> None:
     save_atomic({k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in prompt.items()}, path)
 
@@ -105,7 +76,7 @@ def load_prompt(path: str | Path) -> Prompt:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such prompt file (tune one, or build one with prompt_from_examples; "
-                                "an instance prompt with instance_prompt_from_shards)")
+                                "an instance prompt with datamodules.panoptic.instance_prompt)")
     data = load_weights_only(path, "prompt file")
     if not isinstance(data, dict):
         raise ValueError(f"{path}: not a prompt file, a {type(data).__name__} instead of a dict")

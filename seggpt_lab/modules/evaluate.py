@@ -446,7 +446,7 @@ class PanopticEvaluation(_Evaluation):
             the classes; needed by the model.
         instances: where thing instances come from: "prompt" (the instance prompt's regions) or "components"
             (connected regions of the class map).
-        instance_prompt_file: the instance prompt (`seggpt_lab.prompts.instance_prompt_from_shards`); needed by
+        instance_prompt_file: the instance prompt (`datamodules.panoptic.instance_prompt`); needed by
             the model with `instances` "prompt".
         things: category ids of countable objects; default: the data module's `things`.
         stuff: category ids of amorphous regions; default: the data module's `stuff`.

@@ -14,25 +14,20 @@ import torch
 from PIL import Image
 
 from datamodules.convert import convert
-from datamodules.panoptic import PanopticDataModule
+from datamodules.panoptic import PanopticDataModule, instance_prompt
 from datamodules.schema import IGNORE
 from datamodules.shards import ShardReader, read_index
 from seggpt_lab.canvas import PanopticImage
 from seggpt_lab.inference import connected_components, panoptic_from_classes, resize_labels
 from seggpt_lab.modules.evaluate import PanopticEvaluation
 from seggpt_lab.palette import decode
-from seggpt_lab.prompts import (
-    instance_prompt_from_examples,
-    instance_prompt_from_shards,
-    prompt_from_examples,
-    save_prompt,
-)
+from seggpt_lab.prompts import instance_prompt_from_examples, prompt_from_examples, save_prompt
 from tests.seggpt_lab.modules.recipe_runs import HALF, prompt_file, run
 
 
 def instance_prompt_file(index: Path, path: Path) -> str:
     """An instance prompt built from the first two samples of the shards, every non-crowd instance painted."""
-    save_prompt(instance_prompt_from_shards(index, HALF, ShardReader(index).keys()[:2]), path)
+    save_prompt(instance_prompt(index, HALF, ShardReader(index).keys()[:2]), path)
     return str(path)
 
 
@@ -289,17 +284,17 @@ def test_ground_truth_colours_reproduce_the_real_coco_panoptic_segments(coco_pan
     assert by_prompt["PQ"] == by_components["PQ_st"] == 100 and by_components["PQ_th"] <= 100
 
 
-def test_the_instance_prompt_from_shards_paints_the_busiest_photo_and_leaves_crowds_black(coco_panoptic_index):
+def test_the_instance_prompt_paints_the_busiest_photo_and_leaves_crowds_black(coco_panoptic_index):
     reader = ShardReader(coco_panoptic_index)
     metas = {key: reader.meta(key)["instances"] for key in reader.keys()}
     solid = {key: [i for i, m in instances.items() if not m["iscrowd"]] for key, instances in metas.items()}
     busiest = max(solid, key=lambda key: len(solid[key]))
-    prompt = instance_prompt_from_shards(coco_panoptic_index, HALF)
+    prompt = instance_prompt(coco_panoptic_index, HALF)
     assert prompt["class_ids"] == list(range(1, len(solid[busiest]) + 1))
-    assert torch.equal(prompt["target"], instance_prompt_from_shards(coco_panoptic_index, HALF, [busiest])["target"])
+    assert torch.equal(prompt["target"], instance_prompt(coco_panoptic_index, HALF, [busiest])["target"])
     first = reader.keys()[0]  # the photo with a crowd region
     crowd = [int(i) for i, m in metas[first].items() if m["iscrowd"]]
-    prompt = instance_prompt_from_shards(coco_panoptic_index, HALF, [first])
+    prompt = instance_prompt(coco_panoptic_index, HALF, [first])
     ids = resize_labels(torch.from_numpy(reader.sample(first).ins.astype(np.int64)), HALF)
     rows = decode(prompt["target"], prompt["palette"])
     assert len(crowd) == 1 and (ids == crowd[0]).any() and (rows[ids == crowd[0]] == 0).all()
