@@ -29,10 +29,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from seggpt_lab.canvas import IMAGENET_MEAN, IMAGENET_STD
-from seggpt_lab.inference import Predictor, predict_labels, resize_image, resize_labels
+from seggpt_lab.canvas import IMAGENET_MEAN, IMAGENET_STD, resize_image, resize_labels
 from seggpt_lab.model import SegGPT
 from seggpt_lab.palette import VIDEO_THRESHOLD
+from seggpt_lab.prediction import predict_labels
+from seggpt_lab.predictor import Predictor
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO.parent / "shared" / "data" / "painter_examples" / "SegGPT" / "SegGPT_inference" / "examples"

@@ -67,7 +67,7 @@ class PredictDataModule(LightningDataModule):
         queries: query images: files, folders or glob patterns.
         prompts: prompt images (files, folders or patterns), each with its mask in `prompt_masks` (same order).
         prompt_masks: the prompts' masks: binary, class-index (palette PNG) or colour images
-            (`seggpt_lab.inference.prompt_masks`).
+            (`seggpt_lab.images.prompt_masks`).
         prompt_file: a tuned prompt file instead of prompts (labels are then its class ids).
         video: a video file or a folder of frames, instead of queries; `first_mask` gives its objects.
         first_mask: the first frame's mask (a DAVIS-style palette PNG for several objects).

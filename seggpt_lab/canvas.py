@@ -1,4 +1,5 @@
-"""Canvases: two same-sized images stacked vertically, prompt on top, query below, ImageNet-normalised.
+"""Canvases: two same-sized images stacked vertically, prompt on top, query below, ImageNet-normalised; the
+resizing of images, labels and predictions to and from the half-canvas size (seggpt_engine.py's).
 
 Shapes: images (B, 3, h, w) in [0, 1]; canvases (B, 3, 2h, w).
 """
@@ -8,8 +9,10 @@ from __future__ import annotations
 import math
 from typing import NotRequired, TypedDict
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 # timm IMAGENET_DEFAULT_MEAN / _STD, the normalisation of the official seggpt_engine.py
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -65,6 +68,51 @@ def spatial_ensemble(examples: torch.Tensor, mode: str = "bilinear") -> torch.Te
     return F.interpolate(grid[None], size=(h, w), mode=mode, antialias=True, align_corners=False)[0]
 
 
+def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(3, H, W) uint8 or float in [0, 1] -> (3, h, w) float in [0, 1], bicubic.
+
+    uint8 images are resized by PIL, as seggpt_engine.py resizes every image (`Image.resize((448, 448))`, PIL's
+    bicubic, which rounds to 8 bits between its two passes). Float images (tuned prompts) have no 8-bit form: they
+    are resized by torch's anti-aliased bicubic, within a few levels of PIL's.
+    """
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image.float() / 255 if image.dtype == torch.uint8 else image.float()
+    if image.dtype == torch.uint8:
+        pil = Image.fromarray(image.permute(1, 2, 0).cpu().numpy()).resize((size[1], size[0]), Image.Resampling.BICUBIC)
+        return torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1).to(image.device).float() / 255
+    return F.interpolate(image[None].float(), size=size, mode="bicubic", antialias=True, align_corners=False
+                         )[0].clamp(0, 1)
+
+
+def resize_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(..., H, W) integer labels (int32 range) -> (..., h, w), by PIL's nearest neighbour, as seggpt_engine.py
+    resizes prompt masks (`Image.resize((448, 448), Image.NEAREST)`)."""
+    if tuple(labels.shape[-2:]) == tuple(size):
+        return labels
+    flat = labels.reshape(-1, *labels.shape[-2:]).cpu().numpy().astype(np.int32)  # PIL mode "I"
+    resized = [np.asarray(Image.fromarray(f).resize((size[1], size[0]), Image.Resampling.NEAREST)) for f in flat]
+    return torch.from_numpy(np.stack(resized)).to(labels.device, labels.dtype).reshape(*labels.shape[:-2], *size)
+
+
+def resize_prediction(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(..., h, w) labels decoded from a prediction -> (..., H, W), by torch's nearest neighbour, as
+    seggpt_engine.py resizes its float64 output back to the query's size (`F.interpolate(..., mode="nearest")`).
+    In float64 as there: torch computes the source pixels in the input's precision, and float32 picks others
+    (1.5% of the pixels from 448 to 854 columns)."""
+    if tuple(labels.shape[-2:]) == tuple(size):
+        return labels
+    flat = labels.reshape(-1, 1, *labels.shape[-2:]).double()
+    return F.interpolate(flat, size=size, mode="nearest").long().reshape(*labels.shape[:-2], *size)
+
+
+def resize_output(output: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(h, w, 3) colour output -> (H, W, 3) at `size` = (H, W): seggpt_engine.py's F.interpolate(mode="nearest")."""
+    if output.shape[:2] == tuple(size):
+        return output
+    chw = torch.from_numpy(np.ascontiguousarray(output)).permute(2, 0, 1)[None]
+    return F.interpolate(chw, size=size, mode="nearest")[0].permute(1, 2, 0).numpy()
+
+
 class Episode(TypedDict):
     """One few-shot episode, at native image sizes (evaluation loaders yield these one at a time).
 
@@ -113,8 +161,14 @@ class VideoSequence(TypedDict):
 
 IGNORE_LABEL = 255  # void in evaluation labels (the DAVIS and HSNet convention)
 
+
+def clean(labels: torch.Tensor) -> torch.Tensor:
+    """Void -> background: what a prompt may show and what the oracle predicts."""
+    return torch.where(labels == IGNORE_LABEL, 0, labels)
+
+
 # files that a folder of query images or video frames contributes: here, beside the other shared input types,
-# because both the inference reader and `datamodules.predict` need them (datamodules may import canvas only)
+# because both `seggpt_lab.images` and `datamodules.predict` need them (datamodules may import canvas only)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -156,8 +210,8 @@ class InContextBatch(TypedDict):
     Canvases stay uint8 (prompt on top, query below) until `model_inputs` runs on the accelerator, so the
     loader moves a quarter of the bytes and normalisation happens where it is nearly free. A batch that leaves the
     views' colour jitter, flips and the painting of its targets to the accelerator carries `jitter`, `flip`,
-    `label_canvas` and `palette` instead of `target_canvas` and `valid`, until the data module's
-    on_after_batch_transfer finishes it (datamodules.augment.finish_batch).
+    `label_canvas` and `palette` instead of `target_canvas` and `valid`, until the data module finishes it on the
+    accelerator (its on_after_batch_transfer).
     """
 
     image_canvas: torch.Tensor  # (B, 3, H, W) uint8

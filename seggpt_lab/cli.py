@@ -1,6 +1,7 @@
-"""Entry points: `seggpt-lab` (LightningCLI: fit / validate / test / predict) and `seggpt-lab-data`.
+"""Entry point `seggpt-lab` (LightningCLI: fit / validate / test / predict).
 
-The one place that imports both packages; it owns nothing but wiring.
+It owns nothing but wiring and imports no `datamodules`: recipes name the data modules by class_path.
+`seggpt-lab-data` (convert, inspect) is the data package's own, in `datamodules.cli`.
 """
 
 from __future__ import annotations
@@ -114,56 +115,6 @@ def entry() -> None:
         message = str(inner[-1] if inner else e).strip().splitlines()[0]
         print(f"seggpt-lab: error: {message} (SEGGPT_LAB_TRACEBACK=1 for the traceback)", file=sys.stderr)
         raise SystemExit(2) from None
-
-
-def data_main(args: list[str] | None = None) -> int:
-    """`seggpt-lab-data convert|inspect`: datasets in their native layouts -> shards, and a look at the result.
-
-    A plain argparse tool (not LightningCLI): it configures no training run, and its flags are the
-    documented `--shard-size`, `--workers`, `--skip-bad`.
-    """
-    import argparse
-
-    from datamodules.contact_sheet import inspect
-    from datamodules.convert import BadSampleError, convert
-    from datamodules.schema import SampleError
-    from datamodules.sources import SOURCES, get_source
-
-    parser = argparse.ArgumentParser(prog="seggpt-lab-data", description=data_main.__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    conv = commands.add_parser("convert", help="write DIR/SOURCE/SPLIT-%%06d.tar shards and SPLIT-index.json")
-    conv.add_argument("source", choices=list(SOURCES), metavar="SOURCE", help=", ".join(SOURCES))
-    conv.add_argument("--root", help="the dataset as unpacked from its official download (not for synthetic)")
-    conv.add_argument("--split", required=True, help="split to convert; each source lists its own")
-    conv.add_argument("--out", required=True, help="shard root DIR")
-    conv.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default 1000)")
-    conv.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
-    conv.add_argument("--skip-bad", action="store_true", help="skip unreadable samples and list them in the index")
-    conv.add_argument("--limit", type=int, help="convert only the first N items")
-    insp = commands.add_parser("inspect", help="print per-class counts and write a contact sheet PNG")
-    insp.add_argument("folder", help="DIR/SOURCE, as written by convert")
-    insp.add_argument("--num", type=int, default=16, help="samples on the sheet (default 16)")
-    insp.add_argument("--seed", type=int, default=0)
-    insp.add_argument("--out", help="sheet path (default DIR/SOURCE/SPLIT-sheet.png)")
-    opts = parser.parse_args(args)
-
-    try:
-        if opts.command == "convert":
-            source = get_source(opts.source)(opts.root, opts.split)
-            index = convert(source, opts.out, opts.shard_size, opts.workers, opts.skip_bad, opts.limit)
-            print(f"{index['num_samples']} samples in {len(index['shards'])} shards, {len(index['skipped'])} skipped "
-                  f"-> {os.path.join(opts.out, opts.source)}")
-        else:
-            inspect(opts.folder, opts.num, opts.seed, opts.out)
-    except (SampleError, BadSampleError, FileNotFoundError, ValueError) as e:
-        print(f"seggpt-lab-data: error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def data_entry() -> None:
-    """Console-script wrapper: exit with data_main's status."""
-    raise SystemExit(data_main())
 
 
 if __name__ == "__main__":

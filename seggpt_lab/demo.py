@@ -15,8 +15,9 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from seggpt_lab.checkpoint import load_pretrained
-from seggpt_lab.inference import Predictor, grid, overlay
 from seggpt_lab.model import seggpt_vit_tiny
+from seggpt_lab.pictures import grid, overlay
+from seggpt_lab.predictor import Predictor
 
 
 def scene(seed: int, size: int = 256) -> tuple[Image.Image, Image.Image]:

@@ -19,9 +19,8 @@ from typing import TypedDict
 
 import torch
 
-from seggpt_lab.canvas import spatial_ensemble
+from seggpt_lab.canvas import resize_image, resize_labels, spatial_ensemble
 from seggpt_lab.checkpoint import load_weights_only, save_atomic
-from seggpt_lab.inference import resize_image, resize_labels
 from seggpt_lab.palette import build_palette, paint
 
 

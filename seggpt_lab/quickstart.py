@@ -46,18 +46,12 @@ from datamodules.pretrain import ShardSource
 from datamodules.prompt_swap import PromptSwapDataModule
 from datamodules.shards import ShardReader
 from datamodules.synthetic import CATEGORIES, HELD_OUT
+from seggpt_lab.canvas import clean
 from seggpt_lab.checkpoint import load_pretrained
-from seggpt_lab.inference import predict_labels
 from seggpt_lab.metrics import FewShotIoU, PromptSwap
-from seggpt_lab.modules.evaluate import (
-    blind_swap,
-    clean,
-    colour_match,
-    picture,
-    predict_swap,
-    swap_picture,
-    update_swap,
-)
+from seggpt_lab.modules.evaluate import blind_swap, colour_match, predict_swap, update_swap
+from seggpt_lab.pictures import picture, swap_picture
+from seggpt_lab.prediction import predict_labels
 
 PREDICTORS = ("model", "copy_prompt", "colour_match", "all_background", "all_foreground", "oracle_all_objects")
 SWAP_PREDICTORS = ("model", "copy_prompt", "colour_match", "oracle_all_objects")

@@ -21,29 +21,27 @@ import torch
 from lightning.pytorch import LightningModule
 from PIL import Image
 
-from seggpt_lab.canvas import IGNORE_LABEL, ClassPrompt, Episode, PanopticImage, SemanticImage, SwapQuery, VideoSequence
-from seggpt_lab.checkpoint import load_pretrained
-from seggpt_lab.inference import (
-    Ensemble,
-    grid,
-    panoptic_from_classes,
-    predict_foreground,
-    predict_labels,
-    predict_with_prompt,
-    propagate,
+from seggpt_lab.canvas import (
+    IGNORE_LABEL,
+    ClassPrompt,
+    Episode,
+    PanopticImage,
+    SemanticImage,
+    SwapQuery,
+    VideoSequence,
+    clean,
 )
+from seggpt_lab.checkpoint import load_pretrained
 from seggpt_lab.metrics import FewShotIoU, JandF, PanopticQuality, PromptSwap, SemanticIoU, role_areas
 from seggpt_lab.model import SegGPT
-from seggpt_lab.palette import VIDEO_THRESHOLD, build_palette, colorize, decode
-from seggpt_lab.prompts import Prompt, load_prompt
+from seggpt_lab.palette import VIDEO_THRESHOLD, build_palette
+from seggpt_lab.pictures import dense, picture, prompt_tile, swap_picture
+from seggpt_lab.prediction import Ensemble, predict_foreground, predict_labels, predict_with_prompt, propagate
+from seggpt_lab.prompts import load_prompt
+from seggpt_lab.segments import panoptic_from_classes
 
-Predictor = Literal["model", "oracle", "empty", "colour"]
+PredictorName = Literal["model", "oracle", "empty", "colour"]
 COLOUR_BINS = 8  # levels per channel of `colour_match`'s histogram: 512 colours
-
-
-def clean(labels: torch.Tensor) -> torch.Tensor:
-    """Void -> background: what a prompt may show and what the oracle predicts."""
-    return torch.where(labels == IGNORE_LABEL, 0, labels)
 
 
 def colour_match(prompt_images: list[torch.Tensor], prompt_labels: list[torch.Tensor], query_image: torch.Tensor,
@@ -69,31 +67,6 @@ def refuse_colour(evaluation: _Evaluation) -> None:
     if evaluation.hparams.predictor == "colour":
         raise ValueError(f"{type(evaluation).__name__} has no example prompts for predictor 'colour'; "
                          "use model, oracle or empty")
-
-
-def picture(images: list[torch.Tensor], labels: list[torch.Tensor], num_labels: int) -> Image.Image:
-    """A strip of images, each with its label map painted over it (prompt | query | prediction | truth)."""
-    palette = build_palette(max(num_labels, 1))
-    tiles = []
-    for image, label in zip(images, labels, strict=True):
-        rgb = image.permute(1, 2, 0).float()
-        paint = colorize(clean(label).cpu(), palette).float()
-        painted = torch.where((clean(label) > 0)[..., None].cpu(), 0.4 * rgb + 0.6 * paint, rgb)
-        tiles.append(Image.fromarray(painted.clamp(0, 255).byte().numpy()))
-    return grid(tiles, height=192)
-
-
-def prompt_tile(prompt: Prompt) -> tuple[torch.Tensor, torch.Tensor]:
-    """A prompt file's example for `picture`: its image (3, h, w) uint8 and its target decoded to class ids (h, w)."""
-    lookup = torch.tensor([0, *prompt["class_ids"]])
-    image = (prompt["image"].clamp(0, 1) * 255).round().byte()
-    return image, lookup[decode(prompt["target"], prompt["palette"])]
-
-
-def dense(segments: torch.Tensor) -> torch.Tensor:
-    """Segment ids -> 0..M in ascending order (0 stays 0), so that a picture's palette covers them."""
-    values = torch.unique(torch.cat([segments.new_zeros(1), segments.flatten()]))
-    return torch.searchsorted(values, segments)
 
 
 # (prompt images, prompt labels, query image, query truth) -> the query's predicted labels (H, W)
@@ -130,16 +103,6 @@ def update_swap(metric: PromptSwap, query: SwapQuery, preds: torch.Tensor, absen
         metric.update_absent(absent[None], both[None])
 
 
-def swap_picture(query: SwapQuery, preds: torch.Tensor) -> Image.Image:
-    """prompt of object 0 | the query's prediction for it | prompt of object 1 | the prediction for it | truth (object
-    0 in the first colour, object 1 in the second)."""
-    image, targets = query["query_image"], query["targets"]
-    truth = torch.where(targets[1] == 1, 2, targets[0])
-    return picture([query["prompt_images"][0], image, query["prompt_images"][1], image, image],
-                   [query["prompt_labels"][0], preds[0], 2 * clean(query["prompt_labels"][1]), 2 * preds[1],
-                    truth], 2)
-
-
 class _Evaluation(LightningModule):
     """Shared by the evaluation runs: the model (or a reference predictor) and the outputs. A binary prediction is
     decoded by the nearest of black and white (Hugging Face's post-processing), or with `binary_threshold` set by
@@ -159,7 +122,7 @@ class _Evaluation(LightningModule):
 
     binary_threshold: float | None = None
 
-    def __init__(self, model: SegGPT | None = None, checkpoint: str | None = None, predictor: Predictor = "model",
+    def __init__(self, model: SegGPT | None = None, checkpoint: str | None = None, predictor: PredictorName = "model",
                  ensemble: Ensemble = "feature", seg_type: Literal["semantic", "instance"] = "instance",
                  output_dir: str = "outputs/eval", num_pictures: int = 8) -> None:
         super().__init__()
@@ -228,7 +191,7 @@ class FewShotEvaluation(_Evaluation):
         model, checkpoint, predictor, ensemble, seg_type, output_dir, num_pictures: see the shared arguments.
     """
 
-    def __init__(self, model: SegGPT | None = None, checkpoint: str | None = None, predictor: Predictor = "model",
+    def __init__(self, model: SegGPT | None = None, checkpoint: str | None = None, predictor: PredictorName = "model",
                  ensemble: Ensemble = "feature", seg_type: Literal["semantic", "instance"] = "instance",
                  output_dir: str = "outputs/eval", num_pictures: int = 8, class_ids: list[int] | None = None) -> None:
         super().__init__(model, checkpoint, predictor, ensemble, seg_type, output_dir, num_pictures)
@@ -281,7 +244,7 @@ class VideoEvaluation(_Evaluation):
 
     binary_threshold = VIDEO_THRESHOLD
 
-    def __init__(self, model: SegGPT | None = None, checkpoint: str | None = None, predictor: Predictor = "model",
+    def __init__(self, model: SegGPT | None = None, checkpoint: str | None = None, predictor: PredictorName = "model",
                  ensemble: Ensemble = "feature", seg_type: Literal["semantic", "instance"] = "instance",
                  output_dir: str = "outputs/eval", num_pictures: int = 8, memory: int = 0, new_objects: bool = False,
                  score: bool = True, submission: bool = False) -> None:
@@ -353,7 +316,7 @@ class SemanticEvaluation(_Evaluation):
 
     PAPER_SEEDS = [1000, 2000, 3000, 4000]  # SegGPT Appendix B / Table S1: example-based ADE20K, best of these
 
-    def __init__(self, model: SegGPT | None = None, checkpoint: str | None = None, predictor: Predictor = "model",
+    def __init__(self, model: SegGPT | None = None, checkpoint: str | None = None, predictor: PredictorName = "model",
                  ensemble: Ensemble = "feature", seg_type: Literal["semantic", "instance"] = "semantic",
                  output_dir: str = "outputs/eval", num_pictures: int = 8, background: bool = True,
                  prompt_file: str | None = None) -> None:
@@ -455,7 +418,7 @@ class PanopticEvaluation(_Evaluation):
             (one prompt: `ensemble` does not apply).
     """
 
-    def __init__(self, model: SegGPT | None = None, checkpoint: str | None = None, predictor: Predictor = "model",
+    def __init__(self, model: SegGPT | None = None, checkpoint: str | None = None, predictor: PredictorName = "model",
                  ensemble: Ensemble = "feature", seg_type: Literal["semantic", "instance"] = "semantic",
                  output_dir: str = "outputs/eval", num_pictures: int = 8, prompt_file: str | None = None,
                  instances: Literal["prompt", "components"] = "prompt", instance_prompt_file: str | None = None,
@@ -527,7 +490,7 @@ class PromptSwapEvaluation(_Evaluation):
         model, checkpoint, predictor, ensemble, seg_type, output_dir, num_pictures: see the shared arguments.
     """
 
-    def __init__(self, model: SegGPT | None = None, checkpoint: str | None = None, predictor: Predictor = "model",
+    def __init__(self, model: SegGPT | None = None, checkpoint: str | None = None, predictor: PredictorName = "model",
                  ensemble: Ensemble = "feature", seg_type: Literal["semantic", "instance"] = "semantic",
                  output_dir: str = "outputs/eval", num_pictures: int = 8, bootstrap: int = 1000) -> None:
         super().__init__(model, checkpoint, predictor, ensemble, seg_type, output_dir, num_pictures)

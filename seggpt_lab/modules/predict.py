@@ -14,8 +14,10 @@ from typing import Literal
 from lightning.pytorch import LightningModule
 
 from seggpt_lab.checkpoint import load_pretrained
-from seggpt_lab.inference import Ensemble, MaskKind, Predictor, PromptTensors, read_frames
+from seggpt_lab.images import MaskKind, read_frames
 from seggpt_lab.model import SegGPT
+from seggpt_lab.prediction import Ensemble
+from seggpt_lab.predictor import Predictor, PromptTensors
 from seggpt_lab.prompts import Prompt, load_prompt
 
 
@@ -26,7 +28,7 @@ class PredictModule(LightningModule):
         model: a SegGPT; or `checkpoint`, any file `load_pretrained` reads (official, Hugging Face, ours).
         seg_type: the task token (the official demo's default: "instance").
         ensemble: how several prompts combine, "feature" or "spatial".
-        mask_kind: how prompt masks are read ("auto": see `seggpt_lab.inference.prompt_masks`).
+        mask_kind: how prompt masks are read ("auto": see `seggpt_lab.images.prompt_masks`).
         num_frames: videos: previous predicted frames used as prompts besides the first (the official FIFO queue).
     """
 

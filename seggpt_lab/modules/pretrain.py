@@ -25,12 +25,13 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
 
-from seggpt_lab.canvas import Episode, InContextBatch, SwapQuery, denormalize, model_inputs
+from seggpt_lab.canvas import Episode, InContextBatch, SwapQuery, clean, denormalize, model_inputs
 from seggpt_lab.checkpoint import initialize_from
-from seggpt_lab.inference import SEG_TYPES, grid, predict_labels
 from seggpt_lab.metrics import FewShotIoU, PromptSwap
 from seggpt_lab.model import SegGPT, masked_smooth_l1, patch_mask_to_pixels
-from seggpt_lab.modules.evaluate import clean, predict_swap, update_swap
+from seggpt_lab.modules.evaluate import predict_swap, update_swap
+from seggpt_lab.pictures import grid
+from seggpt_lab.prediction import SEG_TYPES, predict_labels
 
 # Parameters that get no weight decay whatever their shape, besides every 1-D one (norms and biases), by rule:
 # - "painter": Painter's trainer exempts 1-D parameters and the names its model's `no_weight_decay` lists,

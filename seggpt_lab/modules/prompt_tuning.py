@@ -35,11 +35,11 @@ from torch import nn
 
 from seggpt_lab.canvas import IGNORE_LABEL, SemanticImage, make_canvas, normalize
 from seggpt_lab.checkpoint import load_pretrained
-from seggpt_lab.inference import SEG_TYPES, predict_with_prompt
 from seggpt_lab.metrics import SemanticIoU
 from seggpt_lab.model import SegGPT, masked_smooth_l1
-from seggpt_lab.modules.evaluate import picture, prompt_tile
 from seggpt_lab.palette import build_palette, paint
+from seggpt_lab.pictures import picture, prompt_tile
+from seggpt_lab.prediction import SEG_TYPES, predict_with_prompt
 from seggpt_lab.prompts import Prompt, load_prompt, prompt_from_examples, save_prompt
 
 

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from datamodules.cli import main as data_main
 from datamodules.contact_sheet import inspect
 from datamodules.convert import BadSampleError, convert
 from datamodules.schema import IGNORE, SampleError, decode, encode
 from datamodules.shards import iter_samples
 from datamodules.sources.base import Source, read_image
-from seggpt_lab.cli import data_main
 from tests.conftest import REPO
 
 
@@ -145,21 +145,12 @@ def test_inspect_prints_counts_and_writes_a_sheet(tmp_path, capsys):
     assert sheet.size == (2 * round(30 * 256 / 20), 2 * 256)
 
 
-def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
-    code = data_main(["convert", "drive", "--root", str(tmp_path / "missing"), "--split", "training",
-                      "--out", str(tmp_path / "out")])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and err.startswith("seggpt-lab-data: error:") and "missing" in err and "\n" not in err
-    code = data_main(["inspect", str(tmp_path)])
-    assert code == 2 and "no <split>-index.json" in capsys.readouterr().err
-
-
 def test_convert_killed_mid_shard_and_rerun_gives_the_uninterrupted_shards(tmp_path):
     """`seggpt-lab-data convert` killed with SIGKILL while it writes a shard (no cleanup runs), then run again:
     the same files, byte for byte, as a run that was never interrupted, and no temporary file left."""
     args = ["convert", "synthetic", "--split", "train", "--shard-size", "10", "--workers", "1", "--limit", "200"]
     out = tmp_path / "killed"
-    run = subprocess.Popen([sys.executable, "-c", "from seggpt_lab.cli import data_entry; data_entry()", *args,
+    run = subprocess.Popen([sys.executable, "-c", "from datamodules.cli import entry; entry()", *args,
                             "--out", str(out)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     partial = out / "synthetic" / "train-000003.tar.tmp"  # shards 0-2 are done, shard 3 is being written
     deadline = time.monotonic() + 300

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from jsonargparse import ArgumentParser
 
-from seggpt_lab.cli import data_main, main
+from seggpt_lab.cli import main
 from seggpt_lab.model import PRESETS, SegGPT, create_model
 from tests.conftest import REPO
 
@@ -25,17 +28,6 @@ def test_print_config_dumps_the_trainer_defaults(capsys):
     assert "max_steps: 7" in out and "accelerator: auto" in out
 
 
-def test_data_tool_lists_its_commands_and_sources(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        data_main(["--help"])
-    assert exit_.value.code == 0 and "{convert,inspect}" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        data_main(["convert", "--help"])
-    out = capsys.readouterr().out
-    for flag in ("--shard-size", "--workers", "--skip-bad", "--root", "--split", "--out", "synthetic", "youtube-vos"):
-        assert flag in out
-
-
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_model_recipes_build_their_preset(name):
     parser = ArgumentParser()
@@ -44,3 +36,10 @@ def test_model_recipes_build_their_preset(name):
     with torch.device("meta"):
         model = parser.instantiate(cfg).model
         assert model.config == create_model(name).config
+
+
+def test_the_model_cli_imports_no_datamodules():
+    """Layering: `seggpt-lab` resolves data modules by class_path; only `seggpt-lab-data` imports the data package."""
+    code = "import sys, seggpt_lab.cli; print(sorted(m for m in sys.modules if m.split('.')[0] == 'datamodules'))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -14,8 +14,9 @@ from PIL import Image
 
 from seggpt_lab.checkpoint import save_checkpoint
 from seggpt_lab.cli import entry, main
-from seggpt_lab.inference import Predictor, prompt_masks
+from seggpt_lab.images import prompt_masks
 from seggpt_lab.model import SegGPT
+from seggpt_lab.predictor import Predictor
 from seggpt_lab.prompts import prompt_from_examples, save_prompt
 from tests.conftest import REPO
 

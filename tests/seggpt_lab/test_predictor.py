@@ -7,11 +7,15 @@ import pytest
 import torch
 from PIL import Image
 
-from seggpt_lab.canvas import IMAGENET_MEAN, IMAGENET_STD, make_canvas, normalize
+import seggpt_lab.prediction as prediction
+from seggpt_lab.canvas import IMAGENET_MEAN, IMAGENET_STD, denormalize, make_canvas, normalize, split_canvas
 from seggpt_lab.checkpoint import save_checkpoint
-from seggpt_lab.inference import Predictor, load_rgb, overlay, prompt_masks, read_frames
-from seggpt_lab.model import SegGPT
+from seggpt_lab.demo import scene
+from seggpt_lab.images import load_rgb, prompt_masks, read_frames, to_tensor
+from seggpt_lab.model import SegGPT, seggpt_vit_tiny
 from seggpt_lab.palette import build_palette
+from seggpt_lab.pictures import overlay
+from seggpt_lab.predictor import Predictor
 from seggpt_lab.prompts import prompt_from_examples, save_prompt
 
 EXAMPLES = ("painter_examples", "SegGPT", "SegGPT_inference", "examples")
@@ -211,8 +215,6 @@ def test_video_files_are_read_with_pyav(tmp_path) -> None:
 def test_video_mode_binarises_as_the_official_video_mode(monkeypatch) -> None:
     """seggpt_engine.py inference_video: foreground where the 0..255 channel mean exceeds 128, for the results and
     for the predictions fed back as prompts; the nearest of black and white (mean > 127.5) elsewhere."""
-    import seggpt_lab.inference as inference
-
     rgb = torch.zeros(3, 32, 32)
     rgb[:, 0, 0] = 127.75 / 255  # mean in (127.5, 128]: white by nearest colour, background by the official rule
     rgb[:, 0, 1] = 128.25 / 255  # foreground by both
@@ -222,7 +224,7 @@ def test_video_mode_binarises_as_the_official_video_mode(monkeypatch) -> None:
         calls.append(masks)
         return rgb
 
-    monkeypatch.setattr(inference, "predict_canvas", fake_canvas)
+    monkeypatch.setattr(prediction, "predict_canvas", fake_canvas)
     frames = [_scene(s, size=(32, 32))[0] for s in range(3)]  # the half-canvas size: no resizing
     first = np.zeros((32, 32), np.uint8)
     first[:2, :2] = 255
@@ -231,5 +233,63 @@ def test_video_mode_binarises_as_the_official_video_mode(monkeypatch) -> None:
     memory = calls[1][1]  # frame 2's second prompt: frame 1's prediction, painted
     assert memory[:, 0, 0].tolist() == [0, 0, 0] and memory[:, 0, 1].tolist() == [1, 1, 1]
     tensors = [torch.from_numpy(f).permute(2, 0, 1) for f in frames]
-    image_path = inference.predict_labels(_model(), tensors[:1], [torch.from_numpy(first > 0).long()], tensors[1], 1)
+    image_path = prediction.predict_labels(_model(), tensors[:1], [torch.from_numpy(first > 0).long()], tensors[1], 1)
     assert image_path[0, :2].tolist() == [1, 1]
+
+
+def tiny_predictor() -> Predictor:
+    torch.manual_seed(0)
+    return Predictor(seggpt_vit_tiny(img_size=(64, 32), patch_size=8, depth=3, feature_indices=(2,)))
+
+
+def test_prediction_is_the_denormalised_query_half_at_the_query_size():
+    predictor = tiny_predictor()
+    prompt, mask = scene(0, size=40)
+    query, _ = scene(1, size=40)
+    query = query.resize((50, 30))
+    out = predictor.predict(query, [prompt], [mask])
+    assert out.size == (50, 30) and out.mode == "RGB"
+
+    half = predictor.half
+    image = normalize(make_canvas(to_tensor(prompt, half, Image.Resampling.BICUBIC)[None],
+                                  to_tensor(query, half, Image.Resampling.BICUBIC)[None]))
+    target = normalize(make_canvas(*[to_tensor(mask, half, Image.Resampling.NEAREST)[None]] * 2))
+    with torch.no_grad():
+        pred = predictor.model(image, target, predictor.model.query_mask(1), torch.tensor([1]))
+    expected = (split_canvas(denormalize(pred))[1][0] * 255).round().byte()
+    expected = torch.nn.functional.interpolate(expected[None].float(), size=(30, 50), mode="nearest")[0]
+    got = torch.from_numpy(__import__("numpy").asarray(out).copy()).permute(2, 0, 1).float()
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_identical_prompts_give_the_one_prompt_prediction():
+    predictor = tiny_predictor()
+    prompt, mask = scene(0, size=40)
+    query, _ = scene(1, size=40)
+    one = predictor.predict(query, [prompt], [mask])
+    three = predictor.predict(query, [prompt] * 3, [mask] * 3)
+    assert one.tobytes() == three.tobytes()
+
+
+def test_official_preprocessing_matches_the_published_numbers(shared_data):
+    # transformers SegGptImageProcessor reference values for the official demo images (seggpt_reference.md §11)
+    examples = shared_data / "painter_examples" / "SegGPT" / "SegGPT_inference" / "examples"
+    query = normalize(to_tensor(Image.open(examples / "hmbb_2.jpg"), (448, 448), Image.Resampling.BICUBIC))
+    torch.testing.assert_close(query[0, 0, :3], torch.tensor([1.6324, 1.6153, 1.5810]), atol=2e-3, rtol=0)
+    prompt = normalize(to_tensor(Image.open(examples / "hmbb_1.jpg"), (448, 448), Image.Resampling.BICUBIC))
+    torch.testing.assert_close(prompt[:, :3, :3].mean((1, 2)), torch.tensor([-0.6965, 1.6583, 2.3088]),
+                               atol=2e-3, rtol=0)
+    mask = normalize(to_tensor(Image.open(examples / "hmbb_1_target.png"), (448, 448), Image.Resampling.NEAREST))
+    torch.testing.assert_close(mask[:, 0, 0], torch.tensor([-2.1179, -2.0357, -1.8044]), atol=1e-3, rtol=0)
+
+
+def test_predict_output_is_the_unrounded_prediction_that_the_demo_overlays():
+    predictor = tiny_predictor()
+    (prompt, mask), (query, _) = scene(0, size=64), scene(1, size=64)
+    output = predictor.predict_output(query, [prompt], [mask])
+    assert output.dtype == np.float64 and output.shape == (64, 64, 3)
+    rounded = np.asarray(predictor.predict(query, [prompt], [mask]))
+    np.testing.assert_array_equal(rounded, output.round().astype(np.uint8))
+    # seggpt_engine.py inference_image's formula on the unrounded output, value for value
+    expected = (np.asarray(query) * (0.6 * output / 255 + 0.4)).astype(np.uint8)
+    np.testing.assert_array_equal(np.asarray(overlay(query, output)), expected)

@@ -220,13 +220,13 @@ def test_image_level_evaluations_refuse_the_colour_predictor():
 
 
 def test_video_evaluation_binarises_as_the_official_video_mode_and_few_shot_by_the_nearest_colour(monkeypatch):
-    import seggpt_lab.inference as inference
+    import seggpt_lab.prediction as prediction
     from seggpt_lab.model import seggpt_vit_tiny
     from seggpt_lab.modules.evaluate import FewShotEvaluation, VideoEvaluation
     from seggpt_lab.palette import VIDEO_THRESHOLD
 
     rgb = torch.full((3, 32, 32), 127.75 / 255)  # mean in (127.5, 128]: white by nearest colour, black for video
-    monkeypatch.setattr(inference, "predict_canvas", lambda *args: rgb)
+    monkeypatch.setattr(prediction, "predict_canvas", lambda *args: rgb)
     model = seggpt_vit_tiny(img_size=(64, 32), patch_size=8, depth=3, feature_indices=(2,))
     image, label = torch.zeros(3, 32, 32, dtype=torch.uint8), torch.ones(32, 32, dtype=torch.long)
     video, fewshot = VideoEvaluation(model=model), FewShotEvaluation(model=model)

@@ -17,11 +17,11 @@ from datamodules.convert import convert
 from datamodules.panoptic import PanopticDataModule, instance_prompt
 from datamodules.schema import IGNORE
 from datamodules.shards import ShardReader, read_index
-from seggpt_lab.canvas import PanopticImage
-from seggpt_lab.inference import connected_components, panoptic_from_classes, resize_labels
+from seggpt_lab.canvas import PanopticImage, resize_labels
 from seggpt_lab.modules.evaluate import PanopticEvaluation
 from seggpt_lab.palette import decode
 from seggpt_lab.prompts import instance_prompt_from_examples, prompt_from_examples, save_prompt
+from seggpt_lab.segments import connected_components, panoptic_from_classes
 from tests.seggpt_lab.modules.recipe_runs import HALF, prompt_file, run
 
 

@@ -26,7 +26,7 @@ from datamodules.sources.fewshot import Coco20i
 from datamodules.sources.synthetic import Synthetic
 from datamodules.sources.video import DAVIS
 from seggpt_lab.canvas import IGNORE_LABEL, SwapQuery
-from seggpt_lab.modules.evaluate import swap_picture
+from seggpt_lab.pictures import swap_picture
 from tests.conftest import REPO
 from tests.datamodules.test_prompt_swap import davis2017_tree
 from tests.seggpt_lab.modules.recipe_runs import run

@@ -17,10 +17,10 @@ from datamodules.shards import read_index
 from datamodules.sources.loveda import LoveDA
 from seggpt_lab.checkpoint import load_pretrained, save_checkpoint
 from seggpt_lab.cli import main
-from seggpt_lab.inference import predict_with_prompt
 from seggpt_lab.metrics import SemanticIoU
 from seggpt_lab.model import SegGPT
 from seggpt_lab.modules.prompt_tuning import class_balanced
+from seggpt_lab.prediction import predict_with_prompt
 from seggpt_lab.prompts import load_prompt
 from tests.conftest import REPO
 

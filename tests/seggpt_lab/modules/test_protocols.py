@@ -16,8 +16,8 @@ from datamodules.prompt_tuning import PromptTuningDataModule
 from datamodules.semantic import SemanticDataModule
 from seggpt_lab.canvas import spatial_ensemble
 from seggpt_lab.cli import main
-from seggpt_lab.inference import propagate
 from seggpt_lab.modules.evaluate import SemanticEvaluation
+from seggpt_lab.prediction import propagate
 from tests.conftest import REPO
 from tests.seggpt_lab.modules.recipe_runs import run
 

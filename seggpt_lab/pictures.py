@@ -1,0 +1,71 @@
+"""Pictures for people: strips of images, the official demo's overlay, and label maps painted over their images
+(evaluation's prompt | query | prediction | truth strips)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from seggpt_lab.canvas import SwapQuery, clean, resize_output
+from seggpt_lab.palette import build_palette, colorize, decode
+from seggpt_lab.prompts import Prompt
+
+
+def grid(images: list[Image.Image], height: int = 256) -> Image.Image:
+    """Side-by-side strip of images scaled to one height."""
+    scaled = [im.convert("RGB").resize((max(1, round(im.width * height / im.height)), height)) for im in images]
+    strip = Image.new("RGB", (sum(im.width for im in scaled), height))
+    x = 0
+    for im in scaled:
+        strip.paste(im, (x, 0))
+        x += im.width
+    return strip
+
+
+def overlay(image: Image.Image, mask: Image.Image | np.ndarray) -> Image.Image:
+    """The official demo's overlay of a colour prediction on the image: a mask image, or an unrounded (h, w, 3)
+    output in [0, 255] (`Segmentation.output`), resized to the image with nearest neighbours.
+
+    seggpt_engine.py inference_image: (input_image * (0.6 * mask / 255 + 0.4)).astype(np.uint8), in float64 and
+    in that order, so that the result equals the official one value for value (the cast truncates).
+    """
+    m = np.asarray(mask.convert("RGB") if isinstance(mask, Image.Image) else mask, dtype=np.float64)
+    m = resize_output(m, (image.height, image.width))
+    blended = np.asarray(image.convert("RGB")) * (0.6 * m / 255 + 0.4)
+    return Image.fromarray(blended.clip(0, 255).astype(np.uint8))
+
+
+def picture(images: list[torch.Tensor], labels: list[torch.Tensor], num_labels: int) -> Image.Image:
+    """A strip of images, each with its label map painted over it (prompt | query | prediction | truth)."""
+    palette = build_palette(max(num_labels, 1))
+    tiles = []
+    for image, label in zip(images, labels, strict=True):
+        rgb = image.permute(1, 2, 0).float()
+        paint = colorize(clean(label).cpu(), palette).float()
+        painted = torch.where((clean(label) > 0)[..., None].cpu(), 0.4 * rgb + 0.6 * paint, rgb)
+        tiles.append(Image.fromarray(painted.clamp(0, 255).byte().numpy()))
+    return grid(tiles, height=192)
+
+
+def prompt_tile(prompt: Prompt) -> tuple[torch.Tensor, torch.Tensor]:
+    """A prompt file's example for `picture`: its image (3, h, w) uint8 and its target decoded to class ids (h, w)."""
+    lookup = torch.tensor([0, *prompt["class_ids"]])
+    image = (prompt["image"].clamp(0, 1) * 255).round().byte()
+    return image, lookup[decode(prompt["target"], prompt["palette"])]
+
+
+def dense(segments: torch.Tensor) -> torch.Tensor:
+    """Segment ids -> 0..M in ascending order (0 stays 0), so that a picture's palette covers them."""
+    values = torch.unique(torch.cat([segments.new_zeros(1), segments.flatten()]))
+    return torch.searchsorted(values, segments)
+
+
+def swap_picture(query: SwapQuery, preds: torch.Tensor) -> Image.Image:
+    """prompt of object 0 | the query's prediction for it | prompt of object 1 | the prediction for it | truth (object
+    0 in the first colour, object 1 in the second)."""
+    image, targets = query["query_image"], query["targets"]
+    truth = torch.where(targets[1] == 1, 2, targets[0])
+    return picture([query["prompt_images"][0], image, query["prompt_images"][1], image, image],
+                   [query["prompt_labels"][0], preds[0], 2 * clean(query["prompt_labels"][1]), 2 * preds[1],
+                    truth], 2)
