@@ -34,6 +34,7 @@ from seggpt_lab.canvas import (
 from seggpt_lab.checkpoint import load_pretrained
 from seggpt_lab.metrics import FewShotIoU, JandF, PanopticQuality, PromptSwap, SemanticIoU, role_areas
 from seggpt_lab.model import SegGPT
+from seggpt_lab.modules.contracts import FewShotData, PanopticData, PromptSwapData, SemanticData, require
 from seggpt_lab.palette import VIDEO_THRESHOLD, build_palette
 from seggpt_lab.pictures import dense, picture, prompt_tile, swap_picture
 from seggpt_lab.prediction import Ensemble, predict_foreground, predict_labels, predict_with_prompt, propagate
@@ -198,7 +199,7 @@ class FewShotEvaluation(_Evaluation):
         self.class_ids = class_ids
 
     def setup(self, stage: str) -> None:
-        class_ids = self.class_ids or getattr(self.trainer.datamodule, "class_ids", None)
+        class_ids = self.class_ids or require(self, FewShotData).class_ids
         if not class_ids:
             raise ValueError("FewShotEvaluation needs class_ids, from its arguments or the data module")
         self.metric = FewShotIoU(class_ids=list(class_ids))
@@ -325,13 +326,14 @@ class SemanticEvaluation(_Evaluation):
         self.prompt = load_prompt(prompt_file) if prompt_file is not None and predictor == "model" else None
 
     def setup(self, stage: str) -> None:
-        num_classes = getattr(self.trainer.datamodule, "num_classes", 0)
+        data = require(self, SemanticData)
+        num_classes = data.num_classes
         if not num_classes:
             raise ValueError("SemanticEvaluation needs a data module that reports num_classes (SemanticDataModule)")
         if self.prompt is not None:  # the file may name classes the evaluated split lacks
             num_classes = max(num_classes, max(self.prompt["class_ids"], default=0) + 1)
         # one score per seed of the data module's examples; a prompt file uses no examples, so one score
-        self.seeds = [None] if self.prompt is not None else list(getattr(self.trainer.datamodule, "seeds", [None]))
+        self.seeds = [None] if self.prompt is not None else list(data.seeds)
         self.metrics = torch.nn.ModuleList(SemanticIoU(num_classes=num_classes, ignore_index=IGNORE_LABEL)
                                            for _ in self.seeds)
 
@@ -436,8 +438,10 @@ class PanopticEvaluation(_Evaluation):
 
     def setup(self, stage: str) -> None:
         things, stuff = self.hparams.things, self.hparams.stuff
-        things = things if things is not None else getattr(self.trainer.datamodule, "things", None)
-        stuff = stuff if stuff is not None else getattr(self.trainer.datamodule, "stuff", None)
+        if things is None or stuff is None:
+            data = require(self, PanopticData)
+            things = things if things is not None else data.things
+            stuff = stuff if stuff is not None else data.stuff
         if things is None or stuff is None or not (things or stuff):
             raise ValueError("PanopticEvaluation needs things and stuff, from its arguments or the data module "
                              "(PanopticDataModule)")
@@ -496,8 +500,8 @@ class PromptSwapEvaluation(_Evaluation):
         super().__init__(model, checkpoint, predictor, ensemble, seg_type, output_dir, num_pictures)
 
     def setup(self, stage: str) -> None:
-        kinds = getattr(self.trainer.datamodule, "kinds", None)
-        class_ids = getattr(self.trainer.datamodule, "class_ids", None)
+        data = require(self, PromptSwapData)
+        kinds, class_ids = data.kinds, data.class_ids
         if not kinds:
             raise ValueError("PromptSwapEvaluation needs a data module that reports kinds (PromptSwapDataModule)")
         self.metric = PromptSwap(class_ids, kinds, self.hparams.bootstrap)

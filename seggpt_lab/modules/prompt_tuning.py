@@ -37,6 +37,7 @@ from seggpt_lab.canvas import IGNORE_LABEL, SemanticImage, make_canvas, normaliz
 from seggpt_lab.checkpoint import load_pretrained
 from seggpt_lab.metrics import SemanticIoU
 from seggpt_lab.model import SegGPT, masked_smooth_l1
+from seggpt_lab.modules.contracts import PromptTuningData, require
 from seggpt_lab.palette import build_palette, paint
 from seggpt_lab.pictures import picture, prompt_tile
 from seggpt_lab.prediction import SEG_TYPES, predict_with_prompt
@@ -108,8 +109,8 @@ class PromptTuningModule(LightningModule):
     # --- the prompt ---
 
     def setup(self, stage: str) -> None:
-        data = self.trainer.datamodule
-        if not getattr(data, "class_ids", None):
+        data = require(self, PromptTuningData)
+        if not data.class_ids:
             data.setup(stage)
         self.class_ids, self.class_names = list(data.class_ids), list(data.class_names)
         self.palette = build_palette(len(self.class_ids)).to(self.device)
