@@ -23,7 +23,7 @@ $(BIN)/.installed: $(BIN)/.installed-base
 # train a small SegGPT on generated scenes (CPU, minutes), then score it against trivial baselines
 demo: $(BIN)/.installed-base
 	$(BIN)/seggpt-lab fit --config recipes/quickstart.yaml
-	$(BIN)/python -m seggpt_lab.quickstart --config recipes/quickstart.yaml
+	$(BIN)/seggpt-lab test --config recipes/eval_quickstart.yaml
 
 test: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -108,6 +108,13 @@ def binary_label(sample: Sample, class_id: int) -> torch.Tensor:
     return torch.from_numpy(label)
 
 
+def objects_label(sample: Sample) -> torch.Tensor:
+    """(H, W) long: 1 on every labelled object (any class but background), IGNORE_LABEL on void, 0 elsewhere."""
+    label = ((sample.sem > 0) & (sample.sem != IGNORE)).astype(np.int64)
+    label[sample.sem == IGNORE] = IGNORE_LABEL
+    return torch.from_numpy(label)
+
+
 class FewShotEpisodes(Dataset):
     """Episode i of `plan`, read from `reader` at native image size."""
 
@@ -124,7 +131,8 @@ class FewShotEpisodes(Dataset):
         return Episode(key=spec.query, class_id=spec.class_id,
                        prompt_images=[image_tensor(s) for s in supports],
                        prompt_labels=[binary_label(s, spec.class_id) for s in supports],
-                       query_image=image_tensor(query), query_label=binary_label(query, spec.class_id))
+                       query_image=image_tensor(query), query_label=binary_label(query, spec.class_id),
+                       all_objects=objects_label(query))
 
 
 class FewShotDataModule(EvaluationDataModule):

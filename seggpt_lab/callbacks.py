@@ -20,12 +20,13 @@ import yaml
 from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import get_filesystem
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
 from seggpt_lab.checkpoint import load_weights_only, save_atomic
+from seggpt_lab.pictures import line_plot
 
 CONFIG_FILE = "seggpt-lab-config.yaml"
 
@@ -70,6 +71,42 @@ class SafeCheckpointIO(TorchCheckpointIO):
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: no such checkpoint file")
         return load_weights_only(path, "checkpoint", map_location)
+
+
+class LossCurve(Callback):
+    """A picture of a logged training figure against the step, written when training ends (rank 0) and logged to
+    W&B: the loss curve of a run, to look at rather than read.
+
+    Args:
+        path: the PNG to write.
+        key: the logged figure, read every `log_every_n_steps` steps.
+    """
+
+    def __init__(self, path: str = "loss.png", key: str = "train/loss") -> None:
+        self.path, self.key = Path(path), key
+        self.points: list[tuple[int, float]] = []
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        value = trainer.callback_metrics.get(self.key)
+        if value is not None and trainer.global_step % trainer.log_every_n_steps == 0:
+            self.points.append((trainer.global_step, float(value)))
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.is_global_zero or len(self.points) < 2:
+            return
+        image = line_plot(self.points, self.key)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(self.path)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key=f"{self.key} curve", images=[image])
+
+    def state_dict(self) -> dict[str, Any]:  # a resumed run draws its whole curve
+        return {"points": self.points}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.points = [tuple(p) for p in state_dict["points"]]
 
 
 class PredictionWriter(BasePredictionWriter):

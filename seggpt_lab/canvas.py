@@ -125,6 +125,7 @@ class Episode(TypedDict):
     prompt_labels: list[torch.Tensor]  # K x (h_k, w_k) long
     query_image: torch.Tensor  # (3, H, W) uint8
     query_label: torch.Tensor  # (H, W) long
+    all_objects: torch.Tensor  # (H, W) long: 1 on every labelled object of the query (the category-blind oracle)
 
 
 class SwapQuery(TypedDict):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from seggpt_lab.canvas import SwapQuery, clean, resize_output
 from seggpt_lab.palette import build_palette, colorize, decode
@@ -69,3 +69,25 @@ def swap_picture(query: SwapQuery, preds: torch.Tensor) -> Image.Image:
     return picture([query["prompt_images"][0], image, query["prompt_images"][1], image, image],
                    [query["prompt_labels"][0], preds[0], 2 * clean(query["prompt_labels"][1]), 2 * preds[1],
                     truth], 2)
+
+
+def line_plot(points: list[tuple[int, float]], label: str, size: tuple[int, int] = (640, 320)) -> Image.Image:
+    """A line plot of (step, value) points, such as a loss curve; PIL only, no plotting library."""
+    w, h = size
+    pad = 40
+    steps, values = zip(*points, strict=True)
+    lo, hi = min(values), max(values)
+    span_x, span_y = max(steps[-1] - steps[0], 1), max(hi - lo, 1e-12)
+    xy = [(pad + (s - steps[0]) / span_x * (w - 2 * pad), h - pad - (v - lo) / span_y * (h - 2 * pad))
+          for s, v in points]
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([pad, pad, w - pad, h - pad], outline="gray")
+    draw.line(xy, fill=(31, 119, 180), width=2)
+    draw.text((pad, 8), f"{label} by step: {values[0]:.4f} at {steps[0]} -> {values[-1]:.4f} at {steps[-1]}",
+              fill="black")
+    draw.text((pad, h - pad + 8), f"step {steps[0]}", fill="black")
+    draw.text((w - pad - 60, h - pad + 8), f"step {steps[-1]}", fill="black")
+    draw.text((4, pad - 12), f"{hi:.3f}", fill="black")
+    draw.text((4, h - pad), f"{lo:.3f}", fill="black")
+    return image

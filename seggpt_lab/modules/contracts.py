@@ -38,6 +38,15 @@ class PromptSwapData(Protocol):
     kinds: list[str]
 
 
+class PromptFollowingData(Protocol):
+    """`datamodules.prompt_following.PromptFollowingDataModule`: the (set, part) of each test loader, the
+    distractor kinds, and per set and part the classes a mean runs over."""
+
+    parts: list[tuple[str, str]]
+    kinds: list[str]
+    class_ids: dict[str, dict[str, list[int]]]
+
+
 class PromptTuningData(Protocol):
     """`datamodules.prompt_tuning.PromptTuningDataModule`: the classes, the crops, the held-out images and the
     one-shot example."""

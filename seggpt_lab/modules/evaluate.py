@@ -1,10 +1,9 @@
 """What an evaluation run does: few-shot episodes, video propagation, semantic and panoptic segmentation, scored
 by the paper's protocols.
 
-`seggpt-lab test --config recipes/eval_<benchmark>.yaml`. Besides the model, two reference predictors
-prove the plumbing on real pixels: "oracle" returns the ground truth (every score 100) and "empty"
-predicts background everywhere; a third, "colour" (`colour_match`), says how far the prompts' colours alone
-go. Each run prints a table and writes, under `output_dir`,
+`seggpt-lab test --config recipes/eval_<benchmark>.yaml`. `predictor` swaps the model for a reference predictor
+(`seggpt_lab.references`): "oracle" (the ground truth: every score 100) and "empty" prove the plumbing on real
+pixels, "colour" says how far the prompts' colours alone go. Each run prints a table and writes, under `output_dir`,
 `results.json`, a per-episode, per-sequence or per-image CSV and prediction pictures
 (prompt | query | prediction | ground truth); with a W&B logger the table and pictures go there too.
 """
@@ -39,31 +38,12 @@ from seggpt_lab.palette import VIDEO_THRESHOLD, build_palette
 from seggpt_lab.pictures import dense, picture, prompt_tile, swap_picture
 from seggpt_lab.prediction import Ensemble, predict_foreground, predict_labels, predict_with_prompt, propagate
 from seggpt_lab.prompts import load_prompt
+from seggpt_lab.references import reference_labels
 from seggpt_lab.segments import panoptic_from_classes
 
 PredictorName = Literal["model", "oracle", "empty", "colour"]
-COLOUR_BINS = 8  # levels per channel of `colour_match`'s histogram: 512 colours
 
-
-def colour_match(prompt_images: list[torch.Tensor], prompt_labels: list[torch.Tensor], query_image: torch.Tensor,
-                 bins: int = COLOUR_BINS) -> torch.Tensor:
-    """The appearance reference predictor: each query pixel takes the label that its colour (quantised to `bins`
-    levels per channel) carries most often in the prompts, background on a tie or for a colour no prompt shows.
-    It reads the prompt but knows nothing of shape or context, so it measures how far colour alone goes."""
-    def codes(image: torch.Tensor) -> torch.Tensor:  # (3, h, w) uint8 -> (h, w) histogram cell
-        q = image.long() * bins // 256
-        return (q[0] * bins + q[1]) * bins + q[2]
-
-    num_labels = max(int(clean(label).max()) for label in prompt_labels) + 1
-    counts = torch.zeros(bins ** 3, num_labels, dtype=torch.long, device=query_image.device)
-    for image, label in zip(prompt_images, prompt_labels, strict=True):
-        valid = label != IGNORE_LABEL
-        cells, labels = codes(image)[valid], label[valid].long()
-        counts.index_put_((cells, labels), torch.ones_like(cells), accumulate=True)
-    return counts.argmax(1)[codes(query_image)]  # argmax takes the first of tied labels: background
-
-
-def refuse_colour(evaluation: _Evaluation) -> None:
+def refuse_colour(evaluation: Evaluation) -> None:
     """The image-level evaluations (semantic, panoptic) score whole images, not example prompts."""
     if evaluation.hparams.predictor == "colour":
         raise ValueError(f"{type(evaluation).__name__} has no example prompts for predictor 'colour'; "
@@ -86,12 +66,6 @@ def predict_swap(predict: PredictOne, query: SwapQuery) -> tuple[torch.Tensor, t
     return preds, absent
 
 
-def blind_swap(query: SwapQuery) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The category-blind oracle's `predict_swap`: every labelled object of the query, whatever the prompt."""
-    every = clean(query["all_objects"])
-    return torch.stack([every, every]), every if "absent_image" in query else None
-
-
 def update_swap(metric: PromptSwap, query: SwapQuery, preds: torch.Tensor, absent: torch.Tensor | None) -> None:
     """Add one query's two roles (and its absent control) to `metric`."""
     targets = query["targets"]
@@ -104,7 +78,7 @@ def update_swap(metric: PromptSwap, query: SwapQuery, preds: torch.Tensor, absen
         metric.update_absent(absent[None], both[None])
 
 
-class _Evaluation(LightningModule):
+class Evaluation(LightningModule):
     """Shared by the evaluation runs: the model (or a reference predictor) and the outputs. A binary prediction is
     decoded by the nearest of black and white (Hugging Face's post-processing), or with `binary_threshold` set by
     the subclass, by the official rule of that mode.
@@ -114,7 +88,7 @@ class _Evaluation(LightningModule):
         checkpoint: any file or directory `load_pretrained` reads (official, Hugging Face, ours); read only
             when `predictor` is "model".
         predictor: "model", or a reference: "oracle" (the ground truth), "empty" (all background) or "colour"
-            (`colour_match` on the example prompts; not for the prompt-file evaluations).
+            (`seggpt_lab.references.colour_match` on the example prompts; not for the prompt-file evaluations).
         ensemble: how several prompts combine: "feature" (the model's feature ensemble) or "spatial" (a grid).
         seg_type: the task token given to the model.
         output_dir: where results.json, the CSV and the pictures go.
@@ -138,14 +112,13 @@ class _Evaluation(LightningModule):
         self.rows: list[dict] = []
 
     def predict_one(self, prompt_images: list[torch.Tensor], prompt_labels: list[torch.Tensor],
-                    query_image: torch.Tensor, query_truth: torch.Tensor, num_labels: int) -> torch.Tensor:
-        """The label map of one query (H, W) from the configured predictor."""
-        if self.hparams.predictor == "oracle":
-            return clean(query_truth)
-        if self.hparams.predictor == "empty":
-            return torch.zeros_like(query_truth)
-        if self.hparams.predictor == "colour":
-            return colour_match(prompt_images, prompt_labels, query_image).to(query_truth.device)
+                    query_image: torch.Tensor, query_truth: torch.Tensor, num_labels: int,
+                    predictor: str | None = None, all_objects: torch.Tensor | None = None) -> torch.Tensor:
+        """The label map of one query (H, W) from `predictor` (default: the configured one; a reference predictor
+        of `seggpt_lab.references` or the model)."""
+        predictor = predictor or self.hparams.predictor
+        if predictor != "model":
+            return reference_labels(predictor, prompt_images, prompt_labels, query_image, query_truth, all_objects)
         return predict_labels(self.model, prompt_images, [clean(p) for p in prompt_labels], query_image, num_labels,
                               self.hparams.seg_type, self.hparams.ensemble, self.binary_threshold
                               ).to(query_truth.device)
@@ -157,33 +130,43 @@ class _Evaluation(LightningModule):
         if hasattr(self.logger, "log_image"):
             self.logger.log_image(key="test/predictions", images=[image], caption=[name])
 
+    def write_rows(self, rows: list[dict], csv_name: str) -> None:
+        """This rank's per-item rows as `<csv_name>.csv` (and a W&B table)."""
+        if not rows:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        rank = f"-rank{self.global_rank}" if self.trainer.world_size > 1 else ""
+        with open(self.output_dir / f"{csv_name}{rank}.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        if hasattr(self.logger, "log_table"):
+            self.logger.log_table(key=f"test/{csv_name}", columns=list(rows[0]), data=[list(r.values()) for r in rows])
+
+    def write_results(self, results: dict) -> None:
+        """results.json (rank 0), with the predictor and the ensemble that made the numbers."""
+        if self.global_rank == 0:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            summary = {"predictor": self.hparams.predictor, "ensemble": self.hparams.ensemble, **results}
+            (self.output_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+
     def finish(self, results: dict[str, float], csv_name: str, info: dict[str, object] | None = None) -> None:
         """Log, print and write the results (rank 0) and this rank's CSV rows; `info` (how the numbers were made)
         goes beside them in results.json and the printed table."""
         results = {k: float(v) for k, v in results.items()}
         for name, value in results.items():
             self.log(f"test/{name}", value, rank_zero_only=True)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        rank = f"-rank{self.global_rank}" if self.trainer.world_size > 1 else ""
-        if self.rows:
-            with open(self.output_dir / f"{csv_name}{rank}.csv", "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(self.rows[0]))
-                writer.writeheader()
-                writer.writerows(self.rows)
-            if hasattr(self.logger, "log_table"):
-                self.logger.log_table(key=f"test/{csv_name}", columns=list(self.rows[0]),
-                                      data=[list(r.values()) for r in self.rows])
+        self.write_rows(self.rows, csv_name)
+        info = info or {}
+        self.write_results({**info, **results})
         if self.global_rank == 0:
-            info = info or {}
-            summary = {"predictor": self.hparams.predictor, "ensemble": self.hparams.ensemble, **info, **results}
-            (self.output_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
             width = max((len(k) for k in [*results, *info]), default=0)
             lines = [f"  {k:<{width}}  {v}" for k, v in info.items()]
             lines += [f"  {k:<{width}}  {v:8.2f}" for k, v in results.items()] or ["  (no local score)"]
             print("\n".join([f"{type(self).__name__} ({self.hparams.predictor})", *lines]))
 
 
-class FewShotEvaluation(_Evaluation):
+class FewShotEvaluation(Evaluation):
     """One- and few-shot segmentation (FSS-1000, PASCAL-5i, COCO-20i): HSNet's mIoU and FB-IoU (x100).
 
     Args:
@@ -222,7 +205,7 @@ class FewShotEvaluation(_Evaluation):
         self.finish(self.metric.compute(), "episodes")
 
 
-class VideoEvaluation(_Evaluation):
+class VideoEvaluation(Evaluation):
     """Semi-supervised video object segmentation (DAVIS 2016/2017, YouTube-VOS, MOSE).
 
     The first frame and its objects are the prompt; every later frame is predicted from the prompt
@@ -293,7 +276,7 @@ class VideoEvaluation(_Evaluation):
         self.finish(self.metric.compute() if self.hparams.score else {}, "sequences")
 
 
-class SemanticEvaluation(_Evaluation):
+class SemanticEvaluation(Evaluation):
     """Semantic segmentation (ADE20K and the like): every class is prompted by its examples, the query
     gets one foreground score per class, and each pixel takes the best class; or, with a prompt file,
     one forward per image paints every class at once in the file's palette. Scored by a dataset-level
@@ -395,7 +378,7 @@ class SemanticEvaluation(_Evaluation):
         self.finish(results, "images", info)
 
 
-class PanopticEvaluation(_Evaluation):
+class PanopticEvaluation(Evaluation):
     """Panoptic segmentation (COCO panoptic val): one forward per image with a prompt file paints every
     class, and the pixels of a stuff class become one segment. Category and instance are segmented in
     parallel (the SegGPT maintainers, seggpt_reference.md §14): with `instances` "prompt", a second forward
@@ -480,7 +463,7 @@ class PanopticEvaluation(_Evaluation):
         self.finish(self.metric.compute(), "images")
 
 
-class PromptSwapEvaluation(_Evaluation):
+class PromptSwapEvaluation(Evaluation):
     """Prompt-following on prompt-swap queries (`datamodules.prompt_swap.PromptSwapDataModule`): each query's two
     objects are prompted in turn, plus an absent-object control; scored by `PromptSwap` (selectivity S with its
     bootstrap interval, swap accuracy A, mIoU and recall over the target roles, the absent control's painted share,
@@ -510,7 +493,9 @@ class PromptSwapEvaluation(_Evaluation):
     def test_step(self, query: SwapQuery, index: int) -> None:
         preds, absent = predict_swap(lambda *a: self.predict_one(*a, num_labels=1), query)
         update_swap(self.metric, query, preds, absent)
-        update_swap(self.blind, query, *blind_swap(query))
+        update_swap(self.blind, query, *predict_swap(
+            lambda *a: self.predict_one(*a, num_labels=1, predictor="all_objects", all_objects=query["all_objects"]),
+            query))
         targets = query["targets"]
         areas = role_areas(preds, targets, targets.flip(0)).tolist()  # per role: I, U with target, with the other
         for r, (inter_t, union_t, inter_d, union_d, _) in enumerate(areas):

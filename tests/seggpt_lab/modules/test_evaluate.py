@@ -4,6 +4,7 @@ prediction and a tiny random model."""
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +16,8 @@ from datamodules.convert import convert
 from datamodules.sources.fewshot import FSS1000
 from datamodules.sources.folder import Folder
 from datamodules.sources.video import DAVIS
-from seggpt_lab.canvas import IGNORE_LABEL
 from seggpt_lab.cli import main
-from seggpt_lab.modules.evaluate import PanopticEvaluation, SemanticEvaluation, colour_match
+from seggpt_lab.modules.evaluate import PanopticEvaluation, SemanticEvaluation
 from tests.conftest import REPO
 from tests.seggpt_lab.modules.recipe_runs import prompt_file, run
 
@@ -107,7 +107,7 @@ def test_every_eval_recipe_parses(recipe, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["test", "--config", str(REPO / "recipes" / recipe), "--print_config"])
     assert exit_.value.code == 0
-    assert "class_path: seggpt_lab.modules.evaluate." in capsys.readouterr().out
+    assert re.search(r"class_path: seggpt_lab\.modules\.(evaluate|prompt_following)\.", capsys.readouterr().out)
 
 
 def test_semantic_recipe_on_loveda_tiles(shared_data, loveda_index, tmp_path):
@@ -136,9 +136,10 @@ def loveda_empty_miou(shared_data: Path) -> float:
 
 
 @pytest.mark.parametrize("predictor", ["oracle", "empty", "model"])
-# the prompt-swap recipes need multi-object data: tests/seggpt_lab/modules/test_prompt_swap_eval.py runs them
+# the prompt-swap recipes need multi-object data: test_prompt_swap_eval.py runs them, and test_prompt_following.py
+# the quickstart's evaluation
 @pytest.mark.parametrize("recipe", sorted(p.name for p in (REPO / "recipes").glob("eval_*.yaml")
-                                          if "prompt_swap" not in p.name))
+                                          if "prompt_swap" not in p.name and p.name != "eval_quickstart.yaml"))
 def test_every_eval_recipe_runs_on_real_shards(recipe, predictor, fss_index, davis_index, loveda_index, shared_data,
                                               tmp_path):
     """Each recipe with its data pointed at a real fixture: the oracle scores 100, the empty prediction its
@@ -184,32 +185,6 @@ def test_results_and_pictures_reach_an_offline_wandb_run(fss_index, tmp_path, mo
     media = run_dir / "files" / "media"
     assert len(list((media / "table" / "test").glob("episodes_*.table.json"))) == 1
     assert len(list((media / "images" / "test").glob("predictions_*.png"))) == 5
-
-
-def test_colour_match_paints_the_colours_the_prompts_label_and_nothing_else():
-    red, blue, green = (200, 30, 30), (30, 30, 200), (30, 200, 30)
-    prompt = torch.zeros(3, 8, 8, dtype=torch.uint8)
-    prompt[:, :4] = torch.tensor(red, dtype=torch.uint8)[:, None, None]
-    prompt[:, 4:] = torch.tensor(blue, dtype=torch.uint8)[:, None, None]
-    label = torch.zeros(8, 8, dtype=torch.long)
-    label[:4] = 1  # red is the target, blue background
-    label[0, 0] = IGNORE_LABEL  # void is counted for neither
-    query = torch.zeros(3, 6, 6, dtype=torch.uint8)
-    query[:, :, :2] = torch.tensor(blue, dtype=torch.uint8)[:, None, None]
-    query[:, :, 2:4] = torch.tensor(red, dtype=torch.uint8)[:, None, None]
-    query[:, :, 4:] = torch.tensor(green, dtype=torch.uint8)[:, None, None]  # a colour no prompt shows
-    pred = colour_match([prompt], [label], query)
-    expected = torch.zeros(6, 6, dtype=torch.long)
-    expected[:, 2:4] = 1
-    assert torch.equal(pred, expected)
-    # several prompts and labels: counts add up; a tie falls to background; levels within one cell match
-    second = torch.ones(8, 8, dtype=torch.long)
-    second[4:] = 2  # blue is label 2 in the second prompt, as often as background in the first
-    query[:, 0, 2] = torch.tensor([205, 25, 31], dtype=torch.uint8)  # red within 32 levels, same cell
-    pred = colour_match([prompt, prompt], [label, second], query)
-    assert torch.equal(pred, expected)
-    third = torch.full((8, 8), 2, dtype=torch.long)
-    assert torch.equal(colour_match([prompt] * 3, [label, second, third], query)[:, :2], torch.full((6, 2), 2))
 
 
 def test_image_level_evaluations_refuse_the_colour_predictor():
