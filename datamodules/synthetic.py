@@ -12,9 +12,9 @@ among distractors of all 24, so it meets its own shape (told apart by texture) a
     scenes = SyntheticScenes(size=128, categories=SEEN)
     rgb, sem, ins, instances = scenes.scene(7)   # the same arrays for index 7 in any process
 
-A sample's randomness is `numpy.random.default_rng([seed, index])`, whatever the worker or the order of draws
-(bytes identical for one machine and numpy/Pillow version). Speed: BENCHMARKS.md, section 7.
+A sample's randomness is `default_rng([seed, index])`, whatever the worker or order (speed: BENCHMARKS.md, §7).
 """
+
 
 from __future__ import annotations
 
@@ -228,7 +228,6 @@ class SyntheticScenes:
         self.clouds, self.colours, self.colour_jitter = clouds, colours, colour_jitter
 
     def rng(self, index: int) -> np.random.Generator:
-        """The generator that draws sample `index`."""
         return np.random.default_rng([self.seed, index])
 
     def scene(self, index_or_rng: int | np.random.Generator) -> Scene:
@@ -237,9 +236,8 @@ class SyntheticScenes:
         return self.render(self.layout(rng), rng)
 
     def layout(self, rng: np.random.Generator) -> Layout:
-        """The background, then objects back to front, each leaving every object behind it `min_visible` of
-        its pixels. With colours="category" the categories are drawn first, so that the background can keep
-        away from their colours; "instance" keeps the original order of draws (and so its scenes' bytes)."""
+        """The background, then objects back to front, each leaving those behind it `min_visible` of their pixels
+        (colours="category" draws the categories first, so that the background keeps away from their colours)."""
         chosen: list[int] = []
         if self.colours == "category":
             count = int(rng.integers(self.min_objects, self.max_objects + 1))

@@ -421,15 +421,14 @@ def seggpt_vit_large(**overrides) -> SegGPT:
 
 
 def seggpt_vit_base(**overrides) -> SegGPT:
-    """ViT-B width and depth."""
     return create_model("seggpt_vit_base", **overrides)
 
 
 def seggpt_vit_small(**overrides) -> SegGPT:
-    """ViT-S width and depth."""
     return create_model("seggpt_vit_small", **overrides)
 
 
 def seggpt_vit_tiny(**overrides) -> SegGPT:
-    """ViT-Ti width and depth: for CPU demos and tests."""
+    """ViT-Ti width and depth, for CPU demos and tests."""
+
     return create_model("seggpt_vit_tiny", **overrides)

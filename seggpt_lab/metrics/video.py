@@ -1,12 +1,11 @@
 """Semi-supervised video object segmentation: J&F by the rules of the DAVIS 2017 toolkit
-(davisvideochallenge/davis2017-evaluation): objects 1..K, K the largest id of the first ground-truth frame; the
-first and last frames unscored; void counts as background; reported numbers are means over objects. Shapes: T
-frames, K objects, H x W pixels.
+(davisvideochallenge/davis2017-evaluation): objects 1..K, K the largest id of the first ground-truth frame; first
+and last frames unscored; void is background; means over objects. Shapes: T frames, K objects, H x W pixels.
 
-Masks are scored bit-packed in numpy on the CPU, 64 pixels a uint64 word, so boundaries, the disk dilation and
-pixel counts touch one bit per pixel; no library offers packed binary morphology, hence the hand-written shifts
-(`benchmarks/metrics_speed.py` compares them with per-object OpenCV: BENCHMARKS.md, section 4).
+Masks are scored bit-packed in numpy, 64 pixels a uint64 word; no library offers packed binary morphology, hence
+the hand-written shifts (against per-object OpenCV: BENCHMARKS.md, section 4).
 """
+
 
 from __future__ import annotations
 
