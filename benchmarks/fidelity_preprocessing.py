@@ -1,20 +1,17 @@
 """Fidelity to the official engine, pixel for pixel (issue 18): overlay, video threshold, resizing.
 
 On the official example images (../shared/data/painter_examples/SegGPT/SegGPT_inference/examples: hmbb_1 prompts
-hmbb_2 and hmbb_3, video_1 prompts video_2 and video_3) with a random small model on the official 896x448 canvas.
-The official side is seggpt_engine.py's recipe written out here with PIL, numpy and torch (canvases normalised in
-float64, run_one_image's float64 clip, inference_image's nearest resize and overlay, inference_video's
-`mean(-1) > 128`); "before" is this project's previous code, kept here as the baseline.
+hmbb_2 and hmbb_3, video_1 prompts video_2 and video_3) with a random small model on the 896x448 canvas. The
+official side is seggpt_engine.py's recipe (run_one_image, inference_image, inference_video) written out with
+PIL, numpy and torch; "before" is this project's previous code, kept as the baseline.
 
 - Overlay: uint8 values of `Segmentation.overlay` differing from the official overlay of the same forward (0
-  expected), and of the official canvases' forward (our canvases are normalised in float32, the official ones in
-  float64: a last-bit difference in the model's input). Before: the formula applied to the rounded mask.
-- Threshold: pixels of the video examples where the nearest of black and white (mean > 127.5) and the official
-  rule (mean > 128) disagree on the official output, and where our video path (`predict_labels` with
-  `binary_threshold=VIDEO_THRESHOLD`) disagrees with the official rule.
-- Resizing: `resize_image` against PIL's bicubic resize to 448x448 (largest difference in 8-bit levels, share of
-  values more than one level apart) and `resize_labels` against PIL's NEAREST on the target PNGs (grey levels
-  as labels: share of pixels differing); before: torch's anti-aliased bicubic and torch's nearest.
+  expected) and of the official float64 canvases' forward; before: the formula applied to the rounded mask.
+- Threshold: video-example pixels where the nearest of black and white (mean > 127.5), or our video path, and
+  the official rule (mean > 128) disagree on the official output.
+- Resizing: `resize_image` against PIL's bicubic resize (largest 8-bit difference, share more than one level
+  apart) and `resize_labels` against PIL's NEAREST on the target PNGs; before: torch's bicubic and nearest.
+
 
     python benchmarks/fidelity_preprocessing.py [--seed 0]
 """

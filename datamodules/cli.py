@@ -18,9 +18,8 @@ from datamodules.sources import SOURCES, get_source
 def main(args: list[str] | None = None) -> int:
     """`seggpt-lab-data convert|inspect`: datasets in their native layouts -> shards, and a look at the result.
 
-    A plain argparse tool (not LightningCLI): it configures no training run, and its flags are the
-    documented `--shard-size`, `--workers`, `--skip-bad`.
-    """
+    Plain argparse, not LightningCLI: it configures no training run. Returns the exit status."""
+
     parser = argparse.ArgumentParser(prog="seggpt-lab-data", description=main.__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     conv = commands.add_parser("convert", help="write DIR/SOURCE/SPLIT-%%06d.tar shards and SPLIT-index.json")

@@ -33,7 +33,7 @@ def class_table(index: dict) -> str:
 
 
 def overlay(sample: Sample, alpha: float = 0.5) -> Image.Image:
-    """The sample's image with classes in colour (void hatched grey) and instance boundaries in white."""
+    """The sample's image with classes in colour (void blended with grey) and instance boundaries in white."""
     rgb = sample.rgb().astype(np.float32)
     if sample.sem is not None:
         labels = sample.sem
@@ -76,7 +76,9 @@ def contact_sheet(samples: list[Sample], columns: int | None = None) -> Image.Im
 
 
 def inspect(folder: str | Path, num: int = 16, seed: int = 0, out: str | Path | None = None) -> list[Path]:
-    """Print class counts for every split under `folder` and write `<split>-sheet.png` for each (or to `out`)."""
+    """Print class counts for every split under `folder` and write `<split>-sheet.png` for each (or to `out`);
+    returns the sheets' paths."""
+
     written = []
     for index_file in find_indexes(folder):
         index = read_index(index_file)

@@ -1,10 +1,6 @@
-"""PanopticDataModule: whole images with their ground-truth panoptic segments (COCO panoptic val and the like).
-
-The segments come from the shard schema's two maps: every instance of ins.png is a segment with its
-category and crowd flag from the metadata; the pixels of a class that no instance covers form one segment
-of that class (stuff); void (IGNORE in sem.png) and background (0) are segment 0, which PQ leaves out.
-`instance_prompt` builds the instance prompt of panoptic evaluation from training shards.
-"""
+"""PanopticDataModule: whole images with their ground-truth panoptic segments (COCO panoptic val and the like):
+each instance of ins.png is a segment, the uncovered pixels of each class one stuff segment; void and background
+are segment 0, which PQ leaves out. `instance_prompt` builds panoptic evaluation's instance prompt from shards."""
 
 from __future__ import annotations
 
@@ -60,11 +56,8 @@ class PanopticImages(Dataset):
 
 
 class PanopticDataModule(EvaluationDataModule):
-    """Panoptic segmentation of every image of a converted split, one `PanopticImage` at a time at native size.
-
-    After `setup()`, `things` are the classes that occur as instances in the split's samples and `stuff` the
-    other classes with pixels there (for COCO panoptic val: its 80 thing and 53 stuff categories, as
-    `seggpt-lab-data convert coco-panoptic` numbers them).
+    """Panoptic segmentation of every image of a converted split, one `PanopticImage` at a time at native size;
+    after `setup()`, `things` are the classes that occur as instances and `stuff` the other classes with pixels.
 
     Args:
         index: the split's `<split>-index.json` (e.g. COCO panoptic val).
@@ -98,13 +91,12 @@ class PanopticDataModule(EvaluationDataModule):
 
 
 def instance_prompt(index: str | Path, size: tuple[int, int] = (448, 448), keys: list[str] | None = None) -> Prompt:
-    """An instance prompt from converted shards (e.g. COCO panoptic train): the samples `keys`, by default the one
-    with the most non-crowd instances (prompt tuning's "examples" start likewise takes the training image with
-    the most classes); crowd regions are left black, as instance pairs leave them uncoloured (`pairing.py`).
+    """An instance prompt from converted shards: the samples `keys` (default: the one with the most non-crowd
+    instances), crowd regions left black as instance pairs leave them uncoloured (`pairing.py`).
 
-        save_prompt(instance_prompt("shards/coco-panoptic/train-index.json"),
-                    "prompts/coco_panoptic_instances.pt")
+        save_prompt(instance_prompt("shards/coco-panoptic/train-index.json"), "prompts/coco_panoptic_instances.pt")
     """
+
     reader = ShardReader(index)
 
     def solid(key: str) -> list[int]:

@@ -1,14 +1,7 @@
 """What `seggpt-lab predict` segments: query images with their prompts, or one video with its first-frame mask.
 
-    seggpt-lab predict --config recipes/predict.yaml \
-        --data.init_args.queries '[photos/]' --data.init_args.prompts '[a.jpg]' --data.init_args.prompt_masks '[a.png]'
-
-Inputs are checked when the data module is built, before the model loads: a missing file, a folder
-without images, or a different number of prompt images and masks stops the run with one line that
-names the problem. Folders contribute every file with an image suffix (sorted by name); other files in
-them are skipped and counted in a log line. Items are plain records (paths and output names); reading
-and segmenting them is the module's work (`seggpt_lab.modules.predict`), writing them the writer's
-(`seggpt_lab.callbacks.PredictionWriter`).
+Inputs are checked when the data module is built, before the model loads, each problem in one line; a folder
+gives its image files, sorted (others are counted in a log line). Items are plain records (paths, output names).
 """
 
 from __future__ import annotations
@@ -66,8 +59,8 @@ class PredictDataModule(LightningDataModule):
     Args:
         queries: query images: files, folders or glob patterns.
         prompts: prompt images (files, folders or patterns), each with its mask in `prompt_masks` (same order).
-        prompt_masks: the prompts' masks: binary, class-index (palette PNG) or colour images
-            (`seggpt_lab.images.prompt_masks`).
+        prompt_masks: the prompts' masks: binary, class-index or colour images (`seggpt_lab.images.prompt_masks`).
+
         prompt_file: a tuned prompt file instead of prompts (labels are then its class ids).
         video: a video file or a folder of frames, instead of queries; `first_mask` gives its objects.
         first_mask: the first frame's mask (a DAVIS-style palette PNG for several objects).

@@ -1,18 +1,12 @@
-"""Data for in-context tuning (SegGPT section 3.3): labelled images of a closed class set.
+"""Data for in-context tuning (SegGPT, Wang et al. 2023, §3.3): labelled images of a closed class set.
 
-    data = PromptTuningDataModule(index="shards/ade20k/training-index.json",
-                                  val_index="shards/ade20k/validation-index.json", size=(448, 448))
+    data = PromptTuningDataModule(index="shards/ade20k/train-index.json", val_index="shards/ade20k/train-index.json",
+                                  val_size=2000, size=(448, 448))
 
-Training items are random resized crops (with flips) of the training split at the model's half-canvas
-size: `{"image": (3, h, w) uint8, "label": (h, w) long}`, labels in class ids with void IGNORE_LABEL;
-the tuning module paints them with the prompt's palette. Validation items are `SemanticImage`s at their
-stored size (no per-class prompts), or square tiles of them (`val_tile`, for large aerial tiles).
-When validation reads the training split itself, the validation images (`val_keys`, or `val_size` drawn
-with a fixed seed) are held out of training: the prompt is then selected on training images, never on the
-benchmark split it is reported on.
-
-`example()` is the one-shot example prompt: the training image that holds the most classes, which the
-tuned prompt starts from and is compared with.
+Training items are random resized crops (with flips) at the half-canvas size, `{"image": (3, h, w) uint8,
+"label": (h, w) long}` in class ids (void IGNORE_LABEL); validation items are `SemanticImage`s, whole or tiled
+(`val_tile`). Validation images drawn from the training split are held out of training, so the prompt is
+selected on training images, never on the split it is reported on. `example()` is the one-shot example prompt.
 """
 
 from __future__ import annotations
@@ -33,11 +27,8 @@ from seggpt_lab.canvas import SemanticImage
 
 
 class LabelledCrops(Dataset):
-    """Item i: a random resized crop of image `keys[i]` and its class-id label, flipped half the time.
-
-    The crop is drawn from torch's generator, which Lightning seeds (`seed_everything`) and every DataLoader
-    worker reseeds per epoch, so epochs differ and runs repeat.
-    """
+    """Item i: a random resized crop of image `keys[i]` and its class-id label, flipped half the time; drawn from
+    torch's generator, which Lightning seeds and each DataLoader worker reseeds per epoch, so runs repeat."""
 
     def __init__(self, reader: ShardReader, keys: list[str], size: tuple[int, int], scale: tuple[float, float],
                  flips: bool) -> None:
@@ -95,10 +86,9 @@ class PromptTuningDataModule(LightningDataModule):
         val_index: the validation split's index; None: no validation. It may be `index` itself, with `val_keys`.
         size: (h, w) of the model's half canvas (the crop size).
         classes: class ids the prompt paints; None: every class of the training split (`class_names` from it).
-        val_keys: validation images; None: every image of `val_index` with labels. Held out of training when
-            `val_index` is `index`.
-        val_size: validate on this many of those images, drawn at random with seed 0 (the same set in every
-            run); None: all of them.
+        val_keys: validation images (held out of training when `val_index` is `index`); None: every labelled one.
+        val_size: validate on this many of those images, drawn with seed 0 (the same set every run); None: all.
+
         val_tile: cut validation images into squares of this side (None: whole images).
         batch_size, batches_per_epoch: crops per batch, batches per training epoch (drawn with replacement).
         scale: random resized crop area range.

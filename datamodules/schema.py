@@ -3,17 +3,13 @@
 One sample = one annotated image, stored as tar members named `<key>.<ext>` (webdataset groups
 members by the part of the name before the first dot, so keys hold no dots):
 
-    <key>.jpg | <key>.png   the image: the original file's bytes when it is a JPEG (which may be
-                            greyscale; readers convert to RGB) or an RGB PNG, otherwise an RGB PNG
-    <key>.sem.png           semantic label map, 16-bit PNG: 0 = background, 1..K = classes,
-                            IGNORE (65535) = void pixels that no loss or metric may use; absent when
-                            the source has no semantic labels
-    <key>.ins.png           instance id map, 16-bit PNG: 0 = no instance, 1..N = instances; absent when
-                            the source has no instances
+    <key>.jpg | <key>.png   the image: a JPEG's or RGB PNG's original bytes, otherwise an RGB PNG
+    <key>.sem.png           semantic labels, 16-bit PNG: 0 background, 1..K classes, IGNORE (65535) void
+                            pixels that no loss or metric may use; absent without semantic labels
+    <key>.ins.png           instance ids, 16-bit PNG: 0 none, 1..N instances; absent without instances
     <key>.json              metadata, see `Meta`
 
-`key` is `<source>__<image id>`. Class ids are the source's own ids shifted as its converter
-documents, so that 0 is background everywhere.
+`key` is `<source>__<image id>`; class ids are shifted as each converter documents, so 0 is background everywhere.
 """
 
 from __future__ import annotations
@@ -109,11 +105,8 @@ class Sample:
         return getattr(self, kind) is not None or kind in self.encoded
 
     def label(self, kind: LabelKind) -> np.ndarray | None:
-        """The `kind` label map (None when the sample has none). One still encoded is decoded and checked against
-        the image and the metadata (`check_label`) on every call, and not kept.
-
-        Raises `InvalidSample` when it does not decode (`label_data`) or breaks the schema (see `validate`).
-        """
+        """The `kind` label map (None when the sample has none); one still encoded is decoded and checked on every
+        call, not kept. Raises `InvalidSample` when it does not decode (`label_data`) or breaks the schema."""
         decoded = getattr(self, kind)
         if decoded is not None or kind not in self.encoded:
             return decoded
@@ -181,9 +174,9 @@ class InvalidSample(SampleError):
 def _unknown_ids(label: np.ndarray, known: set[int]) -> list[int]:
     """The values of `label` outside `known`, sorted."""
     top = int(label.max()) if label.size else 0
-    if top < len(known) and known.issuperset(range(top + 1)):  # ids 0..max all known: the max says it all (0.1 ms)
+    if top < len(known) and known.issuperset(range(top + 1)):  # ids 0..max all known: the max says it all
         return []
-    # bincount, not np.unique: one pass instead of a sort (a 854 x 480 map in ~0.7 ms)
+    # bincount, not np.unique: one pass instead of a sort (timings: BENCHMARKS.md, section 7)
     return sorted(set(np.flatnonzero(np.bincount(label.ravel())).tolist()) - known)
 
 
@@ -229,15 +222,13 @@ def check_label(sample: Sample, kind: LabelKind, label: np.ndarray) -> None:
 
 
 def validate(sample: Sample) -> Sample:
-    """Check a decoded sample against the schema, once, before pairing and augmentation trust it.
+    """Check a decoded sample against the schema, once, before pairing and augmentation trust it (only the image
+    header is read; maps still encoded are checked when `Sample.label` decodes them).
 
-    Raises `InvalidSample` (reason in parentheses) when the image member is not an image (`image`), the
-    metadata is malformed (`meta`), a label map the metadata promises is missing or there is none at all
-    (`no_mask`), a label map is not (H, W) of the image (`size`), or it holds ids that its metadata does not
-    list (`labels`: sem values outside {0, IGNORE} and `classes`, ins values outside {0} and `instances`).
-    Only the image header is read here; a corrupt image body fails later, when it is decoded. Label maps
-    still encoded (`decode(raw, lazy=True)`) are checked when `Sample.label` decodes them.
+    Raises `InvalidSample` with reason `image` (not an image), `meta` (malformed), `no_mask` (a promised map
+    missing, or none at all), `size` (a map not the image's (H, W)) or `labels` (ids its metadata does not list).
     """
+
     size = _image_size(sample)
     listed = _listed_ids(sample)
     if not (sample.has("sem") or sample.has("ins")):

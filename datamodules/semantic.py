@@ -1,11 +1,6 @@
-"""SemanticDataModule: whole-image semantic segmentation (ADE20K val and the like) with example prompts.
-
-Every evaluation image is segmented into all classes at once. The prompts are example-based: for each
-class, `shots` images of the prompt split that contain it (drawn once, seeded), with binary masks of
-that class; the same prompts serve every evaluation image, as a fixed in-context "key" per class.
-With several seeds (the paper's ADE20K protocol, Appendix B / Table S1: the best of seeds 1000, 2000,
-3000 and 4000) every seed draws its own examples and each image carries all of them, seed by seed.
-"""
+"""SemanticDataModule: whole-image semantic segmentation (ADE20K val and the like) with example prompts: for each
+class, `shots` images of the prompt split that hold it (drawn once, seeded), masked to that class, shared by every
+evaluation image; with several seeds (SegGPT, Wang et al. 2023, appendix B, Table S1) each draws its own."""
 
 from __future__ import annotations
 
@@ -59,9 +54,9 @@ class SemanticDataModule(EvaluationDataModule):
         classes: class ids to segment; None: every class with ground truth in the evaluation split that has
             an example in the prompt split.
         max_images: evaluate only the first N images (quick runs).
-        seed: draws the examples of each class; a list of seeds draws one set of examples per seed, and
-            `SemanticEvaluation` scores every image under each set (e.g. [1000, 2000, 3000, 4000], the
-            paper's Table S1, which reports the best).
+        seed: draws the examples of each class; a list draws one set per seed, each scored by `SemanticEvaluation`
+            (the paper's Table S1 reports the best of [1000, 2000, 3000, 4000]).
+
         num_workers: DataLoader processes.
     """
 

@@ -1,32 +1,20 @@
 """Procedural scenes with semantic and instance labels: the embedded default data.
 
-A category is a SHAPE drawn with a TEXTURE ("star-dots"). By default (`colours="instance"`) its
-colours are drawn afresh for every instance, so colour never names a category and only shape and
-texture tell two objects apart. With `colours="category"` colour follows the two factors, as
-appearance follows the category in photographs: the main colour is the shape's (`SHAPE_HUES`), the
-pattern colour the texture's (`TEXTURE_PATTERNS`), each jittered per instance. Then a held-out
-category is a new combination of seen colours: its shape's main colour, seen with other textures, and
-its texture's pattern colour, seen on other shapes. Each scene is a mottled, cloudy background with 1-3
-objects painted back to front, so later objects occlude earlier ones and occluded pixels belong to the
-front object. Objects are large relative to the canvas (radius 18-33% of its side, ~25% foreground on
-average): a tiny model trained on CPU first collapses to predicting background when foreground is
-scarce (cpu_demo_feasibility.md).
-
-Six shapes x four textures give 24 categories; `HELD_OUT` keeps six combinations out of training,
-one per shape, chosen so that every shape and every texture is still seen with other partners. They
-test whether a model composes shape and texture it has seen into a category it has not: held-out
-scenes put a held-out category first and draw the other objects from all 24, so it meets distractors
-of its own shape (told apart by texture alone) and of its own texture (told apart by shape alone).
+A category is a SHAPE drawn with a TEXTURE ("star-dots"): six shapes x four textures, 24 categories. With
+`colours="instance"` (the default) every instance's colours are drawn afresh, so only shape and texture tell
+objects apart; with `colours="category"` the main colour is the shape's (`SHAPE_HUES`) and the pattern colour the
+texture's (`TEXTURE_PATTERNS`), jittered per instance. A scene is a mottled background with 1-3 objects painted
+back to front (occluded pixels belong to the front one), large (~25% foreground on average) because a tiny model
+trained on CPU collapses to painting background when foreground is scarce. `HELD_OUT` keeps one combination per
+shape out of training, every shape and texture still seen with other partners; held-out scenes put one first
+among distractors of all 24, so it meets its own shape (told apart by texture) and texture (told apart by shape).
 
     scenes = SyntheticScenes(size=128, categories=SEEN)
     rgb, sem, ins, instances = scenes.scene(7)   # the same arrays for index 7 in any process
 
-Every sample's randomness comes from `numpy.random.default_rng([seed, index])`, so a sample does not
-depend on which worker draws it or on what was drawn before (bytes are identical for one machine and
-numpy/Pillow version; vectorised float maths may round differently on another CPU). Shapes and
-textures are rasterised with array arithmetic on each object's bounding box; a 128 x 128 scene takes
-about 2 ms on one core.
+A sample's randomness is `default_rng([seed, index])`, whatever the worker or order (speed: BENCHMARKS.md, §7).
 """
+
 
 from __future__ import annotations
 
@@ -186,30 +174,22 @@ class SyntheticScenes:
     """Generator of labelled scenes; `scene(index)` is a pure function of (seed, index).
 
     Args:
-        size: side of the square image in pixels. 128 by default: four times the pixels of the 64 px
-            canvases a CPU demo trains on, so downscaling keeps textures crisp, while a PNG-encoded
-            sample stays a few milliseconds of work.
+        size: side of the square image in pixels (128: four times the pixels of a CPU demo's 64 px canvases, so
+            downscaling keeps textures crisp).
         min_objects: fewest objects per scene.
         max_objects: most objects per scene.
-        categories: names from `CATEGORIES` that objects are drawn from (uniformly); `SEEN` by default,
-            `HELD_OUT` for out-of-domain evaluation.
-        distractors: names that the objects after a scene's first are drawn from instead (uniformly); None:
-            `categories`. The held-out split draws its first object from `HELD_OUT` and the others from every
-            category, so that a held-out category meets distractors of its own shape and of its own texture.
+        categories: names from `CATEGORIES` that objects are drawn from (uniformly), e.g. `SEEN` or `HELD_OUT`.
+        distractors: names that the objects after a scene's first are drawn from instead; None: `categories`.
         scale: range of object radii as fractions of `size`.
-        min_visible: each object keeps at least this fraction of its pixels after the objects in front
-            of it are painted; a placement that would hide more is redrawn.
-        clouds: strength of the background's gradient and colour clouds (1: the full mottling described in
-            `_background`; 0: one flat colour). Lower values make objects stand out: an easier world for
-            models trained from scratch in minutes.
-        colours: "instance": every object's two colours are drawn afresh (colour names nothing);
-            "category": they are `category_colours` (the shape's main colour, the texture's pattern
-            colour) plus a uniform per-instance offset of up to `colour_jitter` levels per channel, and the
-            background's base colour keeps away from the scene's main colours.
-        colour_jitter: that offset's bound, in 8-bit levels (used by `colours="category"` only).
-        noise: standard deviation of per-pixel grain, in 8-bit levels. Off by default: grain is nearly
-            averaged away when images are downscaled for a small model, yet it makes PNGs twice as large
-            (16 -> 35 KB at 128 px, noise 6); augmentation can add it at training time instead.
+        min_visible: the fraction of its pixels each object keeps after the objects in front of it are painted
+            (a placement that would hide more is redrawn).
+        clouds: strength of the background's gradient and colour clouds (0: one flat colour, an easier world for
+            models trained from scratch in minutes).
+        colours: "instance" (every object's colours drawn afresh) or "category" (`category_colours` plus a
+            per-instance offset of up to `colour_jitter` levels; the background keeps away from the main colours).
+        colour_jitter: that offset's bound, in 8-bit levels ("category" only).
+        noise: standard deviation of per-pixel grain, in 8-bit levels; off by default, since downscaling averages
+            it away and it doubles PNG sizes (BENCHMARKS.md, section 7): augmentation can add it instead.
         seed: the seed combined with each index.
     """
 
@@ -248,7 +228,6 @@ class SyntheticScenes:
         self.clouds, self.colours, self.colour_jitter = clouds, colours, colour_jitter
 
     def rng(self, index: int) -> np.random.Generator:
-        """The generator that draws sample `index`."""
         return np.random.default_rng([self.seed, index])
 
     def scene(self, index_or_rng: int | np.random.Generator) -> Scene:
@@ -257,9 +236,8 @@ class SyntheticScenes:
         return self.render(self.layout(rng), rng)
 
     def layout(self, rng: np.random.Generator) -> Layout:
-        """The background, then objects back to front, each leaving every object behind it `min_visible` of
-        its pixels. With colours="category" the categories are drawn first, so that the background can keep
-        away from their colours; "instance" keeps the original order of draws (and so its scenes' bytes)."""
+        """The background, then objects back to front, each leaving those behind it `min_visible` of their pixels
+        (colours="category" draws the categories first, so that the background keeps away from their colours)."""
         chosen: list[int] = []
         if self.colours == "category":
             count = int(rng.integers(self.min_objects, self.max_objects + 1))
@@ -336,13 +314,11 @@ class SyntheticScenes:
         return Scene((np.clip(rgb, 0, 255) + 0.5).astype(np.uint8), sem, ins, instances)  # rounded
 
     def _background(self, rng: np.random.Generator, avoid: np.ndarray | None = None) -> np.ndarray:
-        """(size, size, 3) float32: a base colour, a linear gradient, and colour clouds at two scales. The base
-        colour is uniform, or with `avoid` ((k, 3) colours) at least 100 levels from each of them.
+        """(size, size, 3) float32: a base colour (with `avoid`, at least 100 levels from each of those (k, 3)
+        colours), a linear gradient and colour clouds at two scales, summed on small grids and enlarged bilinearly
+        in PIL's C code: fast, and unlike a BLAS product independent of a worker's thread count. Fine clouds
+        mottle the background for a fraction of the PNG bytes per-pixel grain costs (BENCHMARKS.md, section 7)."""
 
-        Everything is summed on small grids, enlarged bilinearly (which keeps a gradient linear) in PIL's C
-        code: fast, and unlike a BLAS product its result cannot depend on how many threads a worker runs.
-        Coarse clouds have 3-6 cells a side and +-40 levels, fine ones 12-23 cells and +-20: the fine
-        clouds mottle the background for about 5 KB of PNG at 128 px, where per-pixel grain costs 19 KB."""
         base = rng.uniform(0, 255, 3) if avoid is None else _distinct_colour(rng, avoid, 100)
         direction, slope = rng.uniform(0, 2 * np.pi), rng.uniform(-30, 30, 3)
         coarse, fine = int(rng.integers(3, 7)), int(rng.integers(12, 24))

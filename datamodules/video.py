@@ -55,14 +55,12 @@ class Videos(Dataset):
 
 
 class VideoDataModule(EvaluationDataModule):
-    """The videos of one converted video split (`datamodules.sources.video`: DAVIS, YouTube-VOS, MOSE), whole.
-
-    Each item is one video with every frame in frame order and its object-id labels; the first frame's
-    label is the prompt of the semi-supervised protocol (DAVIS toolkit, ecosystem.md §4a). Labels are the
-    instance map (0 background, 1..K objects) with IGNORE_LABEL on void (DAVIS-2017's 255); frames
-    without annotation are all IGNORE_LABEL.
+    """The videos of one converted video split (`datamodules.sources.video`), whole: each item is one video, every
+    frame in order, labelled with object ids (0 background, IGNORE_LABEL on void and on unannotated frames); the
+    first frame's label is the prompt of the semi-supervised protocol (davisvideochallenge/davis2017-evaluation).
 
     Args:
+
         index: path of a converted split's `<split>-index.json`.
         max_frames: keep only the first this many frames of each video (quick runs); None: every frame.
         videos: video ids to keep, in the split's order; None: every video.

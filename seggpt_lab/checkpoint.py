@@ -2,8 +2,8 @@
 
 Our parameter names are the official ones (baaivision/Painter models_seggpt.py), so an official or
 Painter state dict loads as is; Hugging Face names go through one explicit rename table
-(seggpt_reference.md §10, the same pairs as transformers' convert_seggpt_to_hf.py). Every file is
-read with `weights_only=True` (`load_weights_only`), so no checkpoint can run code when it is opened, and
+(the pairs of transformers' models/seggpt/convert_seggpt_to_hf.py). Every file is read with
+`weights_only=True` (`load_weights_only`), so no checkpoint can run code when it is opened, and
 written atomically (`save_atomic`), so a run killed while saving leaves the previous file whole.
 """
 

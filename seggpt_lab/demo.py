@@ -1,4 +1,4 @@
-"""`make demo`: one in-context prediction on generated images, written as a picture.
+"""One in-context prediction on generated images, written as a picture (`make demo` trains and scores instead).
 
     python -m seggpt_lab.demo [--checkpoint PATH] [--output outputs/demo.png]
 

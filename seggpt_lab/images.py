@@ -88,11 +88,12 @@ def prompt_masks(masks: list[ImageLike], kind: MaskKind = "auto"
     transformers' processor does with `num_labels`).
 
     Kinds ("auto" decides per the first mask):
-    - "binary": foreground 1 (non-zero; above 127 for 8-bit grey with other values than 0 and 1), painted white.
+    - "binary": foreground 1 (non-zero; above half of white, 127 or 32767, when other values than 0 and 1
+      occur), painted white.
     - "index": each value is a label (a palette PNG's indices, a class-index map), painted with `build_palette`.
     - "color": each colour that covers at least 1% of the coloured pixels of all masks is a label (black is
-      background); other pixels (anti-aliased edges) take the nearest of these colours. The prompt keeps the
-      user's colours, as the official demo does.
+      background); other pixels (anti-aliased edges) take the nearest of these colours.
+
     "auto": a palette ("P") image -> index; an RGB(A) image whose channels differ -> color; otherwise one grey
     channel -> binary when it is bool, {0, 1}, or 8-bit reaching 255 or 16-bit reaching 65535 (white on black,
     anti-aliased or not: the official examples), and index otherwise. A class map that uses 255 (void) needs

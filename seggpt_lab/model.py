@@ -1,13 +1,9 @@
 """SegGPT: a ViT that paints the query half of a two-image canvas from an in-context example.
 
-Faithful to the official release (baaivision/Painter, SegGPT/SegGPT_inference/models_seggpt.py)
-and to the Hugging Face port (transformers.models.seggpt); see shared/reference/seggpt_reference.md.
-
-Dimension letters used in shapes below:
-    B  pairs in the batch (prompt/query pairs; with a feature ensemble, prompts of one query)
-    H, W  canvas height and width in pixels (H = two W-sized halves stacked, prompt on top)
-    h, w  patch grid (H // p, W // p); L = h * w tokens per canvas
-    p  patch size, C  embed_dim, D  decoder_embed_dim
+Faithful to the official release (baaivision/Painter, SegGPT/SegGPT_inference/models_seggpt.py) and to the
+Hugging Face port (transformers.models.seggpt). Shapes: B pairs (with a feature ensemble, the prompts of one
+query); H, W canvas pixels (two W-sized halves stacked, prompt on top); h, w = H // p, W // p patches and
+L = h * w tokens; p patch size, C embed_dim, D decoder_embed_dim.
 """
 
 from __future__ import annotations
@@ -29,13 +25,8 @@ EnsembleMode = Literal["official", "huggingface"]
 
 
 def feature_ensemble(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """Replace the query half (bottom h/2 patch rows) of x (B, h, w, C) by its mean over prompts, in place.
-
-    The batch is `groups` consecutive groups (the image and target streams before the merge,
-    one group after it); the mean is taken within each group. Prompt halves are left as they are.
-    In place on a view: the function runs in every block, where a split-mean-concatenate would copy the
-    whole activation about three times.
-    """
+    """Replace the query half (bottom h/2 rows) of x (B, h, w, C) by its mean within each of `groups` consecutive
+    groups (two streams before the merge, one after), in place: a split-mean-concatenate would copy it 3 times."""
     query = x[:, x.shape[1] // 2:].unflatten(0, (groups, -1))  # (groups, prompts, h/2, w, C), a view of x
     # the mean taken about the first prompt is exact when prompts agree: N copies of one prompt give
     # exactly the one-prompt features (a plain mean of three equal floats need not return them)
@@ -45,11 +36,8 @@ def feature_ensemble(x: torch.Tensor, groups: int) -> torch.Tensor:
 
 
 def per_canvas(module: nn.Module, x: torch.Tensor, enabled: bool = True) -> torch.Tensor:
-    """module(x), one batch item at a time when `enabled`.
-
-    oneDNN chooses convolution algorithms by batch size, so a batched convolution makes a canvas's
-    prediction depend (at ~1e-7) on its batch-mates; at inference we keep predictions batch-invariant.
-    """
+    """module(x), one batch item at a time when `enabled`: oneDNN picks convolution algorithms by batch size,
+    so a batched convolution would make a prediction depend (~1e-7) on its batch-mates."""
     if not enabled or x.shape[0] == 1:
         return module(x)
     return torch.cat([module(x[i : i + 1]) for i in range(x.shape[0])])  # slices keep the memory format
@@ -58,9 +46,8 @@ def per_canvas(module: nn.Module, x: torch.Tensor, enabled: bool = True) -> torc
 BIAS_CHUNK_BYTES = 16 * 2**20  # below glibc's largest mmap threshold (32 MiB), so chunk buffers are reused
 
 # "augmented" on accelerators: the kernels to try, in order, and whether to pad the values to the logits' head dim
-# (flash kernels need one head dim for q, k and v). benchmarks/gpu_train_speed.py, H200, ViT-L layer fwd+bwd of
-# 32 canvases: cuDNN 18.3 ms padded (17.6 unpadded), flash 23.3 ms padded, memory-efficient 59.6 (46.2 unpadded).
-# Padded, a GPU without cuDNN's fused attention falls back to flash instead of the slower memory-efficient kernel.
+# (flash kernels need one head dim for q, k and v). cuDNN is the fastest; with padded values a GPU without it
+# falls back to flash instead of the much slower memory-efficient kernel (BENCHMARKS.md, section 5).
 AUGMENTED_BACKENDS: list[SDPBackend] = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION,
                                         SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 AUGMENTED_PAD_VALUES = True
@@ -83,25 +70,12 @@ def _compiled_flex_attention():
 
 
 class RelPosAttention(Attention):
-    """timm's SAM attention (official parameter names) with four ways to add the decomposed relative bias.
-
-    The bias of query i = (y, x) on key j = (ky, kx) is rel_h[i, ky] + rel_w[i, kx] (MViTv2; official
-    add_decomposed_rel_pos), added to the scaled logits q k^T / sqrt(d). timm adds the two terms into a full
-    (B*heads, L, L) tensor, which rules out flash kernels and, on CPU, cost a third of SegGPT-L's forward.
-    `attn_impl` (set by the model) chooses:
-
-    - "sdpa": the scaled-dot-product kernel with the bias as a float mask. On CPU it runs over chunks
-      (whole canvases while they fit, else one canvas's query rows), so each chunk's bias is small enough to
-      be recycled by the allocator instead of page-faulted in, and reads the keys and values of as few
-      canvases as possible; on an accelerator it is one call with the whole bias.
-    - "augmented": no bias tensor at all. The two terms are a dot product: append rel_h[i] and rel_w[i] to
-      the query and the one-hot codes of (ky, kx) to the key, so that q' k'^T = q k^T / sqrt(d) + bias, and
-      any bias-free kernel (flash, cuDNN, memory-efficient) applies; gradients reach rel_h and rel_w through q'.
-      The logits' head dim grows from d to d + h + w (64 to 148 for ViT-L at 896x448).
-    - "flex": FlexAttention with a score_mod that gathers the two terms per logit (compiled on accelerators).
-    - "eager": the explicit softmax((q k^T) * scale + bias) v, the reference.
-    - "auto": "sdpa" on CPU, "augmented" elsewhere, the fastest of each (BENCHMARKS.md, targets 1 and 5).
-    """
+    """timm's SAM attention (official names) adding the decomposed relative bias rel_h[i, ky] + rel_w[i, kx]
+    (MViTv2; official add_decomposed_rel_pos) one of four ways, `attn_impl`: "sdpa" (a float mask, in chunks on
+    CPU small enough for the allocator to recycle), "augmented" (rel_h[i], rel_w[i] appended to the query and the
+    one-hot codes of (ky, kx) to the key: q' k'^T = q k^T / sqrt(d) + bias for any bias-free kernel), "flex"
+    (a FlexAttention score_mod) or "eager" (the explicit reference); "auto" is "sdpa" on CPU, "augmented"
+    elsewhere, the fastest of each (BENCHMARKS.md, sections 1 and 5)."""
 
     attn_impl: str = "auto"
 
@@ -180,11 +154,8 @@ def _bias(rel_h: torch.Tensor, rel_w: torch.Tensor, items: slice, rows: slice) -
 
 
 class Block(nn.Module):
-    """Pre-norm ViT block with global decomposed-rel-pos attention (timm SAM `Attention`).
-
-    Our own block rather than timm's because the feature ensemble sits between attention and
-    its residual add (official `Block.forward`, HF `SegGptLayer.forward`).
-    """
+    """Pre-norm ViT block; our own because the feature ensemble sits between attention and its residual add
+    (official `Block.forward`, HF `SegGptLayer.forward`)."""
 
     def __init__(self, dim: int, num_heads: int, grid_size: tuple[int, int], mlp_ratio: float = 4.0,
                  drop_path: float = 0.0, attn_impl: AttnImpl = "auto") -> None:
@@ -220,17 +191,12 @@ class SegGPT(nn.Module):
         decoder_embed_dim: decoder width D.
         pretrain_img_size: side of the square grid the absolute position embedding was trained on, in pixels.
         drop_path_rate: stochastic depth, linear over depth (training only).
-        attn_impl: how attention adds the relative-position bias (see `RelPosAttention`): "auto" ("sdpa" on CPU,
-            "augmented" on GPU: the fastest of each), "sdpa" (fused kernel, bias as a mask), "augmented" (bias
-            folded into the query/key dims for bias-free kernels), "flex" (FlexAttention score_mod) or "eager"
-            (the explicit softmax(QK^T) reference).
+        attn_impl: how attention adds the relative-position bias (see `RelPosAttention`).
         grad_checkpointing: recompute block activations in the backward pass to save memory.
-        ensemble_mode: feature-ensemble semantics, "official" (per-stream mean up to the merge) or
-            "huggingface" (transformers' `feature_ensemble=True`, which averages both streams at the merge block).
-        init: weight initialisation for training from scratch. "official": trunc-normal(0.02) linears, as
-            models_seggpt.py (tuned for width 1024). "xavier": Xavier-uniform linears, as MAE's
-            models_mae.py; at small widths it starts the blocks far from the identity (std 0.02 shrinks a
-            128-wide layer's output to a quarter), which shortens the initial loss plateau severalfold.
+        ensemble_mode: feature-ensemble semantics, "official" (per stream up to the merge) or "huggingface".
+
+        init: weight initialisation from scratch: "official" (trunc-normal(0.02) linears, models_seggpt.py) or
+            "xavier" (MAE's models_mae.py; shortens the initial loss plateau of small widths severalfold).
     """
 
     def __init__(
@@ -302,8 +268,7 @@ class SegGPT(nn.Module):
         self.init_weights(init)
 
     def init_weights(self, mode: Literal["official", "xavier"] = "official") -> None:
-        """normal(0.02) tokens and position table; linears trunc-normal(0.02) (official models_seggpt.py) or
-        Xavier-uniform (MAE models_mae.py `_init_weights`), biases 0; layer norms 1 and 0."""
+        """normal(0.02) tokens and position table; linears as `mode` (see `init`), biases 0; layer norms 1 and 0."""
         trunc_normal_(self.pos_embed, std=0.02)
         for token in (self.mask_token, self.segment_token_x, self.segment_token_y,
                       self.type_token_cls, self.type_token_ins):
@@ -326,9 +291,8 @@ class SegGPT(nn.Module):
             block.attn.attn_impl = attn_impl
 
     def compile_blocks(self, **options) -> None:
-        """torch.compile each block in place (regional compilation): the blocks share one compiled graph per
-        input shape, so compiling takes a block's time rather than the model's. `options` go to torch.compile.
-        On an H200, ViT-L training in bf16: 17-20% more pairs/s (BENCHMARKS.md, target 5)."""
+        """torch.compile each block in place (regional compilation: one graph per input shape shared by all
+        blocks); `options` go to torch.compile. Speed-up: BENCHMARKS.md, section 5."""
         for block in self.blocks:
             block.compile(**options)
 
@@ -344,11 +308,8 @@ class SegGPT(nn.Module):
 
     def forward(self, image_canvas: torch.Tensor, target_canvas: torch.Tensor, bool_masked_pos: torch.Tensor,
                 seg_type: torch.Tensor, feature_ensemble: bool = False) -> torch.Tensor:
-        """Canvases (B, 3, H, W); bool_masked_pos (B, L) or (1, L); seg_type (B,) with 0 semantic, 1 instance.
-
-        With `feature_ensemble` the B pairs are B prompts of one query whose features are averaged.
-        Returns the predicted target canvas (B, 3, H, W), ImageNet-normalised (no output activation).
-        """
+        """Canvases (B, 3, H, W); bool_masked_pos (B, L) or (1, L); seg_type (B,): 0 semantic, 1 instance;
+        `feature_ensemble`: the B pairs are prompts of one query. Returns (B, 3, H, W), ImageNet-normalised."""
         x = self.embed(image_canvas, target_canvas, bool_masked_pos, seg_type)  # (2B, h, w, C)
         features = self.forward_encoder(x, feature_ensemble)  # (B, h, w, C * len(feature_indices))
         return self.forward_decoder(features)  # (B, 3, H, W)
@@ -424,12 +385,11 @@ def patch_mask_to_pixels(bool_masked_pos: torch.Tensor, grid_size: tuple[int, in
 
 def masked_smooth_l1(pred: torch.Tensor, gt_canvas: torch.Tensor, bool_masked_pos: torch.Tensor,
                      patch_size: int = 16, valid: torch.Tensor | None = None, beta: float = 0.01) -> torch.Tensor:
-    """Smooth-l1 (beta 0.01, official loss_func="smoothl1") averaged over masked patches and channels.
+    """Smooth-l1 (beta 0.01, official loss_func="smoothl1") averaged over masked patches and channels: pred,
+    gt_canvas (B, 3, H, W); bool_masked_pos (B, L) or (1, L), broadcast before normalising (transformers'
+    SegGptLoss divides by one sample's count); valid: optional (B, 1 or 3, H, W) weights on the mask."""
 
-    pred, gt_canvas (B, 3, H, W); bool_masked_pos (B, L) or (1, L), broadcast over the batch before
-    normalising (transformers' SegGptLoss divides by one sample's count instead); valid: optional
-    per-pixel weights (B, 1 or 3, H, W) that multiply the mask, as the official forward_loss does.
-    """
+
     B, _, H, W = pred.shape
     grid = (H // patch_size, W // patch_size)
     weight = patch_mask_to_pixels(bool_masked_pos.expand(B, -1), grid, patch_size).to(pred.dtype)
@@ -461,15 +421,14 @@ def seggpt_vit_large(**overrides) -> SegGPT:
 
 
 def seggpt_vit_base(**overrides) -> SegGPT:
-    """ViT-B width and depth."""
     return create_model("seggpt_vit_base", **overrides)
 
 
 def seggpt_vit_small(**overrides) -> SegGPT:
-    """ViT-S width and depth."""
     return create_model("seggpt_vit_small", **overrides)
 
 
 def seggpt_vit_tiny(**overrides) -> SegGPT:
-    """ViT-Ti width and depth: for CPU demos and tests."""
+    """ViT-Ti width and depth, for CPU demos and tests."""
+
     return create_model("seggpt_vit_tiny", **overrides)

@@ -1,15 +1,6 @@
 """Label maps <-> colour images: the one palette module, used by training, evaluation and inference.
 
-A palette is a (K + 1, 3) uint8 table: row 0 is black (background), row k the colour of class or
-object k. Prompts are painted with it (`colorize`, `paint`) and predictions are decoded by the
-nearest palette colour (`decode`, Hugging Face's post-processing), background included, so a pixel
-counts as foreground only when it is closer to a class colour than to black: for white on black,
-a 0..255 channel mean above 127.5. The official video mode binarises its white-on-black predictions
-with a channel mean above 128 instead (`binarize`); the video path uses that rule, everything else
-the nearest colour.
-
-`build_palette` is Painter's / Hugging Face's deterministic palette (seggpt_reference.md §9.2);
-`distinct_colors` gives well-separated colours for pictures that people look at.
+A palette is a (K + 1, 3) uint8 table: row 0 is black (background), row k the colour of class or object k.
 """
 
 from __future__ import annotations
@@ -23,10 +14,7 @@ VIDEO_THRESHOLD = 128  # seggpt_engine.py inference_video: output.mean(-1).gt(12
 
 
 def build_palette(num_labels: int) -> torch.Tensor:
-    """(num_labels + 1, 3) uint8: class 0 black, class k >= 1 from a base^3 grid counted down from white.
-
-    base = int(K ** (1/3)) + 1, margin = 256 // base (Painter gen_color_coco_panoptic_segm.py, HF build_palette).
-    """
+    """(num_labels + 1, 3) uint8, class 0 black (Painter gen_color_coco_panoptic_segm.py, HF build_palette)."""
     base = int(num_labels ** (1 / 3)) + 1
     margin = 256 // base
     loc = torch.arange(num_labels)
@@ -36,7 +24,7 @@ def build_palette(num_labels: int) -> torch.Tensor:
 
 
 def distinct_colors(n: int) -> torch.Tensor:
-    """(n, 3) uint8 colours spread around the hue circle by the golden ratio, alternating brightness."""
+    """(n, 3) uint8 colours for people to tell apart: golden-ratio hues, alternating brightness."""
     hues = (np.arange(n) * 0.618033988749895) % 1.0
     rgb = [[round(c * 255) for c in colorsys.hsv_to_rgb(h, 0.75, 1.0 if i % 2 else 0.8)] for i, h in enumerate(hues)]
     return torch.tensor(rgb, dtype=torch.uint8).reshape(n, 3)
@@ -55,10 +43,8 @@ def paint(labels: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
 
 
 def decode(rgb: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
-    """(..., 3, H, W) RGB in [0, 1] -> (..., H, W) long: index of the nearest palette colour (0 = background).
-
-    Squared RGB distance, as transformers' post_process_semantic_segmentation does with num_labels.
-    """
+    """(..., 3, H, W) RGB in [0, 1] -> (..., H, W) long: the nearest palette colour (squared distance, as transformers'
+    post_process_semantic_segmentation; for white on black, foreground above a channel mean of 127.5)."""
     colors = palette.to(rgb.device, torch.float32) / 255  # (K + 1, 3)
     pixels = rgb.movedim(-3, -1).float()  # (..., H, W, 3)
     # |p - c|^2 = |p|^2 - 2 p.c + |c|^2; |p|^2 is the same for every c, so it drops out of the argmin
@@ -67,6 +53,7 @@ def decode(rgb: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
 
 
 def binarize(rgb: torch.Tensor, threshold: float = VIDEO_THRESHOLD) -> torch.Tensor:
-    """(..., 3, H, W) RGB in [0, 1] -> (..., H, W) long: 1 where the mean of the three channels, as 0..255
-    values clipped to that range, exceeds `threshold` (the official video mode's rule, `VIDEO_THRESHOLD`)."""
+    """(..., 3, H, W) RGB in [0, 1] -> (..., H, W) long: 1 where the channel mean (0..255, clipped) exceeds
+    `threshold` (the official video mode's rule, `VIDEO_THRESHOLD`)."""
+
     return ((rgb.float() * 255).clamp(0, 255).mean(-3) > threshold).long()

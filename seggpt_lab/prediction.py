@@ -1,13 +1,6 @@
-"""In-context prediction on tensors: prompts (images + label maps) and a query in, a label map out.
-
-The official seggpt_engine.py pre- and post-processing: images resized to the half-canvas size
-with PIL (bicubic) and masks with PIL's nearest neighbours (`seggpt_lab.canvas`), scaled to [0, 1] and
-ImageNet-normalised; several prompts form a feature ensemble (or, here, a spatial ensemble); the prediction is
-the query half of the first item, de-normalised and resized back to the query's size with (torch's) nearest
-neighbours. Labels are decoded by the nearest palette colour, except on the video path, which
-binarises one object as the official video mode does (`palette.binarize`).
-`predict_labels` is what evaluation uses (`seggpt_lab.predictor.Predictor` wraps it for PIL images);
-`predict_with_prompt` segments with a prompt file instead; `propagate` carries labels through a video.
+"""In-context prediction on tensors: prompts (images + label maps) and a query in, a label map out, with the
+official seggpt_engine.py pre- and post-processing (README, "Using a model"). `predict_labels` is what evaluation
+uses (`Predictor` wraps it for PIL images); `predict_with_prompt` uses a prompt file; `propagate`, a video.
 """
 
 from __future__ import annotations
@@ -76,14 +69,9 @@ def colour_output(query_half: torch.Tensor) -> np.ndarray:
 def predict_labels(model: SegGPT, prompt_images: list[torch.Tensor], prompt_labels: list[torch.Tensor],
                    query_image: torch.Tensor, num_labels: int, seg_type: Literal["semantic", "instance"] = "instance",
                    ensemble: Ensemble = "feature", binary_threshold: float | None = None) -> torch.Tensor:
-    """Label maps in, label map out: K prompt images (3, h_k, w_k) uint8 with labels (h_k, w_k) in 0..num_labels
-    (anything else counts as background), and a query (3, H, W) -> predicted labels (H, W) long.
-
-    Images and labels are resized as seggpt_engine.py does (`resize_image`, `resize_labels`), labels painted with
-    `build_palette(num_labels)`. The prediction is decoded by the nearest palette colour (Hugging Face's
-    post-processing), or, with `binary_threshold` and num_labels == 1, as the official video mode binarises:
-    foreground where the 0..255 channel mean exceeds it (`VIDEO_THRESHOLD`, 128; nearest colour is 127.5).
-    """
+    """K prompt images (3, h_k, w_k) uint8 with labels (h_k, w_k) in 0..num_labels (others: background) and a query
+    (3, H, W) -> labels (H, W) long. Labels are painted with `build_palette(num_labels)`; the prediction is decoded
+    by the nearest palette colour or, with `binary_threshold` and num_labels == 1, by `palette.binarize`."""
     half = (model.img_size[0] // 2, model.img_size[1])
     palette = build_palette(num_labels)
     prompts = torch.stack([resize_image(p, half) for p in prompt_images])
@@ -127,12 +115,9 @@ def prompt_halves(model: SegGPT, prompt: Prompt) -> tuple[torch.Tensor, torch.Te
 def predict_with_prompt(model: SegGPT, prompt: Prompt, query_image: torch.Tensor,
                         seg_type: Literal["semantic", "instance"] = "semantic", background: bool = True
                         ) -> torch.Tensor:
-    """One forward with a prompt file's `image` and `target` as the prompt half -> the query's class ids (H, W) long.
-
-    The prediction is decoded by the nearest colour of the prompt's palette: row k is class `class_ids[k - 1]`,
-    row 0 (black) class 0. With `background=False` black is left out and every pixel takes a class (ADE20K,
-    whose 0 is void: Painter decodes with the class colours only, ecosystem.md §4c).
-    """
+    """One forward with a prompt file as the prompt half -> the query's class ids (H, W) long, by the nearest colour
+    of its palette (row k: `class_ids[k - 1]`, black: 0). `background=False` leaves black out, for ADE20K, whose 0
+    is void (Painter's eval/ade20k_semantic/ADE20kSemSegEvaluatorCustom.py decodes with the class colours only)."""
     half = (model.img_size[0] // 2, model.img_size[1])
     rgb = predict_prompt_file(model, prompt, resize_image(query_image, half), seg_type)
     rows = decode(rgb, prompt["palette"]) if background else decode(rgb, prompt["palette"][1:]) + 1
@@ -142,14 +127,11 @@ def predict_with_prompt(model: SegGPT, prompt: Prompt, query_image: torch.Tensor
 
 def propagate(frames: list[torch.Tensor], first: torch.Tensor, predict, memory: int = 0,
               given: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
-    """Semi-supervised video propagation: frames (3, H, W), the first frame's labels (H, W) -> labels per frame.
+    """Semi-supervised propagation: frames (3, H, W) and the first frame's labels (H, W) -> labels per frame, the
+    first being `first`. Frame t is `predict(prompts, t, num_labels)`: (image, labels) prompts, the first frame and
+    the last `memory` predictions (the official video mode's FIFO queue); num_labels, the largest object id so far.
+    With `given` labels (YouTube-VOS, MOSE), a frame that brings new objects keeps their masks and joins the prompts."""
 
-    Frame t is `predict(prompts, t, num_labels)`, prompts being (image, labels) pairs: the first frame, then the
-    last `memory` predicted frames (the official video mode's FIFO queue); num_labels is the largest object id
-    so far. With `given` (labels per frame; the YouTube-VOS and MOSE protocol), a frame whose labels bring
-    objects not seen before keeps those masks over its prediction and becomes a prompt frame too.
-    The first result is `first`.
-    """
     anchors = [(frames[0], first)]
     seen = set(first.unique().tolist()) - {0}
     queue: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=memory)

@@ -31,16 +31,10 @@ class PromptTensors(NamedTuple):
 
 @dataclass
 class Segmentation:
-    """One query's prediction at the query's size.
-
-    labels: (H, W) int64: 0 background, k the prompt's label k (binary masks: 1; index masks: the index; colour
-        masks: `palette[k]`; a prompt file: its class ids).
-    mask: the predicted colour image (RGB), rounded to 8 bits for saving: the official demo's output, before any
-        decoding (video frames: their labels' palette colours).
-    palette: (K + 1, 3) uint8, the colour of each palette row (row 0 black).
-    output: the unrounded colour output of the query half, (h, w, 3) float64 in [0, 255] at the half-canvas
-        size (`colour_output`), which `overlay` uses as the official demo does; None for video frames.
-    """
+    """One query's prediction at the query's size: `labels` (H, W) int64, 0 background, k the prompt's label k
+    (binary: 1; index: the index; colour: `palette[k]`; a prompt file: its class ids); `mask`, the colour output
+    rounded to 8 bits (the official demo's output; video: the labels' colours); `palette` (K + 1, 3) uint8; `output`,
+    the unrounded query half (h, w, 3) float64 in [0, 255] that `overlay` blends (None for video frames)."""
 
     labels: np.ndarray
     mask: Image.Image
@@ -66,17 +60,8 @@ class Segmentation:
 
 
 class Predictor:
-    """Segment queries like the prompts are segmented: the official demo's pre- and post-processing.
-
-        predictor = Predictor.from_pretrained("seggpt_vit_large.pth")
-        result = predictor.segment("query.jpg", prompts=[("prompt.jpg", "prompt_mask.png")])
-        result.labels, result.mask, result.overlay("query.jpg")
-
-    Images (queries and prompts) are resized to the half canvas with PIL's bicubic filter, masks painted and
-    resized with PIL's nearest neighbours, both ImageNet-normalised; the prediction is the query half,
-    de-normalised, clipped to [0, 255] and resized back to the query's size with nearest neighbours
-    (seggpt_engine.py), then decoded to labels by the nearest palette colour. The overlay blends the unrounded
-    output, as inference_image does; `mask` is that output rounded to 8 bits.
+    """Segment queries like the prompts are segmented (usage: README, "Using a model"), with the official demo's
+    pre- and post-processing (seggpt_engine.py), then labels by the nearest palette colour.
 
     Args:
         model: a SegGPT (put in eval mode here).
@@ -89,7 +74,7 @@ class Predictor:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu", **overrides) -> Predictor:
-        """Any checkpoint `load_pretrained` reads: official, Hugging Face (file or folder), ours, Lightning."""
+        """Any checkpoint `load_pretrained` reads: official, Hugging Face folder, Painter, ours, Lightning."""
         return cls(load_pretrained(path, **overrides), device)
 
     def query_tensor(self, image: ImageLike) -> torch.Tensor:
@@ -111,14 +96,9 @@ class Predictor:
                 *, prompt_file: str | Path | Prompt | None = None, ensemble: Ensemble = "feature",
                 seg_type: Literal["semantic", "instance"] = "instance", mask_kind: MaskKind = "auto"
                 ) -> Segmentation | list[Segmentation]:
-        """Segment one query (or a list: a list of results) by example.
-
-        prompts: (image, mask) pairs; images and masks may be paths, PIL images, arrays or tensors, masks binary,
-            class-index or colour images (`prompt_masks`). Several prompts are combined by `ensemble`.
-            `prepare(prompts)` gives them ready for the model, for many calls.
-        prompt_file: a tuned prompt file (or a loaded `Prompt`) instead of `prompts`; labels are its class ids.
-        seg_type: the task token; the official demo's default is "instance".
-        """
+        """One query (or a list: a list of results) segmented by example. prompts: (image, mask) pairs (see
+        `prompt_masks`) combined by `ensemble`, or `prepare(prompts)`'s result; prompt_file: a tuned prompt file or
+        `Prompt` instead, whose class ids are the labels; seg_type: the task token (the official demo: "instance")."""
         if isinstance(query, list):
             prompts = self.prepare(prompts, mask_kind) if prompts is not None else None
             return [self.segment(q, prompts, prompt_file=prompt_file, ensemble=ensemble, seg_type=seg_type,
@@ -159,16 +139,11 @@ class Predictor:
     def segment_video(self, frames: str | Path | list[ImageLike], first_mask: ImageLike, num_frames: int = 0,
                       seg_type: Literal["semantic", "instance"] = "instance", max_frames: int | None = None
                       ) -> list[Segmentation]:
-        """Propagate the first frame's objects through a video (the official video mode, several objects).
+        """The first frame's objects (`first_mask`, the first result) propagated through `frames` (a folder sorted
+        by name, a list, a GIF or, with PyAV, a video file) as the official video mode does, for several objects:
+        each frame is prompted by the first and the previous `num_frames` predictions, feature-ensembled; one
+        object is decoded by `palette.binarize` (also when fed back), several by the nearest palette colour."""
 
-        frames: a folder of frames (sorted by name), a list of frames, or a video file (GIF natively; other
-            containers with PyAV installed). first_mask: the first frame's objects (an index mask such as a DAVIS
-            palette PNG, or binary / colour). Each later frame is prompted by the first frame and the previous
-            `num_frames` predictions (a FIFO queue), combined by the feature ensemble. The first result is the
-            given mask. One object (a binary mask) is decoded by the official video mode's rule, a 0..255 channel
-            mean above 128 (`VIDEO_THRESHOLD`), also for the predictions fed back as prompts; several objects
-            (which the official code does not handle) by the nearest palette colour.
-        """
         images = read_frames(frames, max_frames)
         (first,), palette, _ = prompt_masks([first_mask])
         if first.shape != (images[0].shape[1], images[0].shape[2]):

@@ -1,16 +1,11 @@
 """Prompt files: one fixed in-context example for a whole dataset, with the palette that names its classes.
 
-A prompt file holds the prompt half of both canvases at the model's half-canvas size — `image`
-(3, h, w) and `target` (3, h, w), RGB in [0, 1] — plus `palette` ((K + 1, 3) uint8, row 0 black) and
-`class_ids` (palette row k is class `class_ids[k - 1]`) with their `class_names`. In-context tuning
-(the paper's section 3.3, `seggpt_lab.modules.prompt_tuning`) learns `image` and `target`;
-`prompt_from_examples` builds one from labelled examples, tiled as a spatial ensemble. An instance
-prompt (`instance_prompt_from_examples`; from shards: `datamodules.panoptic.instance_prompt`) paints each
-example instance its own palette row instead; its `class_ids` are the instance numbers 1..K, and run with
-seg_type "instance" it paints the query's instances in those colours (panoptic evaluation's things).
-Semantic and panoptic evaluation and the `Predictor` read them; files are loaded with `weights_only=True`
-(a file holding pickled code is refused without running it) and written atomically (`seggpt_lab.checkpoint`).
+`Prompt` is the prompt half of both canvases at the half-canvas size and a palette whose row k is class
+`class_ids[k - 1]`. In-context tuning (SegGPT, Wang et al. 2023, §3.3; `modules.prompt_tuning`) learns it;
+`prompt_from_examples` tiles labelled examples. An instance prompt paints each example instance its own row
+(`class_ids` 1..K), and with seg_type "instance" the query's instances (panoptic evaluation's things).
 """
+
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Class ids -> segments: 8-connected components, and panoptic segments (thing instances from an instance
-prompt's prediction, or connected components; stuff by class)."""
+"""Class ids -> segments: 8-connected components, and panoptic segments (things from an instance prompt's
+prediction or from connected components; stuff by class)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,9 @@ import torch
 
 
 def connected_components(labels: torch.Tensor) -> torch.Tensor:
-    """(H, W) integer map -> (H, W) long: each 8-connected region of one value > 0 gets an id 1..N, in raster
-    order of its first pixel; 0 stays 0.
-
-    Vectorised union-find on the pixel graph (edges between equal neighbours): every round hooks the larger
-    of two linked roots under the smaller, then compresses each pixel's path to its root, until every edge
-    joins one root. A root is always the smallest pixel index of its region, so the ids follow raster order.
-    """
+    """(H, W) integer map -> (H, W) long: each 8-connected region of one value > 0 gets an id 1..N in raster order
+    of its first pixel; 0 stays 0. Vectorised union-find: each round hooks the larger of two linked roots under the
+    smaller and compresses paths, so a root is its region's smallest pixel index."""
     h, w = labels.shape
     index = torch.arange(h * w, device=labels.device).view(h, w)
     edges = []
@@ -38,19 +34,15 @@ def connected_components(labels: torch.Tensor) -> torch.Tensor:
 
 def panoptic_from_classes(classes: torch.Tensor, things: Collection[int], stuff: Collection[int], min_area: int = 0,
                           instances: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[int, int]]:
-    """(H, W) class ids -> ((H, W) segment ids, {segment id: category}), segment 0 = no segment.
+    """(H, W) class ids -> ((H, W) segment ids 1..M, 0 = none; {segment id: category}).
 
-    Instances, without `instances`: each 8-connected region of a thing class. With `instances` ((H, W) ids that
-    an instance prompt painted, 0 = none; SegGPT segments category and instance in parallel, seggpt_reference.md
-    §14): the pixels of one id, connected or not (the model paints one object one colour, occluded parts
-    included; two objects painted alike stay one); one whose pixels are more than half thing classes is an
-    instance of the most frequent of them (a tie: the smaller class id), the others are dropped, and thing
-    pixels that no instance covers get no segment (the class map gives stuff only, as Panoptic FPN's merging
-    does: detectron2 `combine_semantic_and_instance_outputs`). The pixels of a stuff class that no instance
-    covers are one segment; other classes (0 included) get no segment, nor do segments of fewer than `min_area`
-    pixels. Segments are numbered 1..M: instances in raster order of their first pixel (given `instances`: by
-    id), then stuff by class id.
-    """
+    Things: 8-connected regions of a thing class or, with `instances` (ids an instance prompt painted: SegGPT
+    segments category and instance in parallel, its authors in baaivision/Painter#40), the pixels of one id, kept
+    if more than half are thing pixels, as their most frequent thing class (tie: the smaller id); thing pixels no
+    instance covers get no segment (Panoptic FPN's merge, detectron2 `combine_semantic_and_instance_outputs`).
+    Stuff: one segment per class over uncovered pixels. Segments under `min_area` pixels are dropped; numbering
+    is instances first (raster order; given `instances`, by id), then stuff by class id."""
+
     classes = classes.long()
     thing_ids = torch.tensor(sorted(things), dtype=torch.long, device=classes.device)
     is_thing = torch.isin(classes, thing_ids)

@@ -11,7 +11,8 @@ from importlib import import_module
 from datamodules.sources.base import Source
 
 SOURCES: dict[str, str] = {
-    # the paper's training sources (seggpt_paper_facts.md, section 4.1)
+    # the paper's training sources (SegGPT, Wang et al. 2023, §4.1)
+
     "coco-instance": "coco:CocoInstance",
     "coco-panoptic": "coco:CocoPanoptic",
     "coco-stuff": "coco:CocoStuff",

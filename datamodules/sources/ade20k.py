@@ -29,20 +29,17 @@ ADE20K_CLASSES = (
 
 
 class ADE20K(Source):
-    """ADEChallengeData2016: 20,210 training and 2,000 validation images, every pixel labelled with one of 150
-    classes or "other".
+    """ADEChallengeData2016: 20,210 training and 2,000 validation images, 150 classes or "other" per pixel.
 
-    Layout of the official `ADEChallengeData2016.zip` (the sceneparsing README; give the unpacked
-    `ADEChallengeData2016/` as --root):
+    Layout of the official `ADEChallengeData2016.zip` (give the unpacked `ADEChallengeData2016/` as --root):
 
         images/{training,validation}/ADE_{train,val}_NNNNNNNN.jpg
         annotations/{training,validation}/ADE_{train,val}_NNNNNNNN.png     L PNG, same stem
 
-    Mapping: raw 0 ("other": unlabelled or outside the 150 classes) -> IGNORE, which is how the benchmark scores
-    it (detectron2 and mmsegmentation's `reduce_zero_label` shift it to their ignore value); raw 1..150 -> 1..150
-    unchanged. The semantic map therefore holds no 0. Any other value is an error naming the PNG.
-    Splits: "train" = training/, "val" = validation/; every image in the folder, sorted.
+    Raw 0 ("other") -> IGNORE, as the benchmark scores it (detectron2; mmsegmentation's `reduce_zero_label`);
+    1..150 unchanged; other values are errors. Splits: "train" = training/, "val" = validation/.
     """
+
 
     name = "ade20k"
     task = "semantic"

@@ -1,8 +1,7 @@
 """What every converter is: a `Source` lists a split's items cheaply, then turns one item into a `Sample`.
 
-`items()` runs once in the main process and must return the same list, in the same order, on every
-run (sort it); `load(item)` runs in worker processes, so a Source and its items must pickle. File
-readers here wrap every failure in a `SampleError` that names the file.
+`items()` runs once in the main process and must return the same list on every run (sort it); `load(item)` runs
+in worker processes, so a Source and its items must pickle. Readers here raise `SampleError`s naming the file.
 """
 
 from __future__ import annotations
@@ -112,10 +111,8 @@ def read_image(path: Path) -> tuple[bytes, str, tuple[int, int]]:
 
 
 def read_label(path: Path) -> np.ndarray:
-    """A label image (L, P, I, I;16 or RGB) -> integer array: (H, W) for one channel, (H, W, 3) for RGB.
-
-    Palette ('P') PNGs give their palette indices, which is how DAVIS, VOC and PerSAM store ids.
-    """
+    """A label image (L, P, I, I;16 or RGB) -> integer array: (H, W) for one channel, (H, W, 3) for RGB; palette
+    ('P') PNGs give their indices, which is how DAVIS, VOC and PerSAM store ids."""
     try:
         with Image.open(path) as im:
             if im.mode in ("RGB", "RGBA"):
@@ -147,10 +144,9 @@ def read_lines(path: Path) -> list[str]:
 
 
 def binary(mask: np.ndarray, threshold: int | None = None) -> np.ndarray:
-    """A black/white mask (any channels) -> (H, W) uint8 {0, 1}.
+    """A black/white mask (any channels) -> (H, W) uint8 {0, 1}; the default threshold is 128, or 1 for masks
+    stored as {0, 1} (1-bit or index PNGs)."""
 
-    The default threshold is 128 for 8-bit masks and 1 for masks stored as {0, 1} (1-bit or index PNGs).
-    """
     if mask.ndim == 3:
         mask = mask.mean(axis=2)
     if threshold is None:

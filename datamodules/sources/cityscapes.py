@@ -26,26 +26,18 @@ _ID_OF[[label for label, _, _ in _TRAIN_LABELS]] = [train + 1 for _, train, _ in
 class Cityscapes(Source):
     """Cityscapes fine: 2,975 train and 500 val street scenes of 2048x1024 px from 50 cities.
 
-    Layout of `leftImg8bit_trainvaltest.zip` and `gtFine_trainvaltest.zip` unpacked into one folder (the
-    cityscapesScripts README; give it as --root):
+    Layout of `leftImg8bit_trainvaltest.zip` and `gtFine_trainvaltest.zip` unpacked into one folder (--root):
 
         leftImg8bit/{train,val}/<city>/<city>_<seq>_<frame>_leftImg8bit.png          RGB
         gtFine/{train,val}/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png           L, labelIds 0..33
-        gtFine/{train,val}/<city>/<city>_<seq>_<frame>_gtFine_instanceIds.png        16-bit: labelId * 1000 + k for
-                                                                                     object k of a class with
-                                                                                     instances, the bare labelId
-                                                                                     for other pixels and groups
+        gtFine/{train,val}/<city>/<city>_<seq>_<frame>_gtFine_instanceIds.png        16-bit, labelId * 1000 + k
 
-    The test split's labels are withheld (its gtFine PNGs are blank), so there is no test split. Images are
-    listed from the folders, sorted; the key is `<city>_<seq>_<frame>`.
-
-    Mapping: the 19 evaluated labelIds -> their trainId + 1 (1..19, labels.py); every other labelId (including
-    0 "unlabeled", ego vehicle, static, caravan, trailer...) -> IGNORE, as the benchmark ignores them. The
-    semantic map therefore holds no 0. Instances come from instanceIds for the 8 classes with instances
-    (person, rider, car, truck, bus, train, motorcycle, bicycle): one per id >= 1000, and one crowd instance
-    (`iscrowd`) per class whose group region ("cargroup", ...) carries the bare labelId; ids 1..N follow the
-    raw ids in ascending order.
+    No test split (its labels are withheld); the key is `<city>_<seq>_<frame>`. Mapping: the 19 evaluated labelIds
+    -> trainId + 1 (labels.py), every other labelId -> IGNORE, as the benchmark ignores them. Instances of the 8
+    classes with instances: one per id >= 1000, and one crowd instance per class whose group region ("cargroup")
+    carries the bare labelId; ids 1..N in the raw ids' order.
     """
+
 
     name = "cityscapes"
     task = "semantic"  # the SegGPT paper trains on Cityscapes as a semantic source (section 4.1)

@@ -1,10 +1,7 @@
 """COCO (Lin et al., ECCV 2014; cocodataset.org) in its three segmentation forms, and the COCO-format json reader.
 
-`CocoJson` reads any COCO-format instance json (the format of cocodataset.org/#format-data: `images`,
-`annotations` with polygon or RLE `segmentation`, `categories`); `CocoInstance` here, `PACO` (paco.py) and
-`ISAID` (isaid.py) are its subclasses and differ only in where their files lie and how categories are numbered.
-Polygons and RLE are decoded with pycocotools, the COCO authors' own API, so masks are exactly the ones the
-official evaluation sees.
+`CocoJson` reads any COCO-format instance json (cocodataset.org/#format-data); `CocoInstance`, `PACO` and `ISAID`
+subclass it. Masks are decoded with pycocotools, so they are exactly the ones the official evaluation sees.
 """
 
 from __future__ import annotations
@@ -28,21 +25,15 @@ COCO_LICENCE = "COCO: annotations CC BY 4.0; images under their Flickr licences 
 
 
 def contiguous(categories: Sequence[Mapping[str, Any]]) -> tuple[dict[int, int], dict[int, str]]:
-    """COCO `categories` -> ({category_id: class id}, {class id: name}): ids in ascending order become 1..K.
-
-    A labelme `_background_` category is left out (its annotations, if any, are background).
-    """
+    """COCO `categories` -> ({category_id: class id}, {class id: name}): ids in ascending order become 1..K; a
+    labelme `_background_` category is left out (its annotations are background)."""
     kept = sorted((int(c["id"]), str(c["name"])) for c in categories if c["name"] != LABELME_BACKGROUND)
     return {cid: k for k, (cid, _) in enumerate(kept, 1)}, {k: name for k, (_, name) in enumerate(kept, 1)}
 
 
 def decode_segmentation(annotation: Mapping[str, Any], height: int, width: int, file: Path) -> np.ndarray:
-    """One annotation's `segmentation` -> (H, W) bool mask.
-
-    Polygons are lists of [x1, y1, x2, y2, ...]; those with fewer than 3 points enclose nothing and are dropped
-    (pycocotools cannot rasterise them). RLE is a dict with `size` [H, W] and `counts`, a list of run lengths
-    (uncompressed, used for crowd regions) or COCO's compressed string. An empty list is an empty mask.
-    """
+    """One annotation's `segmentation` (polygons, or RLE with `counts` compressed or not) -> (H, W) bool mask;
+    polygons of fewer than 3 points enclose nothing and are dropped (pycocotools cannot rasterise them)."""
     segmentation = annotation.get("segmentation")
     where = f"annotation {annotation.get('id')} of image {annotation.get('image_id')}"
     is_rle = isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation
@@ -73,12 +64,9 @@ class Painted(NamedTuple):
 
 
 def paint(objects: Sequence[tuple[np.ndarray, int, bool]], shape: tuple[int, int]) -> Painted:
-    """Overlapping object masks -> one semantic and one instance map.
-
-    `objects` are (mask, class id, iscrowd). Crowd regions are painted first, then the others from the largest
-    area to the smallest (ties keep input order), so a small object lying on a larger one stays visible. Instance
-    ids are numbered 1..N in painting order over the objects that keep at least one pixel.
-    """
+    """Overlapping (mask, class id, iscrowd) objects -> one semantic and one instance map: crowd regions first, then
+    largest to smallest (ties in input order), so a small object on a larger one stays visible; instance ids 1..N
+    in painting order over the objects that keep a pixel."""
     order = sorted(range(len(objects)), key=lambda i: (not objects[i][2], -int(objects[i][0].sum()), i))
     layer = np.zeros(shape, dtype=np.int32)  # 1-based position in `order` of the object on top
     for rank, i in enumerate(order, 1):
@@ -99,13 +87,10 @@ def paint(objects: Sequence[tuple[np.ndarray, int, bool]], shape: tuple[int, int
 class CocoJson(Source):
     """A COCO-format instance json plus a folder of images; subclasses say where both lie (`layout`).
 
-    Each image listed in the json is one sample (images without annotations too: all background), keyed by its
-    json `id`, which the format makes unique. Category ids become 1..K in ascending order (`categories`).
-    Objects are painted by `paint`: crowd regions first, then largest first; the semantic map is the category of
-    the object on top, 0 elsewhere. Crowd annotations (`iscrowd` 1) stay instances, flagged `iscrowd`, with their
-    category in the semantic map: the pixels do show that category, and a consumer that wants COCO's evaluation
-    rule (crowd regions are neither matched nor penalised) can find them through the flag.
-    Masks are rasterised at the json's `height` x `width`; an image of another size is an error naming the json.
+    Each image in the json is one sample keyed by its `id` (without annotations: all background). Category ids
+    become 1..K in ascending order (`categories`); objects are painted by `paint`. Crowd annotations stay
+    instances flagged `iscrowd`, their category in the semantic map, so consumers can apply COCO's crowd rule.
+    Masks are rasterised at the json's `height` x `width`; an image of another size is an error.
     """
 
     task = "instance"
@@ -169,19 +154,15 @@ class CocoJson(Source):
 class CocoInstance(CocoJson):
     """COCO instance segmentation: 80 thing categories, polygons for single objects and RLE for crowd regions.
 
-    Two layouts are read (give the folder that holds them as --root):
-
-    1. The official download (cocodataset.org/#download: `annotations_trainval2017.zip`, `{train,val}2017.zip`):
+    Two layouts (--root): the official download (cocodataset.org/#download)
 
            annotations/instances_{train,val}2017.json
            {train,val}2017/<file_name>                      JPEG, `file_name` as the json lists it
 
-    2. A single-file COCO export with no split of its own, as labelme2coco writes it (wkentaro/labelme,
-       examples/instance_segmentation/labelme2coco.py): `annotations.json` at the root, `file_name`s relative
-       to the root (`JPEGImages/*.jpg`). It is read for whichever split is asked for; name the split it is.
-
+    or a single-file export as labelme2coco writes it (wkentaro/labelme examples/instance_segmentation):
+    `annotations.json` at the root, `file_name`s relative to it, read for whichever split is asked for.
     Mapping: category ids in ascending order -> 1..80 (COCO's ids 1..90 have gaps); a labelme `_background_`
-    category -> 0; pixels that no annotation covers -> 0. Painting order, crowd regions and image ids: `CocoJson`.
+    category and uncovered pixels -> 0. Painting order, crowd regions and image ids: `CocoJson`.
     """
 
     name = "coco-instance"
@@ -199,9 +180,8 @@ class CocoInstance(CocoJson):
 class CocoPanoptic(Source):
     """COCO panoptic segmentation (Kirillov et al., CVPR 2019): 133 categories, 80 things and 53 stuff.
 
-    Layout of the official download (cocodataset.org/#download, `panoptic_annotations_trainval2017.zip`, whose
-    inner `panoptic_{split}2017.zip` is unpacked in place; format in cocodataset.org/#format-data and
-    cocodataset/panopticapi):
+    Layout of the official `panoptic_annotations_trainval2017.zip`, its inner `panoptic_{split}2017.zip` unpacked
+    in place (format: cocodataset.org/#format-data, cocodataset/panopticapi):
 
         annotations/panoptic_{train,val}2017.json          images, annotations (one per image: `file_name` of the
                                                            PNG, `segments_info` [{id, category_id, iscrowd}]),
@@ -209,10 +189,9 @@ class CocoPanoptic(Source):
         annotations/panoptic_{train,val}2017/*.png         RGB PNG, segment id = R + 256 G + 256^2 B, 0 = void
         {train,val}2017/*.jpg                              the images
 
-    Mapping: category ids in ascending order -> 1..133 in the semantic map; void (segment id 0) -> IGNORE. Thing
-    segments become instances 1..N in `segments_info` order (crowd ones flagged `iscrowd`, as in `CocoJson`);
-    stuff segments carry no instance. A segment id in the PNG that `segments_info` does not list is an error
-    (panopticapi's evaluation refuses such files too). One sample serves the panoptic, semantic and instance views.
+    Mapping: category ids in ascending order -> 1..133; void -> IGNORE; thing segments -> instances 1..N in
+    `segments_info` order (crowd ones flagged); a PNG segment id that `segments_info` does not list is an error,
+    as in panopticapi's evaluation.
     """
 
     name = "coco-panoptic"
@@ -303,16 +282,15 @@ class CocoStuff(Source):
     """COCO-Stuff (Caesar et al., CVPR 2018): every pixel of the COCO 2017 images labelled with 80 thing and
     91 stuff classes.
 
-    Layout of the cocostuff README's "Setup" (`stuffthingmaps_trainval2017.zip` and COCO's `{train,val}2017.zip`
-    unpacked into one folder, give it as --root):
+    Layout of the cocostuff README's "Setup" (`stuffthingmaps_trainval2017.zip` and COCO's images, one --root):
 
         images/{train,val}2017/*.jpg
         annotations/{train,val}2017/*.png       L PNG, one per image, same stem: 0..181 = label - 1, 255 unlabeled
 
-    Mapping: PNG value v in 0..181 -> v + 1, i.e. the label id of labels.txt (1..182); 255 "unlabeled" -> IGNORE,
-    because COCO-Stuff has no background class: an unlabeled pixel is one the annotators left out, not a
-    category. The semantic map therefore holds no 0. Any other value is an error naming the PNG.
+    Mapping: v in 0..181 -> v + 1, labels.txt's id; 255 "unlabeled" -> IGNORE (COCO-Stuff has no background
+    class: an unlabeled pixel was left out, it is not a category); other values are errors.
     """
+
 
     name = "coco-stuff"
     task = "semantic"

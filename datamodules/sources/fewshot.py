@@ -1,11 +1,8 @@
 """Few-shot segmentation benchmarks (FSS-1000, PASCAL-5i, COCO-20i) as HSNet prepares them.
 
-HSNet (Min et al., ICCV 2021; github.com/juhongm999/hsnet, README and data/{fss,pascal,coco}.py) fixed the
-layouts, class folds and image lists that later few-shot papers and SegGPT's evaluation reuse. Its split
-lists live in the HSNet repository, not in the dataset downloads: copy its `data/splits` folder into the
---root as `splits/` to convert exactly the benchmark's images. Every source here is semantic: one sample
-per image, whose `sem.png` holds the classes of the split; episodes (query + supports of one class) are
-drawn from these samples later.
+HSNet (Min et al., ICCV 2021; github.com/juhongm999/hsnet data/{fss,pascal,coco}.py) fixed the layouts, folds and
+image lists that SegGPT's evaluation reuses: copy its `data/splits` folder into --root as `splits/` to convert
+exactly the benchmark's images. One semantic sample per image; episodes are drawn from them later.
 """
 
 from __future__ import annotations
@@ -30,31 +27,22 @@ def _number_order(stem: str) -> tuple[int, int, str]:
 
 
 class FSS1000(Source):
-    """FSS-1000 (Wei et al., CVPR 2020, arXiv:1907.12347; github.com/HKUSTCV/FSS-1000): 1000 classes x 10 images.
+    """FSS-1000 (Wei et al., CVPR 2020; github.com/HKUSTCV/FSS-1000): 1000 classes x 10 images.
 
-    Two layouts (give the folder that holds the class folders, or `imgs/`, as --root):
-
-    1. The dataset download (`fewshot_data/`, which HSNet's README places as `FSS-1000/`):
+    Two layouts (--root holds the class folders, or `imgs/`): the dataset download (HSNet's `FSS-1000/`)
 
            <class>/{1..10}.jpg     the images
-           <class>/{1..10}.png     masks, black background / white object; thresholded at 128 on the mean of
-                                   the channels, as HSNet's data/fss.py `read_mask` thresholds the grey value
+           <class>/{1..10}.png     masks, white object on black, thresholded at 128 (HSNet data/fss.py `read_mask`)
 
-    2. The example in the FSS-1000 repository, in the format its README asks for custom support sets:
+    or the FSS-1000 repository's example, in the format its README asks for custom support sets:
 
            imgs/<class>/support/image/N.jpg
-           imgs/<class>/support/label/N.png    RGB PNG holding 1 on the object, 0 elsewhere: the repository's
-                                               autolabel.py reads channel 0 of the BGR image (blue) as the mask
+           imgs/<class>/support/label/N.png    RGB PNG, 1 on the object (autolabel.py reads channel 0 of BGR: blue)
 
-    Classes: the class folders found, sorted by name, get ids 1..K (1..1000 for the full download).
-    Split lists ("train", "val", "test"), first found wins:
-      - `splits/fss/{trn,val,test}.txt` (HSNet's 520 / 240 / 240 class names); a listed class without a
-        folder is an error;
-      - `fss_test_set.txt` (the FSS-1000 repository's 240 test classes): "test" = the listed classes
-        found, "train" = every other class found; "val" needs HSNet's list;
-      - otherwise every class found, in every split.
-
-    Mapping: object pixels -> the class id of the image's folder, all others 0; no IGNORE.
+    Class folders sorted by name get ids 1..K. Split lists, first found wins: `splits/fss/{trn,val,test}.txt`
+    (HSNet's 520 / 240 / 240 classes; a listed class without a folder is an error); `fss_test_set.txt` (the
+    repository's 240 test classes: "test" those, "train" the others, no "val"); else every class in every split.
+    Mapping: object pixels -> the folder's class id, others 0.
     """
 
     name = "fss1000"
@@ -119,11 +107,8 @@ class FSS1000(Source):
 
 
 class _Folds(Source):
-    """A benchmark of 4 class folds: split "fold<i>-val" keeps fold i's test classes, "fold<i>-train" the others.
-
-    Class ids are the benchmark's own (1..K); a kept class keeps its id, the classes of the other part become 0
-    (background), 255 becomes IGNORE, and any other value is an error naming the mask.
-    """
+    """A benchmark of 4 class folds: split "fold<i>-val" keeps fold i's test classes, "fold<i>-train" the others;
+    kept classes keep the benchmark's ids, the others become 0, 255 becomes IGNORE, other values are errors."""
 
     task = "semantic"
     splits = tuple(f"fold{fold}-{subset}" for fold in range(FOLDS) for subset in ("train", "val"))
@@ -172,13 +157,9 @@ class Pascal5i(_Folds):
         VOC2012/SegmentationClassAug/<name>.png    L or P PNG: 0 background, VOC class ids 1..20, 255 boundary
         splits/pascal/{trn,val}/fold{0..3}.txt     HSNet's lists, lines `<name>__<VOC class id>`
 
-    Folds (HSNet data/pascal.py `build_class_ids`): fold i tests VOC ids 5i+1..5i+5 (fold0 aeroplane ..
-    bottle, fold1 bus .. cow, fold2 diningtable .. person, fold3 pottedplant .. tvmonitor). Images: "fold<i>-val"
-    = the names in `val/fold<i>.txt`; "fold<i>-train" = those in `trn/fold<j>.txt` for the three j != i, as
-    HSNet trains. An image listed under several classes is one sample. Without `splits/pascal/`, every mask in
-    SegmentationClassAug is converted for every split (not the benchmark's image lists).
-
-    Mapping: the split's VOC ids kept, the other VOC classes -> 0, 255 -> IGNORE.
+    Fold i tests VOC ids 5i+1..5i+5 (HSNet data/pascal.py `build_class_ids`). "fold<i>-val" = the names in
+    `val/fold<i>.txt`, "fold<i>-train" = those of `trn/fold<j>.txt`, j != i, each once; without `splits/pascal/`
+    every mask is converted for every split. Mapping: the split's VOC ids kept, other classes -> 0, 255 -> IGNORE.
     """
 
     name = "pascal5i"
@@ -219,20 +200,16 @@ class Coco20i(_Folds):
     Give the folder that holds `COCO2014/` as --root:
 
         COCO2014/{train2014,val2014}/COCO_<set>_<id>.jpg
-        COCO2014/annotations/{train2014,val2014}/COCO_<set>_<id>.png   masks from HSNet's README downloads
-                                            (PFENet's conversion): 0 background, contiguous class index + 1
-                                            (1..80, COCO category order), 255 ignored
+        COCO2014/annotations/{train2014,val2014}/COCO_<set>_<id>.png   HSNet's README masks (PFENet's): 0
+                                            background, class index + 1 (1..80, COCO category order), 255 ignored
         splits/coco/{trn,val}/fold{0..3}.pkl    HSNet's lists: {class index: ["train2014/<file>.jpg", ...]}
 
-    Folds (HSNet data/coco.py `build_class_ids`): fold i tests the class indices i, i+4, .., i+76, i.e. ids
-    i+1, i+5, .., i+77 (fold0 person, airplane, boat, parking meter, dog, elephant, ...). "fold<i>-train" reads
-    train2014 and `trn/fold<i>.pkl`, "fold<i>-val" val2014 and `val/fold<i>.pkl`; the images are those the pickle
-    lists under the split's classes, each once. Without the pickle, every mask of the set is converted. The
-    pickles are read as plain data only (dicts, lists, strings, numbers): one that names any class or
-    function is refused, so a tampered list file cannot run code.
-
-    Mapping: the split's ids kept, the other classes -> 0, 255 -> IGNORE.
+    Fold i tests ids i+1, i+5, .., i+77 (HSNet data/coco.py `build_class_ids`). "fold<i>-train" reads train2014
+    and `trn/fold<i>.pkl`, "fold<i>-val" val2014 and `val/fold<i>.pkl`, each listed image once (without the
+    pickle: every mask). Pickles are read as plain data only, so a tampered list cannot run code. Mapping: the
+    split's ids kept, other classes -> 0, 255 -> IGNORE.
     """
+
 
     name = "coco20i"
     licence = "COCO: annotations CC BY 4.0 (cocodataset.org); images under Flickr terms"

@@ -1,9 +1,5 @@
-"""A user's own data: a folder of images and masks that share file stems.
-
-Training or tuning on one's own images is the request users make most often in the official SegGPT
-repository (baaivision/Painter issues); this source is the answer: lay the files out as below and run
-`seggpt-lab-data convert folder --root DIR`.
-"""
+"""A user's own data, the request users make most often in baaivision/Painter's issues (#11, #19, #27, #64): a
+folder of images and masks that share file stems, converted by `seggpt-lab-data convert folder --root DIR`."""
 
 from __future__ import annotations
 
@@ -36,23 +32,18 @@ class Folder(Source):
         splits/{train,val,test}.txt                     the stems of each split, one per line
 
     Modes, in the order they are chosen:
-    - "instance", when instances/ exists: one-channel PNGs (L, P or 16-bit) of instance ids, 0 = no instance,
-      255 and 65535 = void, any other value one instance. `categories.json` maps `{"STEM": {"ID": CLASS}}`;
-      without it every instance is class 1 ("object"). The Sample carries ins.png with the file's ids and a
-      sem.png painted with each instance's class; void pixels are IGNORE in sem.png and 0 in ins.png.
-    - "colour", when palette.txt exists: RGB(A) PNGs. palette.txt holds one line `R G B NAME` per class, in
-      class order from 0 (the first line is background, e.g. `0 0 0 background`); a line named `ignore` marks a
-      void colour (-> IGNORE) and takes no id. A colour not in the palette is an error naming the mask. The
-      palette names the classes, so a classes.txt beside it is an error.
-    - "index" otherwise: one-channel PNGs (L, P = palette indices, or 16-bit) whose value is the class id:
-      0 background, 1.. classes, 255 and 65535 void (-> IGNORE). Values keep their ids.
+    - "instance", when instances/ exists: one-channel PNGs (L, P or 16-bit) of instance ids, 0 none, 255 and
+      65535 void; `categories.json` maps `{"STEM": {"ID": CLASS}}` (without it every instance is class 1,
+      "object"); sem.png is painted with each instance's class; void is IGNORE in sem.png and 0 in ins.png.
+    - "colour", when palette.txt exists: RGB(A) PNGs; palette.txt holds `R G B NAME` lines in class order from 0
+      (background first, e.g. `0 0 0 background`); a line named `ignore` is a void colour and takes no id. A
+      colour not in the palette, and a classes.txt beside it, are errors.
+    - "index" otherwise: one-channel PNGs (L, P or 16-bit) whose value is the class id; 255 and 65535 are void.
 
-    classes.txt: one name per line, line k (from 1) naming class k, background not listed; or, when every line
-    starts with an integer, `ID NAME` lines with explicit ids (a line for id 0, background, is skipped).
-
-    Splits: when splits/ exists, split S is the stems listed in splits/S.txt (a missing list is an error);
-    without splits/, "train" is every image and "val"/"test" are errors.
+    classes.txt: line k names class k (background not listed), or `ID NAME` lines if every line starts with an
+    id. Splits: split S is the stems in splits/S.txt; without splits/, "train" is every image, "val"/"test" errors.
     """
+
 
     name = "folder"
     task = "semantic"  # set to "instance" on instances of mode "instance"

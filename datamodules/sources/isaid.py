@@ -26,23 +26,18 @@ def _normal(name: str) -> str:
 class ISAID(CocoJson):
     """iSAID: 2806 DOTA-v1.0 aerial images (800 to 13000 px wide) with 655,451 instance polygons of 15 categories.
 
-    Two layouts are read (give the folder that holds `train/` and `val/` as --root):
-
-    1. The official release (annotations from captain-whu.github.io/iSAID, images from DOTA-v1.0, arranged as
-       the iSAID devkit README asks):
+    Two layouts (--root holds `train/` and `val/`; no test split, its masks are withheld): the official release
+    (annotations from captain-whu.github.io/iSAID, DOTA-v1.0 images, arranged as the iSAID devkit README asks)
 
            {train,val}/Annotations/iSAID_{train,val}.json    COCO-format instance json, `file_name` "P0000.png"
            {train,val}/images/P*.png                          the DOTA images
 
-    2. The devkit's 800x800 patches (CAPTAIN-WHU/iSAID_Devkit `preprocess/split.py` then `preprocess.py`,
-       --root = `iSAID_patches`): `{split}/instancesonly_filtered_{split}.json` and `{split}/images/*.png`.
-
-    The test split's masks are withheld by the authors, so there is no test split.
-
-    Mapping: categories are matched by name (case, spaces and underscores aside) to `ISAID_CLASSES`, ids 1..15
-    as in iSAID's semantic masks, not by their json ids: the devkit numbers categories in the order it first meets
-    them, so the ids differ from one json to another. Unannotated pixels -> 0. Painting order: `CocoJson`.
+    or the devkit's 800x800 patches (`preprocess/split.py` then `preprocess.py`, --root = `iSAID_patches`):
+    `{split}/instancesonly_filtered_{split}.json` and `{split}/images/*.png`. Mapping: categories are matched by
+    name to `ISAID_CLASSES` (ids 1..15 as iSAID's semantic masks), not by json id, which the devkit assigns in the
+    order it meets them. Unannotated pixels -> 0. Painting order: `CocoJson`.
     """
+
 
     name = "isaid"
     task = "semantic"  # the SegGPT paper trains on iSAID as a semantic source (section 4.1)

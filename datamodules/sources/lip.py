@@ -19,24 +19,18 @@ LIP_CLASSES = (
 class LIP(Source):
     """LIP: 30,462 train and 10,000 val person crops from COCO, each pixel labelled with one of 19 parts.
 
-    Two layouts are read (give the folder that holds them as --root):
-
-    1. The official `TrainVal_images.zip` and `TrainVal_parsing_annotations.zip` unpacked side by side:
+    Two layouts (--root; no test split, its labels are withheld): the official `TrainVal_images.zip` and
+    `TrainVal_parsing_annotations.zip` unpacked side by side
 
            TrainVal_images/{train,val}_images/<id>.jpg
            TrainVal_images/{train,val}_id.txt                               one <id> per line: the split list
            TrainVal_parsing_annotations/{train,val}_segmentations/<id>.png  L PNG, 0 background, 1..19 parts
 
-    2. Both zips' contents merged into one folder, as mmsegmentation's LIPDataset and its test fixture
-       `tests/data/pseudo_lip_dataset` expect: `{split}_images/`, `{split}_segmentations/` (and `{split}_id.txt`
-       if kept) directly under the root.
-
-    The split list is read when it exists; otherwise every image in `{split}_images` is taken, sorted. The test
-    split's labels are withheld, so there is no test split.
-
-    Mapping: the PNG values are kept as they are: 0 -> 0 background, 1..19 -> 1..19. Any other value is an error
-    naming the PNG.
+    or both merged into one folder, as mmsegmentation's LIPDataset expects (`{split}_images/`,
+    `{split}_segmentations/`, `{split}_id.txt` if kept). Without a split list every image is taken, sorted.
+    Mapping: PNG values kept (0 background, 1..19 parts); others are errors.
     """
+
 
     name = "lip"
     task = "semantic"

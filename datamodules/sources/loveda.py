@@ -15,30 +15,19 @@ _RAW_TO_ID = np.array([IGNORE, 0, 1, 2, 3, 4, 5, 6], dtype=np.int32)
 class LoveDA(Source):
     """LoveDA: 5987 Google Earth tiles of 1024x1024 px at 0.3 m, urban and rural scenes of three Chinese cities.
 
-    Two layouts are read (give the folder that holds them as --root):
-
-    1. The official release (Zenodo record 5706578, layout as in the LoveDA README and its data loaders):
+    Two layouts (--root; no test split: `Test/` has no masks, the authors' CodaLab server scores it): the official
+    release (Zenodo record 5706578, as the LoveDA README lays it out)
 
            {Train,Val}/{Urban,Rural}/images_png/N.png      RGB tiles
            {Train,Val}/{Urban,Rural}/masks_png/N.png       L labels, same file name
 
-       `Test/` has no masks (scores come from the authors' CodaLab server), so there is no test split.
-
-    2. mmsegmentation's layout, as its tools/dataset_converters/loveda.py writes it (both domains in one folder):
-
-           img_dir/{train,val}/N.png, ann_dir/{train,val}/N.png
-
-       A flat `img_dir/N.png` + `ann_dir/N.png` (mmsegmentation's test fixture `pseudo_loveda_dataset`) is read
-       as holding the tiles of whichever split is asked for.
-
-    Tile numbers are unique across the whole dataset (mmsegmentation's converter relies on it when it merges the
-    domains), so the key is `loveda__N` in both layouts.
-
-    Mapping of the README's label values: 0 no-data -> IGNORE; 1 background -> 0; 2..7 building, road, water,
-    barren, forest, agriculture -> 1..6. The official benchmark scores background as a class (its loader subtracts
-    1); in the schema 0 is background, which matches the SegGPT paper's count of "6 classes" for loveDA.
-    Any other value is an error naming the mask.
+    or mmsegmentation's, as tools/dataset_converters/loveda.py writes it: `img_dir/{train,val}/N.png`,
+    `ann_dir/{train,val}/N.png` (a flat `img_dir/N.png` + `ann_dir/N.png` serves any split). Tile numbers are
+    unique across the dataset, so the key is `loveda__N` in both. Mapping: 0 no-data -> IGNORE; 1 background -> 0;
+    2..7 building, road, water, barren, forest, agriculture -> 1..6 (SegGPT's "6 classes"; the official
+    benchmark scores background as a class); other values are errors.
     """
+
 
     name = "loveda"
     task = "semantic"

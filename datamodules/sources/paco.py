@@ -18,17 +18,14 @@ class PACO(CocoJson):
         annotations/paco_lvis_v1_{train,val,test}.json
         train2017/*.jpg, val2017/*.jpg              COCO's images; the json's `file_name` includes the folder
 
-    The json is COCO-format (docs/PACO_DATASET.md in the PACO repository): `categories` lists 531 categories,
-    the 75 objects (`"dog"`) and 456 object-parts (`"dog:leg"`); every annotation is an RLE mask with an
-    `obj_ann_id`, which equals its own `id` for an object and names the object a part belongs to otherwise.
-    PACO has no crowd regions. PACO-EGO4D (frames from Ego4D, another image root) is not read.
-
-    Mapping: the 531 category ids in ascending order -> 1..531. Objects are painted as in `CocoJson` (largest
-    first) and are the instances. Parts are kept as semantic classes: each part is painted over its own
-    object's visible pixels (and over pixels no object covers, since some objects have a box but no mask),
-    largest first, so the semantic map shows the finest label at each pixel: a part where one is annotated,
-    the object elsewhere, 0 outside all objects.
+    The json is COCO-format (the dataset-format documentation of github.com/facebookresearch/paco): 531
+    categories, 75 objects (`"dog"`) and 456 parts (`"dog:leg"`); each annotation is an RLE mask whose
+    `obj_ann_id` is its own `id` for an object, else the object the part belongs to. No crowd regions;
+    PACO-EGO4D is not read. Mapping: the 531 category ids in ascending order -> 1..531. Objects are painted as in
+    `CocoJson` and are the instances; each part is painted over its object's visible pixels (and pixels no object
+    covers), largest first, so the semantic map shows the finest label at each pixel.
     """
+
 
     name = "paco"
     task = "semantic"  # the SegGPT paper trains on PACO as a semantic source (section 4.1)

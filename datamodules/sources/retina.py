@@ -1,15 +1,8 @@
 """Retinal vessel datasets (DRIVE, CHASE_DB1, HRF, STARE): fundus photographs with one class, 1 = "vessel".
 
-All four are binary semantic sources: every pixel an annotator marked as vessel becomes 1, every other
-pixel 0 (background). DRIVE and HRF ship a field-of-view (FOV) mask, the disc of the retina inside the
-black camera border, and their protocols score only pixels inside it (Staal et al. 2004; the HRF page
-gives the masks for evaluation), so pixels outside the FOV become IGNORE here, whatever the annotation
-says there (DRIVE's first annotator marks a few vessel pixels just outside the mask: 7 to 67 per image
-in the 8 images of ../shared/data). CHASE_DB1 and STARE ship no FOV mask: every pixel keeps its label.
-
-Only DRIVE has an official train/test split. For the others this module uses the split that
-mmsegmentation's converters fix (tools/dataset_converters/{chase_db1,hrf,stare}.py, open-mmlab
-/mmsegmentation); each class docstring states it.
+DRIVE and HRF ship a field-of-view (FOV) mask and their protocols score only pixels inside it (Staal et al.
+2004; the HRF page), so pixels outside it become IGNORE whatever the annotation says. Only DRIVE has an official
+split; the others take mmsegmentation's (tools/dataset_converters/{chase_db1,hrf,stare}.py).
 """
 
 from __future__ import annotations
@@ -24,8 +17,8 @@ from datamodules.sources.base import Source, binary, list_dir, read_image, read_
 
 
 def _white(path: Path) -> np.ndarray:
-    """A black/white annotation -> (H, W) bool. Files hold 0/255 (thresholded at 128, as mmsegmentation's
-    converters do for the few non-standard greys) or, for 1-bit images, 0/1."""
+    """A black/white annotation (0/255, thresholded at 128 as mmsegmentation's converters do; 1-bit: 0/1) -> (H, W)
+    bool."""
     label = read_label(path)
     return binary(label, threshold=128 if label.max() > 1 else 1).astype(bool)
 
@@ -59,11 +52,8 @@ class DRIVE(_Retina):
         DRIVE/{training,test}/1st_manual/NN_manual1.gif           first annotator, L {0 background, 255 vessel}
         DRIVE/{training,test}/mask/NN_{training,test}_mask.gif    FOV, L {0 outside, 255 inside}
 
-    Training images are numbered 21-40, test images 01-20. The second annotator (`test/2nd_manual`) is
-    not converted: the first one is the ground truth of the DRIVE protocol.
-
-    Mapping: 255 -> 1 "vessel", 0 -> 0, any pixel outside the FOV mask -> IGNORE.
-    Splits: "train" = training/, "test" = test/.
+    The second annotator (`test/2nd_manual`) is not converted: the first is the protocol's ground truth.
+    Mapping: 255 -> 1 "vessel", 0 -> 0, outside the FOV mask -> IGNORE. Splits: "train" = training/, "test" = test/.
     """
 
     name = "drive"
@@ -92,10 +82,7 @@ class CHASE(_Retina):
         Image_NN{L,R}_1stHO.png       first human observer: vessel pixels white (1 in 1-bit files, 255 in 8-bit)
         Image_NN{L,R}_2ndHO.png       second observer, not converted (the first is the usual ground truth)
 
-    There is no official split and no FOV mask. Split convention: mmsegmentation's chase_db1.py sorts the
-    files and takes the first 20 images (children 01-10) for training and the last 8 (children 11-14) for
-    testing; "train" and "test" here are exactly those.
-
+    No FOV mask, no official split: "train" is children 01-10, "test" 11-14 (mmsegmentation's chase_db1.py).
     Mapping: 255 (or 1 in 1-bit files) -> 1 "vessel", 0 -> 0; no IGNORE.
     """
 
@@ -125,11 +112,8 @@ class HRF(_Retina):
         manual1/NN_{h,g,dr}.tif           vessel annotation, {0 background, 255 vessel}
         mask/NN_{h,g,dr}_mask.tif         FOV mask, {0 outside, 255 inside}
 
-    There is no official split. Split convention: mmsegmentation's hrf.py takes, in each of the three groups,
-    the first 5 images (NN = 01-05) for training and the other 10 for testing (the split of Orlando et al.,
-    IEEE TBME 2017, too): "train" = 15 images, "test" = 30.
-
-    Mapping: 255 -> 1 "vessel", 0 -> 0, any pixel outside the FOV mask -> IGNORE.
+    No official split: "train" is NN = 01-05 of each group (15 images), "test" the other 30 (mmsegmentation's
+    hrf.py; Orlando et al., IEEE TBME 2017). Mapping: 255 -> 1 "vessel", 0 -> 0, outside the FOV mask -> IGNORE.
     """
 
     name = "hrf"
@@ -159,11 +143,10 @@ class STARE(_Retina):
         labels-ah/imNNNN.ah.ppm           Adam Hoover's labels, {0 background, 255 vessel}: the ground truth
         labels-vk/imNNNN.vk.ppm           Valentina Kouznetsova's labels, not converted
 
-    There is no official split and no FOV mask. Split convention: mmsegmentation's stare.py sorts the 20
-    labelled images and takes the first 10 for training, the last 10 for testing.
-
-    Mapping: 255 -> 1 "vessel", 0 -> 0; no IGNORE.
+    No FOV mask, no official split: "train" is the first 10 of the 20 sorted labelled images, "test" the last 10
+    (mmsegmentation's stare.py). Mapping: 255 -> 1 "vessel", 0 -> 0; no IGNORE.
     """
+
 
     name = "stare"
     splits = ("train", "test")

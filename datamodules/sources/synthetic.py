@@ -15,38 +15,31 @@ from datamodules.schema import Sample, SampleError, Task
 from datamodules.sources.base import Source
 from datamodules.synthetic import CATEGORIES, HELD_OUT, SEEN, SyntheticScenes
 
-# PNG level for the generated RGB images, measured on 300 default scenes (128 px, one core): level 1
-# takes 1.0 ms and 16 KB a sample, level 6 (the schema's level for label maps) 3.9 ms and 13.5 KB. Any
-# fixed level is byte-stable; level 6 would nearly double the time per sample for 18% smaller shards.
+# PNG level for the generated RGB images: any fixed level is byte-stable, and level 1 encodes several times
+# faster than the schema's level 6 for slightly larger shards (BENCHMARKS.md, section 7)
 PNG_LEVEL = 1
 
 
 class Synthetic(Source):
     """Generated scenes; nothing is read, so there is no native layout and no root.
 
-    Sample `i` of a split is `SyntheticScenes(size, categories=..., seed=SEEDS[split]).scene(i)`: the
-    same bytes on every run and in every worker. Splits: "train" and "val" draw the seen categories
-    (`SEEN`) with different seeds; "heldout" draws a held-out shape x texture combination (`HELD_OUT`)
-    first and the other objects from all 24 categories, for out-of-domain evaluation: held-out categories
-    with distractors of the same shape or texture.
-
-    Id mapping: the generator's ids are the schema's. sem.png holds the category id from `CATEGORIES`
-    (1..24, "shape-texture"; the same ids in every split) and 0 for background; there are no void
-    pixels. ins.png holds instances 1..N, numbered back to front; a pixel where objects overlap
-    belongs to the front one, in both maps. The task is "panoptic": every pixel is background or
-    exactly one instance with its category (things only, no stuff), so the pairing stage can pair by
-    category (sem) or by instance (ins). `file` in the metadata is the virtual name `<split>/<index>.png`.
+    Sample `i` of a split is `SyntheticScenes(size, categories=..., seed=SEEDS[split]).scene(i)`, the same bytes on
+    every run. "train" and "val" draw the seen categories (`SEEN`) with different seeds; "heldout" draws a held-out
+    shape x texture category (`HELD_OUT`) first and the other objects from all 24 categories. sem.png holds the
+    `CATEGORIES` id (1..24), 0 background; ins.png instances 1..N, back to front (an overlap is the front one's).
+    The task is "panoptic" (things only, no void), so pairs can be drawn by category or by instance.
 
     Args:
         root: ignored; generated data needs no files.
         split: "train", "val" or "heldout".
         samples: how many samples the split has; `DEFAULT_SAMPLES[split]` when None.
         size: image side in pixels.
-        clouds: background mottling strength in [0, 1] (`SyntheticScenes`); 1 by default.
-        min_objects, max_objects: objects per scene (`SyntheticScenes`); 1-3 by default.
-        colours, colour_jitter: "instance" (every object's colours drawn afresh; the default) or "category"
-            (colour follows shape and texture), and that mode's per-instance jitter (`SyntheticScenes`).
+        clouds: background mottling strength in [0, 1] (`SyntheticScenes`).
+        min_objects, max_objects: objects per scene.
+        colours, colour_jitter: "instance" (every object's colours drawn afresh) or "category" (colour follows
+            shape and texture), and that mode's per-instance jitter (`SyntheticScenes`).
     """
+
 
     name: ClassVar[str] = "synthetic"
     task: ClassVar[Task] = "panoptic"

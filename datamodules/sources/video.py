@@ -1,11 +1,7 @@
 """Video object segmentation datasets (DAVIS, YouTube-VOS, MOSE): one sample per frame, in frame order.
 
-All three store a video as a folder of JPEG frames beside a folder of PNG annotations with the same file
-stems, object ids as palette indices (DAVIS-2017, YouTube-VOS, MOSE) or a black/white mask (DAVIS-2016).
-Every converter here has task "instance": `ins.png` holds the object ids as the dataset numbers them, and
-`sem.png` the class of each object's pixels. Each sample's `video` metadata is `{id: video folder, frame:
-the frame number in the file name}` (DAVIS 0, 1, 2...; YouTube-VOS every fifth frame, 0, 5, 10...), so a
-video's samples sort into frame order by it.
+Task "instance": `ins.png` holds the object ids as the dataset numbers them, `sem.png` each object's class; the
+`video` metadata is {id: video folder, frame: the number in the file name (YouTube-VOS: every fifth, 0, 5...)}.
 """
 
 from __future__ import annotations
@@ -43,12 +39,9 @@ def _palette_ids(path: Path) -> np.ndarray:
 
 
 class _VideoFolders(Source):
-    """What the three layouts share: `<frames>/<video>/<frame>.jpg` beside `<labels>/<video>/<frame>.png`.
-
-    A frame without an annotation is stored without label maps (YouTube-VOS and MOSE annotate only the
-    first frame of each object in their validation sets); in the splits of `annotated_splits` every frame
-    must have one, and a missing file is an error.
-    """
+    """What the three layouts share: `<frames>/<video>/<frame>.jpg` beside `<labels>/<video>/<frame>.png`. A frame
+    without an annotation is stored without label maps (YouTube-VOS and MOSE validation annotate each object's
+    first frame only), except in `annotated_splits`, where it is an error."""
 
     task = "instance"
     annotated_splits: tuple[str, ...] = ()
@@ -96,27 +89,19 @@ def _objects(ins: np.ndarray, category: Mapping[int, int] | int) -> dict[int, In
 class DAVIS(_VideoFolders):
     """DAVIS-2016 and DAVIS-2017 (Perazzi et al. CVPR 2016; Pont-Tuset et al. arXiv:1704.00675; davischallenge.org).
 
-    Layout of the official downloads (`DAVIS-data.zip` for 2016, `DAVIS-2017-trainval-480p.zip` for 2017; the
-    2017 one is what the DAVIS-2017 evaluation toolkit davisvideochallenge/davis2017-evaluation reads); give
-    the `DAVIS` folder as --root:
+    Layout of the official `DAVIS-data.zip` (2016) or `DAVIS-2017-trainval-480p.zip` (2017, the one
+    davisvideochallenge/davis2017-evaluation reads); give the `DAVIS` folder as --root:
 
         DAVIS/JPEGImages/480p/<sequence>/%05d.jpg
         DAVIS/Annotations/480p/<sequence>/%05d.png
         DAVIS/ImageSets/2016/{train,val}.txt     sequence names, one a line (in the 2017 download)
         DAVIS/ImageSets/2017/{train,val}.txt
 
-    Splits "2016-train", "2016-val", "2017-train", "2017-val": the year picks the task and the sequence list
-    `ImageSets/<year>/<set>.txt`; without that file, every sequence under JPEGImages/480p is converted (the
-    DAVIS-2016 download has no such lists). Every frame of train and val is annotated; a missing PNG is an error.
-
-    Annotations come in two encodings, told apart by the PNG mode:
-      - `L` (DAVIS-2016): {0 background, 255 object}, thresholded at 128 -> object id 1.
-      - `P` (DAVIS-2017): palette index = object id 1..N, 0 background, 255 void (toolkit `davis2017/davis.py`).
-    The 2016 task is single-object, so in the "2016-*" splits the objects of a palette annotation are merged
-    into id 1 (the 2017 download annotates some 2016 sequences with several objects).
-
-    Mapping: ins = object ids (0 on void); sem = 1 "object" wherever an object is, IGNORE on void, 0 elsewhere;
-    every instance has category 1 and iscrowd False.
+    Splits "2016-train", "2016-val", "2017-train", "2017-val": the year picks the task and the list
+    `ImageSets/<year>/<set>.txt` (without it, every sequence); a missing PNG is an error. Annotations are `L`
+    (DAVIS-2016: 255 object, thresholded at 128 -> id 1) or `P` (DAVIS-2017: index = object id, 255 void, as
+    `davis2017/davis.py`); "2016-*" splits merge all objects into id 1 (single-object task). Mapping: ins = object
+    ids (0 on void); sem = 1 "object" on objects, IGNORE on void, 0 elsewhere.
     """
 
     name = "davis"
@@ -155,22 +140,16 @@ class DAVIS(_VideoFolders):
 class YouTubeVOS(_VideoFolders):
     """YouTube-VOS 2018/2019 (Xu et al., arXiv:1809.03327; youtube-vos.org/dataset/vos).
 
-    Layout of the official `train.zip` / `valid.zip` / `test.zip` of one year, unpacked under one folder (give it
-    as --root), as the challenge's data page and the meta.json it ships describe:
+    Layout of one year's official `train.zip` / `valid.zip` / `test.zip`, unpacked under one folder (--root):
 
         <split>/JPEGImages/<video>/<frame>.jpg     every fifth frame of the video, five-digit frame numbers
         <split>/Annotations/<video>/<frame>.png    palette PNG, index = object id (0 background)
         <split>/meta.json                          {"videos": {<video>: {"objects": {<object id>:
                                                        {"category": <name>, "frames": [<frame>, ...]}}}}}
 
-    In train every JPEG frame has an annotation (a missing one is an error). In valid and test an object is
-    annotated only in the frame where it first appears, so 0 in such a PNG means "not annotated here" rather
-    than certain background; frames without a PNG become samples without label maps. The videos converted
-    are those meta.json lists.
-
-    Classes: the category names in the split's meta.json, sorted, become ids 1..K (an object without a
-    "category" falls under "object"). Mapping: ins = the PNG's object ids; sem = the category id of each
-    object's pixels, 0 elsewhere; iscrowd False. An id in a PNG that meta.json does not list is an error.
+    In valid and test an object is annotated only where it first appears (0 there means "not annotated here").
+    The videos are those meta.json lists; its category names, sorted, become ids 1..K ("object" for none).
+    Mapping: ins = the PNG's object ids (an id meta.json does not list is an error); sem = each object's category.
     """
 
     name = "youtube-vos"
@@ -208,21 +187,16 @@ class YouTubeVOS(_VideoFolders):
 class MOSE(_VideoFolders):
     """MOSE v1 (Ding et al., ICCV 2023, arXiv:2302.01872; henghuiding.github.io/MOSE).
 
-    Layout of the official `train.tar.gz` / `valid.tar.gz`, unpacked under one folder (give it as --root), as
-    the README of henghuiding/MOSE-api describes it ("a similar structure as DAVIS and Youtube-VOS"):
+    Layout of the official `train.tar.gz` / `valid.tar.gz`, unpacked under one folder (--root), as the README of
+    henghuiding/MOSE-api describes it:
 
         <split>/JPEGImages/<video>/%05d.jpg
         <split>/Annotations/<video>/%05d.png     "color-palette mode PNGs like DAVIS": index = object id
 
-    "Annotations for all frames in the training set are provided, annotations for the validation set will
-    only include the first frame": in train a missing PNG is an error, in valid the frames after the first
-    become samples without label maps. The release documents no per-object categories (the `meta_*.json`
-    that MOSE-api's training loader reads lists only each object's frames), so none is read: every video
-    folder under JPEGImages is converted, and every object is of class 1 "object".
-
-    Mapping: ins = the PNG's object ids (0 background); sem = 1 wherever an object is, 0 elsewhere;
-    category 1, iscrowd False.
+    Valid annotates only the first frame. The release documents no categories, so every video folder is converted
+    and every object is class 1 "object". Mapping: ins = the PNG's object ids; sem = 1 on objects, 0 elsewhere.
     """
+
 
     name = "mose"
     splits = ("train", "valid")

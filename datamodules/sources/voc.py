@@ -30,16 +30,12 @@ class VOC(Source):
         VOCdevkit/VOC2012/ImageSets/Segmentation/{train,val}.txt     one <id> per line
         VOCdevkit/VOC2012/SegmentationClassAug/<id>.png    optional: the augmented set, L PNG coded as above
 
-    `SegmentationClassAug` is the 12,031-mask folder that DeepLab and HSNet distribute (Hariharan et al.'s SBD
-    masks converted to VOC's coding, plus VOC's own); it has no object masks. The user picks it with the split
-    "train_aug": every mask in it whose id is not in val.txt, which gives the standard 10,582 images. "train" and
-    "val" read the official lists and masks.
-
-    Mapping: 0 -> 0 background, 1..20 unchanged, 255 void -> IGNORE. Objects 1..N of SegmentationObject are the
-    instances (their 255 border -> 0), each with the class its pixels carry in SegmentationClass (the two masks
-    come from the same polygons, so an object has one class; the most frequent one is taken). Any other class
-    value is an error naming the PNG.
+    Split "train_aug" reads `SegmentationClassAug` (DeepLab's and HSNet's 12,031 masks: SBD converted to VOC's
+    coding, plus VOC's own; no object masks) minus val.txt: the standard 10,582 images. Mapping: 0 background,
+    1..20 unchanged, 255 void -> IGNORE; objects 1..N of SegmentationObject are the instances (border -> 0), each
+    with the most frequent class under it in SegmentationClass; other class values are errors.
     """
+
 
     name = "voc"
     task = "semantic"  # the SegGPT paper trains on VOC as a semantic source (section 4.1)

@@ -1,10 +1,8 @@
-"""Evaluation metrics, each a functional core (pure functions on tensors) in a `torchmetrics.Metric` shell.
-
-Every state is a sum (`dist_reduce_fx="sum"`), so results are exact under DDP whatever each process saw:
-`FewShotIoU` (HSNet mIoU / FB-IoU), `JandF` (DAVIS semi-supervised J&F), `SemanticIoU` (detectron2
-mIoU, pACC, mACC, fwIoU), `PanopticQuality` (panopticapi PQ / SQ / RQ), `PromptSwap` (prompt-following on prompt-swap
-episodes: per-episode rows gathered with `cat` and deduplicated, so exact too).
+"""Evaluation metrics, each a functional core in a `torchmetrics.Metric` shell whose states are sums (`PromptSwap`:
+rows gathered and deduplicated), so results are exact under DDP: `FewShotIoU` (HSNet), `JandF` (DAVIS J&F),
+`SemanticIoU` (detectron2), `PanopticQuality` (panopticapi), `PromptSwap` (prompt-following).
 """
+
 
 from seggpt_lab.metrics.fewshot import FewShotIoU, episode_areas
 from seggpt_lab.metrics.panoptic import PanopticQuality, panoptic_scores, panoptic_statistics

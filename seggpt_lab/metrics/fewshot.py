@@ -1,12 +1,6 @@
-"""Few-shot segmentation: HSNet's mIoU and FB-IoU (juhongm999/hsnet common/evaluation.py, common/logger.py).
+"""Few-shot segmentation: HSNet's mIoU (a class no episode sampled counts 0) and FB-IoU (every class's areas pooled)
+over B episodes of H x W pixels (juhongm999/hsnet common/evaluation.py, common/logger.py)."""
 
-Per episode, the background and foreground intersection and union areas are counted with void pixels
-left out, and added to the episode's class. mIoU is the mean over the fold's classes of the foreground
-IoU (a class no episode sampled counts as 0); FB-IoU pools every class's areas first, then averages the
-background and the foreground IoU (ecosystem.md §4b).
-
-Shapes: B episodes, H x W pixels, C classes in the fold.
-"""
 
 from __future__ import annotations
 
@@ -20,10 +14,8 @@ IGNORE = 255  # HSNet Evaluator.ignore_index: PASCAL-5i object boundaries
 
 
 def episode_areas(pred: Tensor, target: Tensor, ignore_index: int = IGNORE) -> tuple[Tensor, Tensor]:
-    """Binary maps (B, H, W) -> intersection and union areas (B, 2), columns [background, foreground].
-
-    `pred` holds {0, 1}; `target` holds {0, 1, ignore_index}; ignored pixels count in neither class.
-    """
+    """Binary maps (B, H, W), pred {0, 1}, target {0, 1, ignore_index} -> intersection and union areas (B, 2),
+    columns [background, foreground]; ignored pixels count in neither."""
     if pred.shape != target.shape or pred.dim() != 3:
         raise ValueError(f"pred and target must both be (B, H, W), got {tuple(pred.shape)} and {tuple(target.shape)}")
     pred, target = pred.long(), target.long()
@@ -41,12 +33,11 @@ def episode_areas(pred: Tensor, target: Tensor, ignore_index: int = IGNORE) -> t
 
 
 class FewShotIoU(Metric):
-    """HSNet's few-shot scores over episodes: `update(pred, target, class_id)` with (B, H, W) maps and (B,) ids.
-
-    `compute()` -> {"mIoU", "FB-IoU"}, x100. The states are per-class background and foreground areas,
-    summed across processes, so the result is exact however the episodes are split.
+    """HSNet's few-shot scores: `update(pred, target, class_id)` with (B, H, W) maps and (B,) ids; `compute()` ->
+    {"mIoU", "FB-IoU"} x100, exact however the episodes are split across processes.
 
     Args:
+
         class_ids: the fold's class ids (the classes the mean runs over), or their number n for ids 0..n-1.
         ignore_index: the target value left out of both classes.
     """

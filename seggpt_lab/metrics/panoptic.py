@@ -1,15 +1,8 @@
-"""Panoptic segmentation: PQ, SQ and RQ by the rules of cocodataset/panopticapi evaluation.py (ecosystem.md §4c).
+"""Panoptic segmentation: PQ, SQ and RQ by the rules of cocodataset/panopticapi panopticapi/evaluation.py.
 
-An image is a segment id map (id 0 = void) with each id's category (and, in the ground truth, its
-crowd flag). A ground-truth and a predicted segment of one category match when their IoU, with the
-prediction's void pixels left out of the union, exceeds 0.5 (so matches are unique); each match is a
-TP adding its IoU. Unmatched non-crowd ground truth is FN; crowd ground truth is never matched nor
-missed. An unmatched prediction is FP unless more than half of it lies on void or on crowd ground
-truth of its own category. Per category PQ = sum IoU / (TP + FP/2 + FN/2), SQ = sum IoU / TP (0 with
-no TP), RQ = TP / (TP + FP/2 + FN/2); averages skip categories with TP + FP + FN = 0.
-
-panopticapi remembers a single crowd segment per category and image (the last one listed); here all
-crowd segments of the category count, which is the same whenever an image has at most one per category.
+Segments of one category match when their IoU, the prediction's void pixels left out, exceeds 0.5; crowd ground
+truth is never matched nor missed, and a prediction more than half on void or same-category crowd is no FP.
+One difference: panopticapi remembers the last crowd segment per category and image, here all of them count.
 """
 
 from __future__ import annotations
@@ -42,11 +35,8 @@ def _check_segments(areas: Mapping[int, int], segments: Mapping[int, int], known
 
 def panoptic_statistics(pred: Prediction, target: GroundTruth, categories: Sequence[int]
                         ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """One image -> per-category (TP, FP, FN, sum of matched IoUs), each (C,) in the order of `categories`.
-
-    One count of (ground-truth id, predicted id) pairs gives every overlap, and summed over either id, every
-    segment's area.
-    """
+    """One image -> per-category (TP, FP, FN, sum of matched IoUs), each (C,) in the order of `categories`; one
+    count of (ground-truth id, predicted id) pairs gives every overlap and every segment's area."""
     pred_ids, pred_segments = pred
     gt_ids, gt_info = target
     if pred_ids.shape != gt_ids.shape:
@@ -106,10 +96,8 @@ def panoptic_statistics(pred: Prediction, target: GroundTruth, categories: Seque
 
 
 def panoptic_scores(tp: Tensor, fp: Tensor, fn: Tensor, iou_sum: Tensor, is_thing: Tensor) -> dict[str, Tensor]:
-    """Per-category sums (C,) -> {"PQ", "SQ", "RQ"} for all, "_th" things and "_st" stuff categories, x100.
-
-    A group with no counted category gives NaN.
-    """
+    """Per-category sums (C,) -> {"PQ", "SQ", "RQ"} for all, "_th" things and "_st" stuff categories, x100 (NaN
+    for a group without a counted category)."""
     tp, fp, fn, iou_sum = tp.double(), fp.double(), fn.double(), iou_sum.double()
     counted = (tp + fp + fn) > 0
     denominator = (tp + fp / 2 + fn / 2).clamp(min=1e-12)
@@ -123,13 +111,11 @@ def panoptic_scores(tp: Tensor, fp: Tensor, fn: Tensor, iou_sum: Tensor, is_thin
 
 
 class PanopticQuality(Metric):
-    """COCO panoptic quality: `update(pred, target)` per image, each a (segment id map, segment categories) pair.
-
-    pred = ((H, W) ids, {id: category}); target = ((H, W) ids, {id: (category, iscrowd)}); id 0 is void.
-    `compute()` -> {"PQ", "SQ", "RQ", "PQ_th", "SQ_th", "RQ_th", "PQ_st", "SQ_st", "RQ_st"}, x100. The
-    states are per-category TP, FP, FN and IoU sums, summed across processes.
+    """COCO panoptic quality: `update(pred, target)` per image (segment id 0 is void); `compute()` -> {"PQ", "SQ",
+    "RQ"} and their "_th" (things) and "_st" (stuff) versions, x100.
 
     Args:
+
         things: the category ids of countable objects.
         stuff: the category ids of amorphous regions.
     """

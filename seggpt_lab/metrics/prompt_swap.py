@@ -1,30 +1,14 @@
 """Prompt-following: does the prediction follow what the prompt shows? Scores of prompt-swap episodes.
 
-A prompt-swap query holds two objects A and B (two categories, or two objects of one video). It is
-segmented twice: prompted by an example of A (target A, distractor B) and by an example of B (target
-B, distractor A). A model that reads the prompt paints A in the first role and B in the second; one
-that finds objects but ignores which one the prompt shows paints the same pixels in both. Per role,
-IoU_t = IoU(pred, target) and IoU_d = IoU(pred, distractor), with the query's void pixels left out of
-both. The scores (all x100 but A, a share, also x100):
-
-- S, selectivity: mean over queries of the mean over its two roles of IoU_t - IoU_d. A predictor whose
-  output does not depend on the prompt scores exactly 0: its two roles give (a - b) and (b - a).
-  `S_low`, `S_high`: the 95% percentile bootstrap interval over queries (a query's two roles are
-  resampled together), from a fixed seed, so the same episodes always give the same interval.
-- A, swap accuracy: the share of queries where both roles have IoU_t > IoU_d (0 for any predictor
-  that ignores the prompt, since both inequalities cannot hold at once).
-- mIoU: HSNet's few-shot mIoU over the target roles (per class: summed intersection / summed union,
-  then the mean over classes), comparable with the category-blind oracle's on the same episodes.
-- recall: the share of target pixels painted, pooled over the target roles.
-- absent_painted: the absent-category control (`update_absent`): prompted by a category in neither
-  object, the share of the two objects' pixels painted, pooled. A prompt-following model paints few
-  (far fewer than its recall); a category-blind one paints as many as it recalls.
-- S/<kind>, A/<kind>, queries/<kind>: the same over the queries of each distractor kind (such as
-  same shape / other shape, or same / other supercategory).
-
-Episodes are kept one row each (`dist_reduce_fx="cat"`) and deduplicated by (query, role) before
-scoring, so the result is exact under DDP whatever each process saw, duplicates from a padded
-distributed sampler included. The absent control's states are sums.
+A query holds two objects A and B and is segmented twice, prompted by A (target A, distractor B) and by B. Per
+role, IoU_t and IoU_d are the IoU with target and distractor, void left out. Scores (x100):
+- S: mean over queries of the mean over both roles of IoU_t - IoU_d, exactly 0 for a predictor that ignores the
+  prompt; `S_low`, `S_high`: its 95% percentile bootstrap interval over queries, from a fixed seed.
+- A: the share of queries with IoU_t > IoU_d in both roles (0 for a prompt-blind predictor).
+- mIoU: HSNet's few-shot mIoU over the target roles; recall: the share of target pixels painted.
+- absent_painted (`update_absent`): prompted by a category in neither object, the share of their pixels painted.
+- S/<kind>, A/<kind>, queries/<kind>: the same per distractor kind.
+Rows are deduplicated by (query, role) before scoring: exact under DDP, padded samplers included.
 """
 
 from __future__ import annotations
@@ -64,11 +48,8 @@ def _mean_or_zero(x: Tensor) -> Tensor:
 
 
 class PromptSwap(Metric):
-    """Prompt-swap scores (see the module docstring): `update(pred, target, distractor, query, role, class_id,
-    kind)` per episode batch and `update_absent(pred, objects)` per absent-category control.
-
-    `compute()` -> {"S", "S_low", "S_high", "A", "mIoU", "recall", "absent_painted", "queries", and per kind
-    "S/<kind>", "A/<kind>", "queries/<kind>"}; scores x100. Only queries with both roles count in S and A.
+    """Prompt-swap scores: `update` per episode batch, `update_absent(pred, objects)` per absent-category control;
+    `compute()` -> the module docstring's scores and "queries" (only queries with both roles count in S and A).
 
     Args:
         class_ids: the classes the mIoU averages over; None: those of the target roles seen.
@@ -97,9 +78,9 @@ class PromptSwap(Metric):
 
     def update(self, pred: Tensor, target: Tensor, distractor: Tensor, query: Tensor, role: Tensor,
                class_id: Tensor, kind: Tensor | None = None) -> None:
-        """pred (B, H, W) in {0, 1}; target, distractor (B, H, W) in {0, 1, ignore_index}; query (B,) the query's
-        index, role (B,) 0 or 1 (which of its objects is the target), class_id (B,) the target's class, kind (B,)
-        the distractor kind's index in `kinds` (default 0)."""
+        """pred (B, H, W) in {0, 1}; target, distractor (B, H, W) in {0, 1, ignore_index}; per episode (B,): the
+        query's index, role 0/1 (which object is the target), the target's class_id, the index of its `kind`."""
+
         areas = role_areas(pred, target, distractor, self.ignore_index)
         n = areas.shape[0]
         kind = torch.zeros(n, dtype=torch.long) if kind is None else kind

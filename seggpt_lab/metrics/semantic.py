@@ -1,12 +1,6 @@
-"""Semantic segmentation: detectron2 SemSegEvaluator's scores from one dataset-level confusion matrix.
+"""Semantic segmentation: detectron2 SemSegEvaluator's scores (detectron2/evaluation/sem_seg_evaluation.py) from one
+dataset-level confusion matrix of K classes; ignored ground truth is dropped with what was predicted there."""
 
-Ground-truth pixels equal to the ignore index are dropped with whatever was predicted there; a class's
-IoU is TP / (TP + FP + FN); mIoU and mACC average only the classes that have ground-truth pixels;
-fwIoU weighs each of those by its share of the ground truth; pACC is the fraction of pixels right
-(facebookresearch/detectron2 detectron2/evaluation/sem_seg_evaluation.py, ecosystem.md §4c).
-
-Shapes: K classes; label maps of any shape, usually (B, H, W).
-"""
 
 from __future__ import annotations
 
@@ -32,10 +26,8 @@ def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, ignore_inde
 
 
 def semantic_scores(confmat: Tensor) -> dict[str, Tensor]:
-    """(K, K) [ground truth, prediction] counts -> {"mIoU", "pACC", "mACC", "fwIoU", "per_class"} x100, float64.
-
-    "per_class" is the (K,) IoU, NaN for a class without ground-truth pixels (as detectron2 reports it).
-    """
+    """(K, K) [ground truth, prediction] counts -> {"mIoU", "pACC", "mACC", "fwIoU", "per_class"} x100, float64;
+    "per_class" is the (K,) IoU, NaN for a class without ground-truth pixels (as detectron2 reports it)."""
     confmat = confmat.double()
     tp = confmat.diagonal()
     pos_gt, pos_pred = confmat.sum(1), confmat.sum(0)
@@ -48,12 +40,11 @@ def semantic_scores(confmat: Tensor) -> dict[str, Tensor]:
 
 
 class SemanticIoU(Metric):
-    """Dataset-level semantic scores: `update(pred, target)` with integer label maps of one shape.
-
-    `compute()` -> {"mIoU", "pACC", "mACC", "fwIoU"}, x100; `per_class_iou()` -> the (K,) IoUs (NaN for
-    classes without ground truth). The state is the confusion matrix, summed across processes.
+    """Dataset-level semantic scores: `update(pred, target)` with integer label maps of one shape; `compute()` ->
+    {"mIoU", "pACC", "mACC", "fwIoU"} x100; `per_class_iou()` -> the (K,) IoUs.
 
     Args:
+
         num_classes: K; predictions and non-ignored ground truth lie in [0, K).
         ignore_index: the ground-truth value that is not scored.
     """

@@ -1,21 +1,11 @@
-"""Semi-supervised video object segmentation: J&F by the DAVIS 2017 toolkit's rules.
+"""Semi-supervised video object segmentation: J&F by the rules of the DAVIS 2017 toolkit
+(davisvideochallenge/davis2017-evaluation): objects 1..K, K the largest id of the first ground-truth frame; first
+and last frames unscored; void is background; means over objects. Shapes: T frames, K objects, H x W pixels.
 
-Rules (davisvideochallenge/davis2017-evaluation, ecosystem.md §4a): objects are 1..K with K the largest
-id of the first ground-truth frame; the first and the last frame are not scored; void (255) counts as
-background (davis2017/davis.py zeroes it on reading, so the semi-supervised void mask is empty). Per
-object and frame, J is the region IoU (1 when both masks are empty) and F the boundary F-measure:
-1-pixel boundaries, matched within a disk of radius ceil(0.008 * image diagonal). Per object, mean /
-recall (frames > 0.5) / decay (first minus last of four overlapping bins); the reported numbers are
-means over objects, every object of every sequence weighing the same.
-
-Masks are scored bit-packed, in numpy on the CPU whatever the labels' device (as the toolkit does): each
-row of a mask is a run of uint64 words, 64 pixels a word, so the boundary maps, the disk dilation (about
-80 shifts and ORs of whole stacks) and the pixel counts (the popcount instruction) touch one bit per pixel
-instead of a byte. No library offers packed binary morphology, hence the hand-written shifts;
-`benchmarks/metrics_speed.py` measures it against the toolkit's way, one object at a time with OpenCV.
-
-Shapes: T frames, K objects, N independent masks (any leading dimensions), H x W pixels.
+Masks are scored bit-packed in numpy, 64 pixels a uint64 word; no library offers packed binary morphology, hence
+the hand-written shifts (against per-object OpenCV: BENCHMARKS.md, section 4).
 """
+
 
 from __future__ import annotations
 
@@ -56,13 +46,9 @@ def popcount(bits: np.ndarray) -> np.ndarray:
 
 
 def _or_shifted(out: np.ndarray, src: np.ndarray, s: int) -> None:
-    """out |= src with every pixel moved s along the row (s < 0: towards 0), on contiguous arrays.
-
-    The words are shifted as one flat sequence (numpy is several times faster on it than on slices of
-    short rows), so a row's end carries into the next row's start. Callers make that harmless: the
-    dilation keeps zero margin words at both ends of every row, wider than any move, and the boundary map
-    masks the column that could receive a carry.
-    """
+    """out |= src with every pixel moved s along the row (s < 0: towards 0), on contiguous arrays. The words move as
+    one flat sequence (much faster than slices of short rows), so a row's end carries into the next row: the
+    dilation keeps zero margin words wider than any move, and the boundary map masks the receiving column."""
     if not (out.flags.c_contiguous and src.flags.c_contiguous):  # a flattened copy would take the writes
         raise ValueError("_or_shifted works on C-contiguous arrays")
     out, src = out.reshape(-1), src.reshape(-1)
@@ -93,13 +79,9 @@ def boundary_bits(bits: np.ndarray, width: int) -> np.ndarray:
 
 
 def dilate_bits(bits: np.ndarray, radius: int) -> np.ndarray:
-    """`disk_dilation` on packed masks: horizontal runs by doubling, then one shifted OR per disk row.
-
-    A run of half-width w (every pixel within w along the row) comes from one of half-width a < w as
-    run_a | run_a moved by +-(w - a), exact while w - a <= 2a + 1. Margins of zero words on both sides keep
-    run pixels that leave the frame for the steps that bring them back (and keep rows apart in the flat
-    shifts of `_or_shifted`); rows need none (no run crosses them).
-    """
+    """`disk_dilation` on packed masks: horizontal runs by doubling (half-width w from a < w as run_a | run_a moved
+    by +-(w - a), exact while w - a <= 2a + 1), then one shifted OR per disk row. Zero margin words keep the pixels
+    that leave the frame for the steps that bring them back, and keep rows apart in `_or_shifted`."""
     margin = -(-radius // 64)
     padded = np.pad(bits, [(0, 0)] * (bits.ndim - 1) + [(margin, margin)])
     half_widths = [math.isqrt(radius * radius - dy * dy) for dy in range(radius + 1)]
@@ -167,21 +149,15 @@ def _numpy(masks: Tensor) -> np.ndarray:
 # --- J and F ---
 
 def boundary_map(masks: Tensor) -> Tensor:
-    """(..., H, W) bool -> (..., H, W) bool: pixels that differ from an in-frame east, south or south-east neighbour.
-
-    This is the toolkit's `_seg2bmap`: 1-pixel boundaries offset half a pixel towards the origin; its
-    special cases (last row compared only eastwards, last column only southwards, corner never a
-    boundary) are exactly the neighbours that fall outside the frame. A mask that fills the frame has none.
-    """
+    """(..., H, W) bool -> (..., H, W) bool: pixels that differ from an in-frame east, south or south-east neighbour,
+    as the toolkit's `_seg2bmap` (whose special cases are the out-of-frame neighbours); a full-frame mask has none."""
     width = masks.shape[-1]
     return torch.from_numpy(unpack_bits(boundary_bits(pack_bits(_numpy(masks)), width), width)).to(masks.device)
 
 
 def boundary_radius(height: int, width: int, bound_th: float = BOUND_TH) -> int:
-    """Matching tolerance in pixels: `bound_th` itself when >= 1, else ceil(bound_th * sqrt(H^2 + W^2)).
-
-    480 x 854 -> 8 pixels, 480 x 910 -> 9 (davis2017/metrics.py f_measure).
-    """
+    """Matching tolerance in pixels: `bound_th` itself when >= 1, else ceil(bound_th * sqrt(H^2 + W^2)), as
+    davis2017/metrics.py f_measure (480 x 854 -> 8 pixels)."""
     if bound_th >= 1:
         if bound_th != int(bound_th):
             raise ValueError(f"bound_th >= 1 is a radius in pixels and must be whole, got {bound_th}")
@@ -190,11 +166,8 @@ def boundary_radius(height: int, width: int, bound_th: float = BOUND_TH) -> int:
 
 
 def disk_dilation(masks: Tensor, radius: int) -> Tensor:
-    """(..., H, W) bool dilated by the digital disk {dx^2 + dy^2 <= radius^2}; nothing enters from outside the frame.
-
-    The same set as `cv2.dilate(mask, skimage.morphology.disk(radius))` in the toolkit: the union over rows
-    dy of the disk of a horizontal run of half-width isqrt(radius^2 - dy^2).
-    """
+    """(..., H, W) bool dilated by the digital disk {dx^2 + dy^2 <= radius^2}, nothing entering from outside the
+    frame: the toolkit's `cv2.dilate(mask, skimage.morphology.disk(radius))`."""
     width = masks.shape[-1]
     return torch.from_numpy(unpack_bits(dilate_bits(pack_bits(_numpy(masks)), radius), width)).to(masks.device)
 
@@ -207,12 +180,8 @@ def region_similarity(pred: Tensor, target: Tensor) -> Tensor:
 
 
 def boundary_f_measure(pred: Tensor, target: Tensor, bound_th: float = BOUND_TH) -> Tensor:
-    """F: (..., H, W) bool masks -> (...,) float64 boundary F-measure (the toolkit's `f_measure`).
-
-    Precision is the fraction of predicted boundary pixels within the tolerance disk of a ground-truth
-    boundary pixel, recall the converse. Without a predicted boundary P = 1, R = 0; without a
-    ground-truth boundary P = 0, R = 1; with neither, F = 1.
-    """
+    """F: (..., H, W) bool masks -> (...,) float64 boundary F-measure (the toolkit's `f_measure`); without a predicted
+    boundary P = 1, R = 0, without a ground-truth one P = 0, R = 1, with neither F = 1."""
     f = _j_and_f(pack_bits(_numpy(pred)), pack_bits(_numpy(target)), *pred.shape[-2:], bound_th)[1]
     return f.to(pred.device)
 
@@ -228,13 +197,9 @@ def object_j_and_f(pred: Tensor, target: Tensor, num_objects: int, bound_th: flo
 
 
 def per_object_statistics(values: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(K, n) per-frame scores -> (mean, recall, decay), each (K,) (davis2017/utils.py db_statistics).
-
-    Recall is the fraction of frames above 0.5; decay is the mean of the first of four bins minus the
-    mean of the last. Bin edges are round-half-up(linspace(1, n, 5)) - 1 and bin i spans edges i..i+1
-    inclusive, so neighbouring bins share a frame. (The toolkit stores the edges as uint8, which wraps
-    for sequences over 255 frames; these edges do not.)
-    """
+    """(K, n) per-frame scores -> (mean, recall, decay), each (K,) (davis2017/utils.py db_statistics): recall is the
+    share of frames above 0.5, decay the mean of the first of four overlapping bins minus the last's (the
+    toolkit's uint8 bin edges wrap past 255 frames; these do not)."""
     n = values.shape[-1]
     if n == 0:
         raise ValueError("no frames to score: semi-supervised J&F needs at least 3 frames (first and last are dropped)")
@@ -245,11 +210,8 @@ def per_object_statistics(values: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 def sequence_j_and_f(pred: Tensor, target: Tensor, bound_th: float = BOUND_TH, void: int = VOID
                      ) -> tuple[Tensor, Tensor]:
-    """One sequence's label maps (T, H, W) -> per-object, per-frame J and F, each (K, T - 2) float64.
-
-    K = the largest id in the first ground-truth frame (void excluded); ground-truth ids above K are
-    background; a predicted id above K is an error. Frames 0 and T - 1 are dropped.
-    """
+    """One sequence's label maps (T, H, W) -> per-object J and F of frames 1..T-2, each (K, T - 2) float64; K is the
+    first ground-truth frame's largest id (void excluded); a predicted id above K raises ValueError."""
     if pred.shape != target.shape or pred.dim() != 3:
         raise ValueError(f"pred and target must both be (T, H, W), got {tuple(pred.shape)} and {tuple(target.shape)}")
     if pred.shape[0] < 3:
@@ -274,13 +236,12 @@ def sequence_j_and_f(pred: Tensor, target: Tensor, bound_th: float = BOUND_TH, v
 
 
 class JandF(Metric):
-    """DAVIS semi-supervised J&F over sequences: `update(pred, target)` with one whole sequence (T, H, W).
-
-    `compute()` -> {"J&F", "J", "F", "J-recall", "F-recall", "J-decay", "F-decay"}, x100, means over all
-    objects seen. Each sequence's per-object statistics are final once its update returns, so the
-    states are their sums and an object count: summed across processes, exact for any split of sequences.
+    """DAVIS semi-supervised J&F: `update(pred, target)` with one whole sequence (T, H, W); `compute()` -> {"J&F",
+    "J", "F", "J-recall", "F-recall", "J-decay", "F-decay"} x100, means over all objects, exact for any split of
+    the sequences across processes.
 
     Args:
+
         bound_th: boundary tolerance, a fraction of the image diagonal (< 1) or pixels (>= 1).
         void: the ground-truth value that counts as background.
     """

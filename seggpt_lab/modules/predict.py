@@ -1,11 +1,5 @@
-"""`seggpt-lab predict`: the Predictor behind LightningCLI's predict subcommand.
-
-    seggpt-lab predict --config recipes/predict.yaml --model.init_args.checkpoint seggpt_vit_large.pth ...
-
-Each item of `datamodules.predict.PredictDataModule` is segmented with the data module's prompts (or its
-prompt file), or, for a video, propagated from its first-frame mask; `seggpt_lab.callbacks.PredictionWriter`
-writes the results. The step returns the item with its `Segmentation`(s) (and a video's decoded frames).
-"""
+"""`seggpt-lab predict --config recipes/predict.yaml`: each item of `PredictDataModule` segmented by the `Predictor`
+with its prompts (or prompt file) or, a video, propagated from its first-frame mask, for `PredictionWriter`."""
 
 from __future__ import annotations
 
@@ -25,7 +19,9 @@ class PredictModule(LightningModule):
     """Segments what the data module lists.
 
     Args:
-        model: a SegGPT; or `checkpoint`, any file `load_pretrained` reads (official, Hugging Face, ours).
+        model: the SegGPT; give it or `checkpoint`.
+        checkpoint: instead of `model`, any file `load_pretrained` reads (official, Hugging Face, ours, Lightning).
+
         seg_type: the task token (the official demo's default: "instance").
         ensemble: how several prompts combine, "feature" or "spatial".
         mask_kind: how prompt masks are read ("auto": see `seggpt_lab.images.prompt_masks`).

@@ -1,25 +1,12 @@
-"""In-context tuning (SegGPT section 3.3): a frozen model, a learned prompt.
+"""In-context tuning (SegGPT, Wang et al. 2023, §3.3): a frozen model, a learned prompt (README, "Using a model").
 
-    seggpt-lab fit --config recipes/prompt_tune_ade20k.yaml
-
-Every weight of the model is frozen; the only parameters are the prompt half of the two canvases: the
-prompt image (3, h, w) and its target (3, h, w), both RGB in [0, 1]. The query half holds a training
-crop and its labels painted with a fixed palette (one colour per class of a closed set, black for the
-rest), and the loss is the pretraining loss on the query half. The tuned prompt is then a key for the
-whole class set: one forward paints every class of a new image (`predict_with_prompt`). Neither the
-official release nor the Hugging Face port has it.
-
-Choices the paper leaves open, made here:
-- Parameters stay in [0, 1] (projected gradient: clamped after every optimiser step), so the saved file
-  is exactly the prompt that was scored. Adam, no weight decay: the prompt is an input, not a weight.
-- Initialisation: "examples" (the data module's one-shot example: its image and painted labels, so
-  tuning starts from the prompt it is compared with), "noise" (uniform), or a prompt file to continue.
-- Validation scores the current prompt on held-out images (mIoU over the classes present, void
-  ignored, as `SemanticEvaluation`); before the first step the example prompt is scored the same way,
-  so `results.json` holds both numbers. The best prompt by `val/mIoU` is written to `output`, and
-  `results.json` names the images that selected it (`selected_on`). Selecting on the split a number is later
-  reported on is model selection on the test set: the recipes select on training images held out of tuning
-  (the data module's `val_size` / `val_keys`), and tests/seggpt_lab/modules/test_protocols.py checks it.
+The only parameters are the prompt halves of both canvases, image and target (3, h, w) in [0, 1]; the query half
+holds a training crop and its labels painted with a fixed palette, and the loss is the pretraining loss on it.
+Choices the paper leaves open: the prompt is clamped to [0, 1] after every step (projected gradient), so the file
+is exactly what was scored; Adam without weight decay (the prompt is an input, not a weight); validation scores
+the prompt on held-out images as `SemanticEvaluation` does, and the example prompt once before the first step,
+so `results.json` holds both; the best prompt by `val/mIoU` is written, chosen on training images held out of
+tuning (`selected_on` in `results.json`), never on the split its number is reported on.
 """
 
 from __future__ import annotations
@@ -57,15 +44,16 @@ class PromptTuningModule(LightningModule):
     """Learns a prompt image and target for a frozen SegGPT; see the module docstring.
 
     Args:
-        model: the SegGPT to prompt (frozen here); or `checkpoint`, any file `load_pretrained` reads.
-        init: "examples", "noise", or the path of a prompt file to continue from.
+        model: the SegGPT to prompt (frozen here); give it or `checkpoint`.
+        checkpoint: instead of `model`, any file `load_pretrained` reads.
+        init: "examples" (the data module's one-shot example, the prompt tuning is compared with), "noise"
+            (uniform), or the path of a prompt file to continue from.
         lr: Adam's step size on the prompt pixels (values in [0, 1]).
         seg_type: the task token ("semantic" for class sets).
         loss_beta: smooth-l1 threshold in normalised units (official pretraining: 0.01).
-        class_balance: weight the pixels of each class present in a batch alike (the loss then ranks prompts as
-            mIoU does, not as pixel accuracy does); off: every valid pixel weighs the same, as in pretraining.
-            On the LoveDA recipe with the quickstart model, held-out mIoU went 7.3 -> 16.3 with it and 7.3 -> 6.8
-            (the best of 300 steps) without.
+        class_balance: weight the pixels of each class present in a batch alike, so the loss ranks prompts as
+            mIoU does (BENCHMARKS.md, section 7); off: every valid pixel weighs the same, as in pretraining.
+
         background: decode with black as a class (LoveDA, VOC); False: every pixel takes its nearest class
             colour (ADE20K, whose 0 is void).
         output: the prompt file written (the best by val/mIoU; the last without validation).
