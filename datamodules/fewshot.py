@@ -138,7 +138,7 @@ class FewShotEpisodes(Dataset):
 class FewShotDataModule(EvaluationDataModule):
     """Few-shot segmentation episodes from one converted split, one `Episode` at a time at native size.
 
-    Protocols (HSNet, github.com/juhongm999/hsnet data/{fss,pascal,coco}.py; ecosystem.md §4b):
+    Protocols (HSNet, github.com/juhongm999/hsnet data/{fss,pascal,coco}.py):
 
     - FSS-1000: the "test" split of `fss1000` with `sampling="every_query"`, `episodes=None`: every image
       of the 240 test classes is the query once (2400 episodes), its supports other images of its class.

@@ -4,7 +4,8 @@
 log_dir, overwritten by a later run in the same folder instead of aborting it) that also stores the config
 with each W&B run: as the file `seggpt-lab-config.yaml` in the run's files and under the key `cli` of the
 run's config, so runs can be filtered by any recipe value. With a WandbLogger, Lightning's log_dir is the
-logger's save_dir, shared by every run started there (ecosystem.md §1.4); the W&B copy is the one per run.
+logger's save_dir (Lightning's `Trainer.log_dir`), shared by every run started there; the W&B copy is the
+one per run.
 
 `SafeCheckpointIO` is the strategy's checkpoint writer and reader in every run (`seggpt_lab.cli`): atomic
 writes in the checkpoint's own folder and weights-only reads (see the class).

@@ -381,13 +381,13 @@ class SemanticEvaluation(Evaluation):
 class PanopticEvaluation(Evaluation):
     """Panoptic segmentation (COCO panoptic val): one forward per image with a prompt file paints every
     class, and the pixels of a stuff class become one segment. Category and instance are segmented in
-    parallel (the SegGPT maintainers, seggpt_reference.md §14): with `instances` "prompt", a second forward
+    parallel (the SegGPT maintainers, baaivision/Painter#40): with `instances` "prompt", a second forward
     with an instance prompt (seg_type "instance") paints the image's objects apart, and each painted region
     that lies mostly on thing classes becomes an instance of its most frequent thing class; thing pixels that
     no instance covers get no segment (`panoptic_from_classes`). With "components", each 8-connected region
     of a thing class is an instance, which merges touching objects of one class. Scored by panopticapi's PQ,
-    SQ and RQ, for all, thing and stuff categories (ecosystem.md §4c; crowd regions neither matched nor
-    penalised). The oracle predicts the ground-truth segments, "empty" no segment at all.
+    SQ and RQ, for all, thing and stuff categories (cocodataset/panopticapi `pq_compute`; crowd regions neither
+    matched nor penalised). The oracle predicts the ground-truth segments, "empty" no segment at all.
 
     Args:
         prompt_file: the prompt file (`seggpt_lab.prompts`: tuned, or built from examples) whose palette names
