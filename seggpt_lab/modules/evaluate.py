@@ -1,11 +1,6 @@
-"""What an evaluation run does: few-shot episodes, video propagation, semantic and panoptic segmentation, scored
-by the paper's protocols.
-
-`seggpt-lab test --config recipes/eval_<benchmark>.yaml`. `predictor` swaps the model for a reference predictor
-(`seggpt_lab.references`): "oracle" (the ground truth: every score 100) and "empty" prove the plumbing on real
-pixels, "colour" says how far the prompts' colours alone go. Each run prints a table and writes, under `output_dir`,
-`results.json`, a per-episode, per-sequence or per-image CSV and prediction pictures
-(prompt | query | prediction | ground truth); with a W&B logger the table and pictures go there too.
+"""Evaluation runs, `seggpt-lab test --config recipes/eval_<benchmark>.yaml`, each scored by its benchmark's
+protocol (README, "Evaluation"). Each prints a table, writes under `output_dir` results.json, a CSV row per episode,
+sequence or image, and pictures (prompt | query | prediction | ground truth), and logs them to a WandbLogger if set.
 """
 
 from __future__ import annotations
@@ -44,7 +39,7 @@ from seggpt_lab.segments import panoptic_from_classes
 PredictorName = Literal["model", "oracle", "empty", "colour"]
 
 def refuse_colour(evaluation: Evaluation) -> None:
-    """The image-level evaluations (semantic, panoptic) score whole images, not example prompts."""
+    """Raise for predictor "colour": the image-level evaluations give reference predictors no example prompts."""
     if evaluation.hparams.predictor == "colour":
         raise ValueError(f"{type(evaluation).__name__} has no example prompts for predictor 'colour'; "
                          "use model, oracle or empty")
@@ -55,8 +50,7 @@ PredictOne = Callable[[list[torch.Tensor], list[torch.Tensor], torch.Tensor, tor
 
 
 def predict_swap(predict: PredictOne, query: SwapQuery) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The predictions (2, H, W) for a prompt-swap query's two roles (prompted by object 0, then object 1) and the
-    absent control's (H, W), or None when the query has no control."""
+    """A prompt-swap query's predictions (2, H, W), prompted by object 0 then 1, and the absent control's or None."""
     image, targets = query["query_image"], query["targets"]
     preds = torch.stack([predict([query["prompt_images"][r]], [query["prompt_labels"][r]], image, targets[r])
                          for r in (0, 1)])
@@ -79,16 +73,14 @@ def update_swap(metric: PromptSwap, query: SwapQuery, preds: torch.Tensor, absen
 
 
 class Evaluation(LightningModule):
-    """Shared by the evaluation runs: the model (or a reference predictor) and the outputs. A binary prediction is
-    decoded by the nearest of black and white (Hugging Face's post-processing), or with `binary_threshold` set by
-    the subclass, by the official rule of that mode.
+    """The base of the evaluation runs. Predictions are decoded by the nearest palette colour (transformers'
+    `SegGptImageProcessor.post_process_semantic_segmentation`), one-label ones by `binary_threshold` if set.
 
     Args:
-        model: the SegGPT to evaluate; or leave None and give `checkpoint`.
-        checkpoint: any file or directory `load_pretrained` reads (official, Hugging Face, ours); read only
-            when `predictor` is "model".
-        predictor: "model", or a reference: "oracle" (the ground truth), "empty" (all background) or "colour"
-            (`seggpt_lab.references.colour_match` on the example prompts; not for the prompt-file evaluations).
+        model: the SegGPT to evaluate; or None and `checkpoint`.
+        checkpoint: a file or folder `load_pretrained` reads (official, Hugging Face, ours); read for "model" only.
+        predictor: "model", or a reference (`seggpt_lab.references`): "oracle" (the ground truth), "empty" (all
+            background) or "colour" (`colour_match` on the example prompts; refused by semantic and panoptic runs).
         ensemble: how several prompts combine: "feature" (the model's feature ensemble) or "spatial" (a grid).
         seg_type: the task token given to the model.
         output_dir: where results.json, the CSV and the pictures go.
@@ -114,8 +106,7 @@ class Evaluation(LightningModule):
     def predict_one(self, prompt_images: list[torch.Tensor], prompt_labels: list[torch.Tensor],
                     query_image: torch.Tensor, query_truth: torch.Tensor, num_labels: int,
                     predictor: str | None = None, all_objects: torch.Tensor | None = None) -> torch.Tensor:
-        """The label map of one query (H, W) from `predictor` (default: the configured one; a reference predictor
-        of `seggpt_lab.references` or the model)."""
+        """The query's label map (H, W) from `predictor` (default: the configured one)."""
         predictor = predictor or self.hparams.predictor
         if predictor != "model":
             return reference_labels(predictor, prompt_images, prompt_labels, query_image, query_truth, all_objects)
@@ -131,7 +122,7 @@ class Evaluation(LightningModule):
             self.logger.log_image(key="test/predictions", images=[image], caption=[name])
 
     def write_rows(self, rows: list[dict], csv_name: str) -> None:
-        """This rank's per-item rows as `<csv_name>.csv` (and a W&B table)."""
+        """This rank's rows as `<csv_name>.csv` (`<csv_name>-rank<r>.csv` under DDP) and a W&B table."""
         if not rows:
             return
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -151,8 +142,7 @@ class Evaluation(LightningModule):
             (self.output_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
 
     def finish(self, results: dict[str, float], csv_name: str, info: dict[str, object] | None = None) -> None:
-        """Log, print and write the results (rank 0) and this rank's CSV rows; `info` (how the numbers were made)
-        goes beside them in results.json and the printed table."""
+        """Log, print and write `results` and `info` (how they were made) on rank 0, and this rank's rows."""
         results = {k: float(v) for k, v in results.items()}
         for name, value in results.items():
             self.log(f"test/{name}", value, rank_zero_only=True)
@@ -167,12 +157,11 @@ class Evaluation(LightningModule):
 
 
 class FewShotEvaluation(Evaluation):
-    """One- and few-shot segmentation (FSS-1000, PASCAL-5i, COCO-20i): HSNet's mIoU and FB-IoU (x100).
+    """Few-shot segmentation (FSS-1000, PASCAL-5i, COCO-20i): HSNet's mIoU and FB-IoU x100 (`FewShotIoU`).
 
     Args:
-        class_ids: the classes the mean runs over (a fold's test classes); default: the data module's
-            `class_ids` (every class its episodes cover).
-        model, checkpoint, predictor, ensemble, seg_type, output_dir, num_pictures: see the shared arguments.
+        class_ids: the classes the mean runs over (a fold's test classes); None: the data module's `class_ids`.
+        model, checkpoint, predictor, ensemble, seg_type, output_dir, num_pictures: see `Evaluation`.
     """
 
     def __init__(self, model: SegGPT | None = None, checkpoint: str | None = None, predictor: PredictorName = "model",
@@ -206,24 +195,16 @@ class FewShotEvaluation(Evaluation):
 
 
 class VideoEvaluation(Evaluation):
-    """Semi-supervised video object segmentation (DAVIS 2016/2017, YouTube-VOS, MOSE).
-
-    The first frame and its objects are the prompt; every later frame is predicted from the prompt
-    frames plus the last `memory` predicted frames (a FIFO queue), combined by the feature ensemble;
-    objects are coloured apart with the palette. With `new_objects` (the YouTube-VOS and MOSE
-    protocol), a later frame whose annotation brings objects not seen before keeps those given masks
-    and becomes a prompt frame too. `score` computes J&F with the DAVIS toolkit's rules (first and last
-    frames excluded); `submission` writes the predictions as palette PNGs in the submission layout
-    `output_dir/Annotations/<video>/<frame>.png` for the benchmarks' servers.
+    """Semi-supervised video object segmentation (DAVIS 2016/2017, YouTube-VOS, MOSE): frame 0's objects and the
+    last `memory` predictions prompt each later frame (`propagate`); J&F by the DAVIS toolkit's rules (`JandF`).
+    One object (DAVIS-2016) is binarised as the official video mode does (`VIDEO_THRESHOLD`).
 
     Args:
-        memory: previously predicted frames used as extra prompts.
-        new_objects: objects first annotated after frame 0 join there (YouTube-VOS, MOSE valid).
-        score: compute J&F locally (needs annotations on every frame, as DAVIS has).
-        submission: write the per-frame palette PNGs.
-        model, checkpoint, predictor, ensemble, seg_type, output_dir, num_pictures: see the shared arguments.
-
-    One object (DAVIS-2016) is decoded as the official video mode binarises: channel mean above 128.
+        memory: predicted frames kept as extra prompts (a FIFO queue).
+        new_objects: objects first annotated after frame 0 join there with their given masks (YouTube-VOS, MOSE).
+        score: compute J&F locally (needs every frame annotated, as DAVIS has).
+        submission: write palette PNGs in the servers' layout, `output_dir/Annotations/<video>/<frame>.png`.
+        model, checkpoint, predictor, ensemble, seg_type, output_dir, num_pictures: see `Evaluation`.
     """
 
     binary_threshold = VIDEO_THRESHOLD
@@ -277,25 +258,16 @@ class VideoEvaluation(Evaluation):
 
 
 class SemanticEvaluation(Evaluation):
-    """Semantic segmentation (ADE20K and the like): every class is prompted by its examples, the query
-    gets one foreground score per class, and each pixel takes the best class; or, with a prompt file,
-    one forward per image paints every class at once in the file's palette. Scored by a dataset-level
-    confusion matrix (detectron2's SemSegEvaluator: mIoU over classes present in the ground truth, pixel
-    accuracy), void pixels ignored.
-
-    When the data module draws examples with several seeds (`SemanticDataModule(seed=[...])`), every image is
-    segmented once per seed's examples, each seed gets its own score (`mIoU_seed<s>`, and their mean), and the
-    main scores are the best seed's (`best_seed`): the paper's example-based ADE20K protocol (Appendix B,
-    Table S1: the best of seeds 1000, 2000, 3000 and 4000). That best is picked on the evaluated split itself,
-    so it is optimistic; one seed is the unbiased figure. results.json says which protocol made the number.
+    """Semantic segmentation (ADE20K, LoveDA): each class is prompted by its examples and each pixel takes its best
+    class, or a prompt file paints every class in one forward; `SemanticIoU` (detectron2's SemSegEvaluator). With
+    several example seeds, each is scored and the best reported (`best_seed`): the paper's Table S1 protocol,
+    optimistic (README, "Evaluation"); results.json's `protocol` names what made the number.
 
     Args:
-        background: label 0 is a class of its own (LoveDA, VOC): a pixel whose best score stays below
-            0.5 (with a prompt file: whose colour is nearest to black) is background. Without it (ADE20K,
-            whose 0 is void) every pixel takes its best class.
-        prompt_file: a prompt file (`seggpt_lab.prompts`, tuned or built from examples) that segments every
-            image in one forward; the data module's example prompts are then unused. Read only for the model.
-        model, checkpoint, predictor, ensemble, seg_type, output_dir, num_pictures: see the shared arguments.
+        background: label 0 is a class (LoveDA, VOC): a pixel whose best score is below 0.5 (prompt file: nearest
+            to black) is background; False (ADE20K, whose 0 is void): every pixel takes its best class.
+        prompt_file: a prompt file (`seggpt_lab.prompts`) used instead of the data module's examples; model only.
+        model, checkpoint, predictor, ensemble, seg_type, output_dir, num_pictures: see `Evaluation`.
     """
 
     PAPER_SEEDS = [1000, 2000, 3000, 4000]  # SegGPT Appendix B / Table S1: example-based ADE20K, best of these
@@ -379,28 +351,20 @@ class SemanticEvaluation(Evaluation):
 
 
 class PanopticEvaluation(Evaluation):
-    """Panoptic segmentation (COCO panoptic val): one forward per image with a prompt file paints every
-    class, and the pixels of a stuff class become one segment. Category and instance are segmented in
-    parallel (the SegGPT maintainers, baaivision/Painter#40): with `instances` "prompt", a second forward
-    with an instance prompt (seg_type "instance") paints the image's objects apart, and each painted region
-    that lies mostly on thing classes becomes an instance of its most frequent thing class; thing pixels that
-    no instance covers get no segment (`panoptic_from_classes`). With "components", each 8-connected region
-    of a thing class is an instance, which merges touching objects of one class. Scored by panopticapi's PQ,
-    SQ and RQ, for all, thing and stuff categories (cocodataset/panopticapi `pq_compute`; crowd regions neither
-    matched nor penalised). The oracle predicts the ground-truth segments, "empty" no segment at all.
+    """Panoptic segmentation (COCO): a prompt file paints every class, each stuff class is one segment, and thing
+    instances come from `instances` (`panoptic_from_classes`: category and instance in parallel, baaivision/Painter#40).
+    panopticapi's PQ, SQ and RQ for all, things and stuff (`pq_compute`: crowd regions neither matched nor penalised).
 
     Args:
-        prompt_file: the prompt file (`seggpt_lab.prompts`: tuned, or built from examples) whose palette names
-            the classes; needed by the model.
-        instances: where thing instances come from: "prompt" (the instance prompt's regions) or "components"
-            (connected regions of the class map).
-        instance_prompt_file: the instance prompt (`datamodules.panoptic.instance_prompt`); needed by
-            the model with `instances` "prompt".
-        things: category ids of countable objects; default: the data module's `things`.
-        stuff: category ids of amorphous regions; default: the data module's `stuff`.
+        prompt_file: the class prompt file (`seggpt_lab.prompts`), whose palette names the classes; needed by the model.
+        instances: "prompt" (the regions an instance prompt paints) or "components" (8-connected regions of a
+            thing class: touching objects merge); `panoptic_from_classes` turns them into instances.
+        instance_prompt_file: the instance prompt (`datamodules.panoptic.instance_prompt`); needed with "prompt".
+        things: category ids of countable objects; None: the data module's `things`.
+        stuff: category ids of amorphous regions; None: the data module's `stuff`.
         min_area: predicted segments (instances and stuff regions) of fewer pixels are dropped.
-        model, checkpoint, predictor, ensemble, seg_type, output_dir, num_pictures: see the shared arguments
-            (one prompt: `ensemble` does not apply).
+        model, checkpoint, predictor, ensemble, seg_type, output_dir, num_pictures: see `Evaluation` (one prompt:
+            `ensemble` does not apply).
     """
 
     def __init__(self, model: SegGPT | None = None, checkpoint: str | None = None, predictor: PredictorName = "model",
@@ -464,17 +428,12 @@ class PanopticEvaluation(Evaluation):
 
 
 class PromptSwapEvaluation(Evaluation):
-    """Prompt-following on prompt-swap queries (`datamodules.prompt_swap.PromptSwapDataModule`): each query's two
-    objects are prompted in turn, plus an absent-object control; scored by `PromptSwap` (selectivity S with its
-    bootstrap interval, swap accuracy A, mIoU and recall over the target roles, the absent control's painted share,
-    S by distractor kind). The category-blind oracle (every labelled object, whatever the prompt) is scored on the
-    same queries and reported beside (`blind_oracle/...`): a prompt-following model beats its mIoU, and its S is 0.
-    The reference predictors: "oracle" (the target: S 100, A 100, nothing painted for the absent control) and
-    "empty" (S 0).
+    """Prompt-swap queries (`datamodules.prompt_swap`) scored by `PromptSwap` (README, "Evaluation"), and the
+    category-blind oracle beside (`blind_oracle/...`: S 0; a prompt-following model beats its mIoU).
 
     Args:
         bootstrap: resamples for the interval of S.
-        model, checkpoint, predictor, ensemble, seg_type, output_dir, num_pictures: see the shared arguments.
+        model, checkpoint, predictor, ensemble, seg_type, output_dir, num_pictures: see `Evaluation`.
     """
 
     def __init__(self, model: SegGPT | None = None, checkpoint: str | None = None, predictor: PredictorName = "model",
