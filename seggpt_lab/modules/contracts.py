@@ -1,9 +1,5 @@
-"""What each LightningModule reads from its data module, as typed protocols, checked at `setup`.
-
-A module names the protocol it needs and calls `require(self, Protocol)`; a data module of another kind ends the
-run with one line naming the missing attribute and a data module that provides it, instead of an
-AttributeError deep inside a step. The data modules (`datamodules/`) satisfy these structurally: nothing here
-imports them.
+"""What each LightningModule reads from its data module, as typed protocols that `require` checks at `setup`; the
+data modules (`datamodules/`, not imported here) satisfy them structurally.
 """
 
 from __future__ import annotations
@@ -39,8 +35,7 @@ class PromptSwapData(Protocol):
 
 
 class PromptFollowingData(Protocol):
-    """`datamodules.prompt_following.PromptFollowingDataModule`: the (set, part) of each test loader, the
-    distractor kinds, and per set and part the classes a mean runs over."""
+    """`datamodules.prompt_following.PromptFollowingDataModule`: test loaders' (set, part), classes per set and part."""
 
     parts: list[tuple[str, str]]
     kinds: list[str]
@@ -48,8 +43,7 @@ class PromptFollowingData(Protocol):
 
 
 class PromptTuningData(Protocol):
-    """`datamodules.prompt_tuning.PromptTuningDataModule`: the classes, the crops, the held-out images and the
-    one-shot example."""
+    """`datamodules.prompt_tuning.PromptTuningDataModule`: classes, crops, held-out images, one-shot example."""
 
     class_ids: list[int]
     class_names: list[str]
@@ -60,12 +54,12 @@ class PromptTuningData(Protocol):
 
 
 def require(module: Any, contract: type) -> Any:
-    """`module.trainer.datamodule`, after checking that it has every attribute of `contract`; else one line."""
+    """`module.trainer.datamodule` if it has every attribute of `contract`; else a ValueError naming a missing one."""
     data = module.trainer.datamodule
     names = [*get_type_hints(contract), *(n for n, v in vars(contract).items() if callable(v) and n[0] != "_")]
     missing = [n for n in names if not hasattr(data, n)]
     if missing:
-        provider = contract.__doc__.split(":")[0]
+        provider = contract.__doc__.split(":")[0]  # each protocol's docstring opens with its provider
         raise ValueError(f"{type(module).__name__} needs a data module with `{missing[0]}` ({provider} provides it); "
                          f"{type(data).__name__} has none")
     return data
