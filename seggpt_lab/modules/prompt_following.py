@@ -1,13 +1,10 @@
-"""Does the model segment what the prompt shows? Prompt-swap and one-shot scores on named shard sets, beside
-reference predictors on the same items.
+"""Does the model segment what the prompt shows? Prompt-swap and one-shot scores on named shard sets
+(`datamodules.prompt_following`), for the model and reference predictors (`seggpt_lab.references`) on the same items.
 
     seggpt-lab test --config recipes/eval_quickstart.yaml
 
-Per set (`datamodules.prompt_following.PromptFollowingDataModule`): the prompt-swap figures of `PromptSwap` (S with
-its bootstrap interval, A, mIoU, recall, absent_painted, S by distractor kind) and HSNet's one-shot mIoU, for the
-model and each reference predictor (`seggpt_lab.references`). results.json holds, per set,
-`prompt_following.<predictor>` (the swap figures), `one_shot_miou.<predictor>` and `miou_over_best_trivial`: the
-model's one-shot mIoU over the best of the trivial baselines among the references (copy_prompt, empty, full).
+results.json holds per set `prompt_following.<predictor>` (`PromptSwap`'s figures), `one_shot_miou.<predictor>`
+(HSNet's) and `miou_over_best_trivial`: the model's one-shot mIoU over the best of the `TRIVIAL` references.
 """
 
 from __future__ import annotations
@@ -121,7 +118,7 @@ class PromptFollowingEvaluation(Evaluation):
                     best = max(trivial)
                     model = entry["one_shot_miou"][self.predictors[0]]
                     entry["miou_over_best_trivial"] = model / best if best else None
-        # straight to the loggers: self.log would repeat every figure under each of the four test loaders
+        # straight to the loggers: self.log would repeat every figure under each test loader
         flat = {f"test/{name}" + ("" if p == self.predictors[0] else f"/{p}") + f"/{k}": v
                 for name, entry in sets.items() for p, figures in entry["prompt_following"].items()
                 for k, v in figures.items() if "/" not in k}
