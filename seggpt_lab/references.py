@@ -1,12 +1,7 @@
-"""Reference predictors: what an evaluation scores beside the model, on the same episodes, so that a number says
-how much of it comes from reading the prompt.
-
-- "oracle": the ground truth (every score 100: proves the plumbing), "empty": all background, "full": all
-  foreground.
-- "copy_prompt": the first prompt's mask pasted onto the query (prompts of the query's size only).
-- "colour": `colour_match`, a per-pixel colour histogram of the prompts: it reads the prompt but sees no shape.
-- "all_objects": the category-blind oracle, every labelled object of the query whatever the prompt: a model that
-  finds objects but ignores which one the prompt shows scores like it, and its prompt-swap selectivity is 0.
+"""Reference predictors, scored beside the model on the same items so that a number says how much of it comes from
+reading the prompt: "oracle" (the ground truth: every score 100), "empty", "full", "copy_prompt" (the first prompt's
+mask, for prompts of the query's size), "colour" (`colour_match`: the prompt's colours, no shape) and "all_objects"
+(the category-blind oracle: every labelled object whatever the prompt, so its prompt-swap S is 0).
 """
 
 from __future__ import annotations
@@ -41,8 +36,8 @@ def colour_match(prompt_images: list[torch.Tensor], prompt_labels: list[torch.Te
 def reference_labels(name: ReferenceName, prompt_images: list[torch.Tensor], prompt_labels: list[torch.Tensor],
                      query_image: torch.Tensor, truth: torch.Tensor, all_objects: torch.Tensor | None = None
                      ) -> torch.Tensor:
-    """The label map (H, W) that reference predictor `name` gives for one query; `truth` (H, W) is the query's
-    ground truth, `all_objects` (H, W) its every-object map (needed by "all_objects" only)."""
+    """Predictor `name`'s label map (H, W) for one query, whose ground truth is `truth` and every-object map
+    `all_objects` (H, W each; the latter for "all_objects" only). ValueError for an unusable name or input."""
     if name == "oracle":
         return clean(truth)
     if name == "empty":
