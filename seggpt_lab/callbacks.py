@@ -1,15 +1,4 @@
-"""Callbacks and the checkpoint plugin the CLI adds to every run, and the writer of `seggpt-lab predict`.
-
-`SaveConfig` is LightningCLI's `SaveConfigCallback` (the resolved config as `config.yaml` in the trainer's
-log_dir, overwritten by a later run in the same folder instead of aborting it) that also stores the config
-with each W&B run: as the file `seggpt-lab-config.yaml` in the run's files and under the key `cli` of the
-run's config, so runs can be filtered by any recipe value. With a WandbLogger, Lightning's log_dir is the
-logger's save_dir (Lightning's `Trainer.log_dir`), shared by every run started there; the W&B copy is the
-one per run.
-
-`SafeCheckpointIO` is the strategy's checkpoint writer and reader in every run (`seggpt_lab.cli`): atomic
-writes in the checkpoint's own folder and weights-only reads (see the class).
-"""
+"""Callbacks and the checkpoint plugin of `seggpt_lab.cli`, and the writer of `seggpt-lab predict`."""
 
 from __future__ import annotations
 
@@ -33,7 +22,8 @@ CONFIG_FILE = "seggpt-lab-config.yaml"
 
 
 class SaveConfig(SaveConfigCallback):
-    """`config.yaml` in the log_dir, plus a copy in every W&B run (rank 0 only, as Lightning calls it)."""
+    """LightningCLI's `config.yaml` in the log_dir, which a WandbLogger shares between runs (`Trainer.log_dir`),
+    plus per W&B run the file `seggpt-lab-config.yaml` and the config under the key `cli`, to filter runs by."""
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
@@ -47,15 +37,10 @@ class SaveConfig(SaveConfigCallback):
 
 
 class SafeCheckpointIO(TorchCheckpointIO):
-    """Lightning's `TorchCheckpointIO` with atomic local writes and weights-only reads.
-
-    Writes: `seggpt_lab.checkpoint.save_atomic` (a temporary file beside the checkpoint, fsync, `os.replace`).
-    Lightning's own writer stages the file in the system temp folder and moves it when done: a copy into the
-    final name when that folder is on another file system (tmpfs /tmp), which a kill can cut short, and an
-    orphan there after every SIGKILL. Remote paths (s3://, ...) keep Lightning's fsspec transaction.
-    Reads (`--ckpt_path`, `ckpt_path="last"`): `weights_only=True` unless the caller asks otherwise
-    (`--weights_only false`, for files you trust), also under torch < 2.6 or TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD;
-    our checkpoints hold only tensors and plain data (the modules' hyperparameters are the CLI's config).
+    """Lightning's `TorchCheckpointIO`, with local writes by `save_atomic` (beside the checkpoint, fsync, `os.replace`;
+    Lightning's `_atomic_save` stages in the system temp folder, then copies when that is another file system, which
+    a kill can cut short) and local reads weights-only whatever torch's default, unless `weights_only=False`
+    (`--weights_only false`, for trusted files). Remote paths keep Lightning's fsspec transaction.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike,
@@ -75,12 +60,11 @@ class SafeCheckpointIO(TorchCheckpointIO):
 
 
 class LossCurve(Callback):
-    """A picture of a logged training figure against the step, written when training ends (rank 0) and logged to
-    W&B: the loss curve of a run, to look at rather than read.
+    """A PNG of a logged training figure against the step, written when training ends (rank 0) and logged to W&B.
 
     Args:
         path: the PNG to write.
-        key: the logged figure, read every `log_every_n_steps` steps.
+        key: the logged figure, sampled every `log_every_n_steps` steps.
     """
 
     def __init__(self, path: str = "loss.png", key: str = "train/loss") -> None:
@@ -111,12 +95,9 @@ class LossCurve(Callback):
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes what `seggpt-lab predict` returns, under `output_dir`.
-
-    Per query image NAME: `NAME_mask.png`, the labels as a palette PNG (0 background; the prompt's labels,
-    or a prompt file's class ids), and `NAME_overlay.png`, the official demo's overlay of the colour
-    prediction on the query. Per video NAME: `NAME/00000.png`... per-frame palette PNGs (the first is the
-    given mask) and `NAME_overlay.gif`, an animation of the overlays.
+    """Writes `seggpt-lab predict`'s results: per image NAME, `NAME_mask.png` (the labels as a palette PNG: 0
+    background, then the prompt's labels or a prompt file's class ids) and `NAME_overlay.png` (the official demo's
+    overlay); per video, `NAME/00000.png`... (frame 0: the given mask) and the overlays as `NAME_overlay.gif`.
 
     Args:
         output_dir: where the files go (made if missing); None: the trainer's default_root_dir.
