@@ -1,5 +1,4 @@
-"""Pictures for people: strips of images, the official demo's overlay, and label maps painted over their images
-(evaluation's prompt | query | prediction | truth strips)."""
+"""Pictures for people: image strips, the official demo's overlay, label maps painted over images, a line plot."""
 
 from __future__ import annotations
 
@@ -24,12 +23,9 @@ def grid(images: list[Image.Image], height: int = 256) -> Image.Image:
 
 
 def overlay(image: Image.Image, mask: Image.Image | np.ndarray) -> Image.Image:
-    """The official demo's overlay of a colour prediction on the image: a mask image, or an unrounded (h, w, 3)
-    output in [0, 255] (`Segmentation.output`), resized to the image with nearest neighbours.
-
-    seggpt_engine.py inference_image: (input_image * (0.6 * mask / 255 + 0.4)).astype(np.uint8), in float64 and
-    in that order, so that the result equals the official one value for value (the cast truncates).
-    """
+    """The official demo's overlay of a colour prediction, `mask` (an image, or an unrounded (h, w, 3) output in
+    [0, 255]), resized to the image by nearest neighbour. As seggpt_engine.py inference_image computes it, in
+    float64 and in that order, so that the truncating uint8 cast gives the official values."""
     m = np.asarray(mask.convert("RGB") if isinstance(mask, Image.Image) else mask, dtype=np.float64)
     m = resize_output(m, (image.height, image.width))
     blended = np.asarray(image.convert("RGB")) * (0.6 * m / 255 + 0.4)
