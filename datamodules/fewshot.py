@@ -1,7 +1,5 @@
-"""FewShotDataModule: few-shot episodes (one query + K supports of one class) from a converted split.
-
-Episodes are planned once from the samples' metadata (which classes each image holds) and drawn by
-index, so a plan never depends on the number of workers or on the order they run in.
+"""FewShotDataModule: few-shot episodes (a query and K supports of one class) from a converted split, planned once
+from the samples' metadata and drawn by index, so that a plan depends on neither the workers nor their order.
 """
 
 from __future__ import annotations
@@ -25,7 +23,7 @@ SAMPLINGS = ("every_query", "cycle", "class_uniform")
 
 
 class EpisodeSpec(NamedTuple):
-    """Which samples make up one episode: keys of the query and of its supports, and the class."""
+    """One episode by sample keys: the query, its class and the supports."""
 
     query: str
     class_id: int
@@ -33,12 +31,8 @@ class EpisodeSpec(NamedTuple):
 
 
 def image_classes(reader: ShardReader, classes: list[int] | None = None, min_pixels: int = 1) -> dict[str, list[int]]:
-    """{key: ids of the classes (of `classes`, or any) the image holds at least `min_pixels` of}, keys in
-    shard order, ids ascending.
-
-    Presence comes from each sample's metadata; only `min_pixels > 1` decodes label maps. Samples without
-    semantic labels (such as unannotated video frames) are left out.
-    """
+    """{key: ascending ids of the classes (of `classes`, or any) with at least `min_pixels` pixels}, in shard order,
+    from metadata (label maps decoded only for `min_pixels > 1`); samples without semantic labels are left out."""
     wanted = None if classes is None else set(classes)
     present: dict[str, list[int]] = {}
     for key in reader.keys():
@@ -58,13 +52,9 @@ def image_classes(reader: ShardReader, classes: list[int] | None = None, min_pix
 def plan_episodes(present: dict[str, list[int]], shots: int = 1, episodes: int | None = None,
                   sampling: Sampling = "every_query", seed: int = 0,
                   classes: list[int] | None = None) -> tuple[list[EpisodeSpec], list[int]]:
-    """(episodes, skipped class ids) over the images and classes of `present` (see `image_classes`).
-
-    A class (of `classes`, or any present) in fewer than `shots + 1` images is skipped. The query (image,
-    class) pairs are listed in image order, class ids ascending within an image. Episode i draws from
-    `numpy.random.default_rng([seed, i])`: its supports (`shots` distinct images of the class other than
-    the query) and, for "class_uniform", first its class and query.
-    """
+    """(episodes, skipped class ids) over `present` (`image_classes`); a class (of `classes`, or any) in fewer than
+    `shots + 1` images is skipped. Query (image, class) pairs run in image order, ids ascending; episode i draws
+    from `default_rng([seed, i])` (for "class_uniform" first its class and query) `shots` other images of the class."""
     images: dict[int, list[str]] = {c: [] for c in classes or []}
     for key, ids in present.items():
         for c in ids:
@@ -136,36 +126,19 @@ class FewShotEpisodes(Dataset):
 
 
 class FewShotDataModule(EvaluationDataModule):
-    """Few-shot segmentation episodes from one converted split, one `Episode` at a time at native size.
-
-    Protocols (HSNet, github.com/juhongm999/hsnet data/{fss,pascal,coco}.py):
-
-    - FSS-1000: the "test" split of `fss1000` with `sampling="every_query"`, `episodes=None`: every image
-      of the 240 test classes is the query once (2400 episodes), its supports other images of its class.
-    - PASCAL-5i: a `pascal5i` "fold<i>-val" split with `sampling="cycle"`, `episodes=1000`: episode i takes
-      the (image, class) pair i % len, as HSNet's `idx %= len(img_metadata)`; supports are random images
-      of that class other than the query.
-    - COCO-20i: a `coco20i` "fold<i>-val" split with `sampling="class_uniform"`, `episodes=1000`: each
-      episode draws a class uniformly, then a query and the supports from that class's images.
-
-    The protocols match, the episodes do not: HSNet draws from numpy's global stream seeded once, and each
-    support independently (a k-shot episode there may repeat an image), while here episode i draws from
-    its own generator seeded with (seed, i), and its supports are distinct. The (image, class) pairs come
-    from the classes the shards hold (in shard order), not from HSNet's list files; `min_pixels` drops
-    classes too small to prompt with. Labels are 1 on the episode's class, 0 elsewhere and IGNORE_LABEL
-    on void (PASCAL's object boundaries), which HSNet's metric skips too.
+    """Few-shot episodes from one converted split, one `Episode` at a time at native size, by HSNet's protocols
+    (github.com/juhongm999/hsnet data/{fss,pascal,coco}.py; see `sampling`); but episode i has its own generator
+    and distinct supports (HSNet: numpy's global stream, independent draws), over the shards' (image, class) pairs.
 
     Args:
         index: path of a converted split's `<split>-index.json`.
         shots: support images (prompts) per episode.
-        episodes: how many episodes; None: one per (query image, class present) pair.
-        sampling: "every_query" (each (image, class) pair at most once, in order: FSS-1000), "cycle"
-            (episode i takes pair i % len: PASCAL-5i), or "class_uniform" (a class uniformly, then a
-            query and supports of it: COCO-20i).
+        episodes: how many; None: one per (image, class present) pair.
+        sampling: "every_query" (each (image, class) pair once, in order: FSS-1000), "cycle" (pair i % len, as
+            HSNet's `idx %= len(img_metadata)`: PASCAL-5i) or "class_uniform" (a class first, uniformly: COCO-20i).
         classes: class ids to make episodes of (such as a fold's test classes); None: every class present.
-        min_pixels: a class counts as present in an image only with at least this many pixels there
-            (above 1, every label map is decoded once when the episodes are planned).
-        seed: seeds episode i's generator as (seed, i): the same episodes in every run and worker.
+        min_pixels: a class counts in an image only with this many pixels there (above 1: label maps decoded).
+        seed: seeds episode i's generator as (seed, i).
         num_workers: DataLoader worker processes.
     """
 
