@@ -1,15 +1,9 @@
 """PromptSwapDataModule: prompt-swap queries, the test of whether a model segments what the prompt shows.
 
-A query is an image holding two objects A and B above a minimum area: two categories (any semantic shard
-set whose images hold several: the synthetic scenes, COCO, ADE20K, VOC) or two objects of one video
-(DAVIS-2017, YouTube-VOS). Each object is the target once, prompted by another image that holds it
-(and, with `exclusive`, not the other); a third prompt shows something in neither object, the absent
-control. `seggpt_lab.metrics.PromptSwap` scores the two roles and the control.
-
-    dm = PromptSwapDataModule("shards/synthetic/val-index.json", groups="name_prefix", group_label="shape")
-
-Queries are planned once from the label maps (`object_areas`), each from its own generator seeded with
-(seed, i), so a plan never depends on the number of workers or on the order they run in.
+A query is an image holding two objects: two categories (any semantic set whose images hold several: the synthetic
+scenes, COCO, ADE20K, VOC) or two objects of one video (DAVIS-2017, YouTube-VOS). Each is the target once, prompted
+by another image that holds it, plus an absent-object control; `seggpt_lab.metrics.PromptSwap` scores them. Query i
+is planned from its own generator seeded (seed, i), so a plan depends on neither the workers nor their order.
 """
 
 from __future__ import annotations
@@ -34,8 +28,7 @@ Objects = Literal["categories", "video_objects"]
 
 
 class SwapSpec(NamedTuple):
-    """One planned query: the query's key, its two objects (class ids or video object ids), the prompt keys for
-    each, the absent control's (prompt key, object id), and the distractor kind's index."""
+    """One query by sample keys: objects (class or video object ids), their prompts, absent (prompt, object), kind."""
 
     query: str
     objects: tuple[int, int]
@@ -46,11 +39,8 @@ class SwapSpec(NamedTuple):
 
 def object_areas(reader: ShardReader, objects: Objects = "categories") -> tuple[dict[str, dict[int, int]],
                                                                              dict[str, str]]:
-    """({key: {object id: pixels}}, {key: group}) over the split's annotated samples, in shard order.
-
-    "categories": ids are semantic classes (sem.png), every sample one group; "video_objects": ids are the
-    instances of ins.png, and the group is the sample's video (prompts come from other frames of it). Every
-    label map is decoded once."""
+    """({key: {object id: pixels}}, {key: group}) over the annotated samples, in shard order: "categories", sem.png
+    classes, one group; "video_objects", ins.png instances grouped by video (prompts come from other frames)."""
     areas: dict[str, dict[int, int]] = {}
     groups: dict[str, str] = {}
     for key in reader.keys():
@@ -73,14 +63,12 @@ def object_areas(reader: ShardReader, objects: Objects = "categories") -> tuple[
 def plan_swaps(areas: dict[str, dict[int, int]], groups: dict[str, str] | None = None, min_pixels: int = 16,
                exclusive: bool = True, queries: int | None = None, seed: int = 0,
                kind_of: Callable[[int, int], int] | None = None) -> list[SwapSpec]:
-    """The usable queries of `areas` (see `object_areas`), in shard order; at most `queries`, a seeded draw.
+    """The usable queries of `areas` (`object_areas`) in shard order; at most `queries`, a seeded draw.
 
-    An object counts in an image with at least `min_pixels` pixels. A query holds two or more; query i (i-th
-    usable image) draws from `numpy.random.default_rng([seed, i])` one pair (A, B) among its pairs whose both
-    prompts exist (uniformly), then each prompt: another image of its group holding the object (and, with
-    `exclusive`, not the other). The absent control: an object of the query's group of which the query holds
-    no pixel at all (with one group per video, an object of another video), and an image holding it. `kind_of(a, b)`
-    gives the distractor kind's index (default 0)."""
+    An object counts with at least `min_pixels` pixels. Query i (the i-th image holding two) draws from
+    `default_rng([seed, i])` a pair (A, B) whose prompts exist, then each prompt: another image of its group holding
+    it (with `exclusive`, not the other). Absent control: an object of the group of which the query holds no pixel
+    (one group per video: another video's object) and an image of it. `kind_of(a, b)`: the kind's index, default 0."""
     groups = groups or {}
     present = {k: sorted(i for i, n in a.items() if n >= min_pixels) for k, a in areas.items()}
     holders: dict[tuple[str, int], list[str]] = {}
@@ -157,22 +145,19 @@ class PromptSwapQueries(Dataset):
 
 
 class PromptSwapDataModule(EvaluationDataModule):
-    """Prompt-swap queries from one converted split, one `SwapQuery` at a time at native size (see the module
-    docstring); scored by `seggpt_lab.modules.evaluate.PromptSwapEvaluation`.
+    """Prompt-swap queries (module docstring) from one converted split, one `SwapQuery` at a time at native size;
+    scored by `seggpt_lab.modules.evaluate.PromptSwapEvaluation`.
 
     Args:
         index: path of a converted split's `<split>-index.json`.
-        objects: "categories" (semantic classes of sem.png) or "video_objects" (the objects of one video, from
-            ins.png; prompts are other frames of the query's video).
+        objects: "categories" (sem.png classes) or "video_objects" (one video's objects, from ins.png).
         queries: at most this many queries (a seeded draw); None: every usable image.
         min_pixels: an object counts in an image only with at least this many pixels.
-        exclusive: a prompt must not hold the query's other object (categories); video frames mostly hold
-            every object of their video, so "video_objects" recipes set it False (the other object is then
-            in the prompt, unmarked).
-        groups: distractor kinds by class: {class name: group} (such as COCO's supercategories), or
-            "name_prefix" (the part of the name before the first "-": the synthetic scenes' shape); None: one
-            kind. Kinds are "same_<group_label>" and "other_<group_label>".
-        group_label: the groups' name in the kinds (such as "shape" or "supercategory").
+        exclusive: a prompt must not hold the query's other object; "video_objects" recipes set False, as a
+            video's frames mostly hold all its objects (the other is then in the prompt, unmarked).
+        groups: distractor kinds for "categories": {class name: group} (such as COCO's supercategories) or
+            "name_prefix" (the name before its first "-": the synthetic shapes); None: one kind, "all".
+        group_label: the kinds are "same_<group_label>" and "other_<group_label>" ("shape", "supercategory").
         seed: seeds query i's generator as (seed, i).
         num_workers: DataLoader worker processes.
     """
