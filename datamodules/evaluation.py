@@ -7,8 +7,7 @@ from torch.utils.data import DataLoader, Dataset
 
 
 class EvaluationDataModule(LightningDataModule):
-    """Subclasses build `self.dataset` in `setup()`; items are whole episodes, videos or images, so the
-    loaders do no batching (batch_size=None) and never shuffle."""
+    """Subclasses build `self.dataset` in `setup()`; an item is a whole episode, video or image, hence no batching."""
 
     dataset: Dataset | None = None
     num_workers: int = 0

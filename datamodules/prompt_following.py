@@ -1,13 +1,4 @@
-"""PromptFollowingDataModule: prompt-swap queries and one-shot episodes on one or more named shard sets.
-
-    dm = PromptFollowingDataModule([EvaluationSet("seen", "shards/x/synthetic", split="val"),
-                                    EvaluationSet("heldout", "shards/x/synthetic", split="heldout", classes=[4, 7])])
-
-Each set gives two test loaders, its prompt-swap queries (`datamodules.prompt_swap`) and its one-shot episodes
-(`datamodules.fewshot`, classes drawn uniformly); `parts` names them in loader order. Scored together by
-`seggpt_lab.modules.prompt_following.PromptFollowingEvaluation`: whether the model segments what the prompt shows,
-and how well, beside reference predictors on the same items.
-"""
+"""Prompt-swap queries and one-shot episodes on named shard sets, for `PromptFollowingEvaluation`."""
 
 from __future__ import annotations
 
@@ -28,12 +19,11 @@ class EvaluationSet:
     """One named shard set.
 
     Args:
-        name: the set's name in the results ("seen", "heldout", "coco"...).
+        name: the set's name in the results ("seen", "heldout", ...).
         path: a converted folder (DIR/SOURCE, read through `<split>-index.json`) or an index file.
-        split: the split to read from a folder.
-        convert: convert the split first when its index is missing (`ShardSource.convert`).
-        classes: the classes scored: the one-shot episodes' classes and the classes both mIoUs average over;
-            None: every class present. The prompt-swap queries use every object either way.
+        split: the split read from a folder.
+        convert: a `ShardSource.convert` spec, applied when the split's index is missing.
+        classes: the one-shot classes and those both mIoUs average over (swaps use every object); None: all present.
     """
 
     name: str
@@ -47,18 +37,17 @@ class EvaluationSet:
 
 
 class PromptFollowingDataModule(LightningDataModule):
-    """Test loaders, per set: its prompt-swap queries, then its one-shot episodes (`parts` names them in order).
+    """Per set, two test loaders: its prompt-swap queries, then its one-shot episodes (`parts` names them).
 
     Args:
         sets: the shard sets, each scored on its own.
-        episodes: one-shot episodes per set (a class drawn uniformly, then its query and prompt).
+        episodes: one-shot episodes per set (`FewShotDataModule`'s "class_uniform").
         queries: at most this many prompt-swap queries per set (a seeded draw); None: every usable image.
         min_pixels: an object counts in an image, for both plans, only with at least this many pixels.
         exclusive: a swap prompt must not hold the query's other object.
-        groups, group_label: distractor kinds, as in `PromptSwapDataModule` ("name_prefix" / "shape" for the
-            synthetic scenes: same-shape and other-shape distractors).
+        groups, group_label: distractor kinds, as in `PromptSwapDataModule` ("name_prefix", "shape": synthetic shapes).
         seed: seeds both plans.
-        num_workers: DataLoader worker processes per loader.
+        num_workers: DataLoader workers per loader.
     """
 
     def __init__(self, sets: list[EvaluationSet], episodes: int = 300, queries: int | None = None,
