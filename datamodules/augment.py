@@ -6,7 +6,7 @@ single input image of 448 x 448. Each view of a `Pair` gets its own draws, so tw
 
     transform = PairTransform(size=(448, 448))
     example = transform(pair, rng)          # one example, numpy, channels first
-    batch = collate([example, ...])         # InContextBatch of torch tensors
+    batch = collate([example, ...])         # InContextBatch of torch tensors (datamodules.pretrain)
     batch = finish_batch(batch)             # with on_device=True: jitter and paint, after the transfer
 
 Shapes: h, w = `size`; a canvas is (3, 2h, w), the prompt view on top and the query view below.
@@ -44,7 +44,7 @@ Choices the paper leaves open, made here:
 
 Canvases are built channels first in place: each view is written into its half of the (3, 2h, w) image
 canvas and its labels into the (1, 2h, w) label canvas, which is painted in one go (`coloring.paint_planes`,
-or `paint_batch` on the accelerator with `on_device`), so no transposed copy is made and `collate` stacks
+or `paint_batch` on the accelerator with `on_device`), so no transposed copy is made and `pretrain.collate` stacks
 contiguous arrays. Everything is torch, PIL or numpy on uint8 (the jitter in float) with no per-pixel Python;
 `benchmarks/pretrain_data_speed.py` measures the whole pipeline.
 """
@@ -458,31 +458,6 @@ class PairTransform:
         prompt, query = (cls._present(v, ids) for v in (labels[0, :h], labels[0, h:]))
         in_query = [i for i in ids if i in query]
         return [i for i in in_query if i in prompt] or in_query or list(ids), prompt | query
-
-
-def collate(examples: list[dict[str, np.ndarray | int]]) -> InContextBatch:
-    """Examples from `PairTransform` -> one `InContextBatch` of torch tensors (canvases stay uint8); the last
-    example's `stats`, if any, become the batch's. Palettes (`on_device`) are padded to the longest with rows
-    (IGNORE, 0, 0, 0), which paint nothing."""
-    if not examples:
-        raise ValueError("collate needs at least one example")
-
-    def stack(key: str) -> torch.Tensor:
-        return torch.from_numpy(np.stack([e[key] for e in examples]))
-
-    batch = {key: stack(key) for key in ("image_canvas", "target_canvas", "valid", "label_canvas", "bool_masked_pos",
-                                         "jitter", "flip")  # (B, 2, 3, 7) and (B, 2), for `finish_batch`
-             if key in examples[0]}
-    batch["seg_type"] = torch.tensor([e["seg_type"] for e in examples], dtype=torch.long)
-    if "palette" in examples[0]:
-        palette = np.zeros((len(examples), max(len(e["palette"]) for e in examples), 4), np.int32)
-        palette[..., 0] = IGNORE
-        for row, e in zip(palette, examples, strict=True):
-            row[: len(e["palette"])] = e["palette"]
-        batch["palette"] = torch.from_numpy(palette)
-    if "stats" in examples[-1]:  # a batch comes from one worker: its latest running counts
-        batch["stats"] = examples[-1]["stats"]
-    return InContextBatch(**batch)
 
 
 def paint_batch(label_canvas: torch.Tensor, palette: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

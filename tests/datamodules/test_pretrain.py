@@ -37,7 +37,11 @@ def _data(shards: Path, **kw) -> PretrainDataModule:
 
 
 def _examples(data: PretrainDataModule, n: int) -> list[dict]:
-    return list(islice(iter(data.dataset), n))
+    """The stream's first `n` examples as `PairTransform` made them (numpy arrays, seg_type an int), each with the
+    running counts (`stats`) as they were when it was made: the stream batched one example a batch, unstacked."""
+    data.dataset.batch_size = 1
+    return [{k: v if k == "stats" else v[0].item() if v.dim() == 1 else v[0].numpy() for k, v in batch.items()}
+            for batch in islice(iter(data.dataset), n)]
 
 
 def test_batches_have_the_documented_types(shards: Path) -> None:

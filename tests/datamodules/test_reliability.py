@@ -140,8 +140,8 @@ def test_corrupt_samples_are_skipped_and_counted_per_source(tmp_path: Path) -> N
     cut = damaged / "train-000002.tar"
     cut.write_bytes(cut.read_bytes()[:len(cut.read_bytes()) // 2])  # a truncated tar: its last samples never come out
     data = _data([ShardSource(str(clean)), ShardSource(str(damaged))], scale=(0.05, 0.05), self_prob=1.0,
-                 max_skip_rate=1.0, on_device=False)
-    examples = list(islice(iter(data.dataset), 300))
+                 max_skip_rate=1.0, on_device=False, batch_size=1)
+    examples = list(islice(iter(data.dataset), 300))  # batches of one example
     assert all(e["target_canvas"].any() for e in examples)  # no example without a coloured label
     stats = examples[-1]["stats"]
     reasons = {k.split("/")[2]: v for k, v in stats.items() if k.startswith("skipped/damaged/")}
