@@ -10,9 +10,9 @@ the stages in order:
       --with probability `mix_prob` a semantic pair waits for `mix_pairs` - 1 others of its source--> groups
       --PairTransform (crops, flip, jitter, random colouring, patch mask), or PairTransform.mixed for a group
         (mix-context)--> examples
-      --collate--> InContextBatch (uint8 canvases; normalised on the accelerator by the module)
-      --on_after_batch_transfer--> the views' colour jitter and flips, and the targets' painting, done on the
-        accelerator (`finish_batch`)
+      --collate--> batches: `UnfinishedBatch` (uint8 canvases; views not jittered or flipped, targets not painted)
+      --on_after_batch_transfer--> `InContextBatch`: the views' colour jitter and flips, and the targets' painting,
+        done on the accelerator (`finish_batch`); normalised there by the module
 
 Everything random in a worker is seeded by `worker_seed(seed, rank, worker, epoch)`, where the epoch is the
 loader's pass counter; it is part of the loader's state, so `--ckpt_path last` goes on with fresh passes
@@ -37,7 +37,7 @@ import webdataset as wds
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
-from datamodules.augment import PairTransform, check_scale, finish_batch
+from datamodules.augment import PairTransform, UnfinishedBatch, check_scale, finish_batch
 from datamodules.fewshot import FewShotEpisodes, image_classes, plan_episodes
 from datamodules.pairing import Pair, PairSampler, source_of
 from datamodules.prompt_swap import PromptSwapQueries, object_areas, plan_swaps
@@ -199,7 +199,7 @@ class PretrainStream(SeededStream):
                                                   handler=s.skips, rank=rank, sizes=s.sizes, lazy_labels=True)
                                     for i, s in enumerate(streams)], [s.weight for s in streams], seed, rank)
 
-    def stream(self, seed: int, worker: int, epoch: int) -> Iterator[InContextBatch]:
+    def stream(self, seed: int, worker: int, epoch: int) -> Iterator[InContextBatch | UnfinishedBatch]:
         """The pretraining data path of one DataLoader worker in one pass, stage by stage."""
         sampler, rng = self.sampler.fresh(seed), np.random.default_rng([seed, 1])
         counts = {"examples": 0, "mixed": 0}
@@ -258,7 +258,7 @@ class PretrainStream(SeededStream):
             yield example
 
     def _batches(self, examples: Iterator[dict], sampler: PairSampler, worker: int, counts: dict[str, int]
-                 ) -> Iterator[InContextBatch]:
+                 ) -> Iterator[InContextBatch | UnfinishedBatch]:
         """`batch_size` examples a batch (fewer in the last, should the stream end), with the worker's running counts
         when the batch was complete."""
         while chunk := list(islice(examples, self.batch_size)):
@@ -276,10 +276,10 @@ class PretrainStream(SeededStream):
         return {"worker": worker, **stats}
 
 
-def collate(examples: list[dict[str, np.ndarray | int]]) -> InContextBatch:
-    """The stream's last stage: examples from `PairTransform` -> one `InContextBatch` of torch tensors (canvases stay
-    uint8). Palettes (`on_device`) are padded to the longest with rows (IGNORE, 0, 0, 0), which paint nothing
-    (`augment.paint_batch`)."""
+def collate(examples: list[dict[str, np.ndarray | int]]) -> InContextBatch | UnfinishedBatch:
+    """The stream's last stage: examples from `PairTransform` -> one batch of torch tensors (canvases stay uint8): an
+    `InContextBatch`, or with `on_device` an `UnfinishedBatch`, whose palettes are padded to the longest with rows
+    (IGNORE, 0, 0, 0), which paint nothing (`augment.paint_batch`)."""
     if not examples:
         raise ValueError("collate needs at least one example")
 
@@ -343,9 +343,10 @@ class PretrainDataModule(LightningDataModule):
             so that one early bad sample does not stop a run.
         on_device: colour-jitter and flip the views and paint the targets after the batch reaches the accelerator
             (`on_after_batch_transfer`), where it is nearly free, instead of in the DataLoader workers (a third of
-            their time at 448 x 448); the distribution is the same. Batches taken from the loader directly carry
-            un-jittered, un-flipped image canvases, the colour maps (`jitter`), the flips (`flip`), label canvases
-            and palettes instead of `target_canvas` and `valid`; `augment.finish_batch` finishes them.
+            their time at 448 x 448); the distribution is the same. Batches taken from the loader directly are
+            `UnfinishedBatch`es: un-jittered, un-flipped image canvases, the colour maps (`jitter`), the flips
+            (`flip`), label canvases and palettes instead of `target_canvas` and `valid`; `augment.finish_batch`
+            finishes them.
     """
 
     def __init__(
