@@ -1,6 +1,7 @@
 """The pretraining data: a weighted mixture of shard sets -> in-context pairs -> coloured, augmented canvases.
 
-    data = PretrainDataModule(sources=[ShardSource("shards/ade20k", weight=0.25, task="semantic"), ...])
+    data = PretrainDataModule(sources=[ShardSource("shards/ade20k", weight=0.25, task="semantic"), ...],
+                              transform=PairTransform(size=(448, 448), on_device=True), sampler=PairSampler())
 
 Per rank and DataLoader worker (seggpt_paper_facts.md §3-4, DESIGN.md "data flow"), `PretrainStream.stream` lists
 the stages in order:
@@ -79,7 +80,7 @@ class ShardSource:
         convert: when `path` is a folder without the split's index, convert it first (rank 0, in
             `prepare_data`): `{"source": NAME, "root": ..., **source arguments}`, e.g.
             `{"source": "synthetic", "samples": 4000, "size": 64}`.
-        scale: this source's random resized crop area range, instead of the data module's `scale`; None: that
+        scale: this source's random resized crop area range, instead of the transform's `scale`; None: that
             one. For high-resolution images, which the paper augments with extra random cropping (section 4.1:
             the retinal vessel sets): smaller crops keep thin structures at a resolution a 448 px view can show.
             A mix-context example takes the scale of the source whose pair completes its group.
@@ -304,29 +305,19 @@ class PretrainDataModule(LightningDataModule):
 
     Args:
         sources: the mixture; see `ShardSource`. The paper's weights are in recipes/pretrain_vit_l.yaml.
+        transform: a pair -> one example: views, colouring and patch mask (`PairTransform`). Its `size` and
+            `patch_size` must tile the model's canvas (checked at setup); `on_device: true` leaves the views' colour
+            jitter and flips and the targets' painting to the accelerator (`on_after_batch_transfer`), where it is
+            nearly free, instead of the DataLoader workers (a third of their time at 448 x 448); the distribution
+            is the same. A source's `ShardSource.scale` replaces the transform's `scale` for that source.
+        sampler: samples -> in-context pairs (`PairSampler`: `self_prob`, `instance_prob`, the partner buffer); its
+            `seed` must equal `seed` (each worker's sampler is seeded from the data module's).
         val: a shard set for validation episodes (one-shot, classes drawn uniformly); None: no validation.
-        size: (h, w) of one view; the canvas is (2h, w). Paper: 448 x 448.
-        patch_size: the model's patch size (for the patch mask grid).
         batch_size: pairs per batch per rank (before gradient accumulation).
         num_workers: DataLoader processes per rank; each reads every source's shards of this rank.
         batches_per_epoch: batches every rank yields per epoch (an epoch is a logging and validation unit).
         seed: seeds every worker's stream as (seed, rank, worker, pass).
-        self_prob: probability that a semantic sample is paired with a view of itself (paper: 0.5).
-        instance_prob: probability that a panoptic sample is paired by instance rather than by category (the
-            default 0.5 is our choice (no source gives one): the paper pairs COCO panoptic by category and COCO
-            instance by instance, as separate sources).
-        buffer_size, per_class: the partner buffer: samples held in all, and per class (256 and 16 are our choice (no
-            source gives one); `PairSampler`).
         shuffle: sample shuffle buffer per source and worker.
-        scale: random resized crop area range (a source's `ShardSource.scale` replaces it for that source).
-        jitter: colour jitter strength (0: off), or (brightness, contrast, saturation, hue) as torchvision's
-            `ColorJitter` (Painter: 0.4, 0.4, 0.2, 0.1); the default 0.4, no hue, is our choice. flip: horizontal flips.
-        jitter_prob: probability that a view is colour-jittered (Painter: 0.8; default 1, always, our choice).
-        recolor: probability that a view's colours are also remapped at random (channels permuted, some inverted;
-            `PairTransform`), for worlds where colour never names a category.
-        mask: "painter" (block-wise, half the patches; the query half with probability `query_half_prob`)
-            or "query" (always the query half).
-        max_ids: at most this many categories or instances coloured per example.
         mix_prob: probability that a semantic pair goes into a mix-context example instead of its own.
         mix_pairs: pairs per mix-context example (2 is our choice (no source gives one): the paper says "several").
         val_episodes: validation episodes; val_min_pixels: smallest class area for an episode.
@@ -341,35 +332,23 @@ class PretrainDataModule(LightningDataModule):
             (logged as `skipped/<source>`). Samples with nothing to colour are skipped without counting here.
         skip_rate_min_samples: samples a DataLoader worker reads from a source before its skip rate is judged,
             so that one early bad sample does not stop a run.
-        on_device: colour-jitter and flip the views and paint the targets after the batch reaches the accelerator
-            (`on_after_batch_transfer`), where it is nearly free, instead of in the DataLoader workers (a third of
-            their time at 448 x 448); the distribution is the same. Batches taken from the loader directly are
-            `UnfinishedBatch`es: un-jittered, un-flipped image canvases, the colour maps (`jitter`), the flips
-            (`flip`), label canvases and palettes instead of `target_canvas` and `valid`; `augment.finish_batch`
-            finishes them.
+
+    Batches taken from `train_dataloader()` directly are `UnfinishedBatch`es with `on_device` (un-jittered,
+    un-flipped image canvases, the colour maps, the flips, label canvases and palettes); `augment.finish_batch`
+    finishes them.
     """
 
     def __init__(
         self,
         sources: list[ShardSource],
+        transform: PairTransform,
+        sampler: PairSampler,
         val: ShardSource | None = None,
-        size: tuple[int, int] = (448, 448),
-        patch_size: int = 16,
         batch_size: int = 8,
         num_workers: int = 4,
         batches_per_epoch: int = 1000,
         seed: int = 0,
-        self_prob: float = 0.5,
-        instance_prob: float = 0.5,  # our choice (no source gives one)
-        buffer_size: int = 256,  # our choice (no source gives one)
-        per_class: int = 16,  # our choice (no source gives one)
         shuffle: int = 500,
-        scale: tuple[float, float] = (0.3, 1.0),
-        jitter: float | tuple[float, float, float, float] = 0.4,
-        flip: bool = True,
-        mask: Literal["painter", "query"] = "painter",
-        query_half_prob: float = 0.1,
-        max_ids: int | None = None,
         mix_prob: float = 0.0,
         mix_pairs: int = 2,  # our choice (no source gives one)
         val_episodes: int = 200,
@@ -379,9 +358,6 @@ class PretrainDataModule(LightningDataModule):
         pin_memory: bool = False,
         max_skip_rate: float = 0.1,
         skip_rate_min_samples: int = 200,
-        on_device: bool = True,
-        recolor: float = 0.0,
-        jitter_prob: float = 1.0,
     ) -> None:
         super().__init__()
         if not sources:
@@ -396,12 +372,12 @@ class PretrainDataModule(LightningDataModule):
         if not 0 <= max_skip_rate <= 1 or skip_rate_min_samples < 1:
             raise ValueError(f"data: need 0 <= max_skip_rate <= 1 and skip_rate_min_samples >= 1, got {max_skip_rate} "
                              f"and {skip_rate_min_samples}")
+        if sampler.seed != seed:
+            raise ValueError(f"data.sampler.init_args.seed ({sampler.seed}) must equal data.seed ({seed}): every "
+                             "worker's sampler is seeded from data.seed")
         self.save_hyperparameters()
         self.sources, self.val = list(sources), val
-        # built here, so that a wrong setting fails at configuration time, before any worker starts
-        self.transform = PairTransform(size, scale, jitter, flip, mask, query_half_prob, patch_size, max_ids,
-                                       on_device, recolor, jitter_prob)
-        self.sampler = PairSampler(self_prob, buffer_size, seed, instance_prob, per_class)
+        self.transform, self.sampler = transform, sampler
         self.dataset: PretrainStream | None = None
         self.val_dataset: FewShotEpisodes | None = None
         self.val_swaps: PromptSwapQueries | None = None
@@ -417,6 +393,7 @@ class PretrainDataModule(LightningDataModule):
         if self.dataset is not None:
             return
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        self._check_model()
         hp = self.hparams
         streams = [_Stream(s.label, rank_shards(s.urls(), rank, world), s.weight, s.task,
                            SkipCounter(s.label, hp.max_skip_rate, hp.skip_rate_min_samples), s.sizes(), s.scale)
@@ -436,6 +413,17 @@ class PretrainDataModule(LightningDataModule):
                     raise ValueError(f"data.val_swap_queries: no image of {self.val.index_file()} holds two classes "
                                      "that other images can prompt; set it to 0 or validate on multi-object scenes")
                 self.val_swaps = PromptSwapQueries(reader, swaps, "categories", self.swap_kinds)
+
+    def _check_model(self) -> None:
+        """The transform's views must tile the model's canvas: one line naming the keys, before any worker starts."""
+        model = getattr(getattr(self.trainer, "lightning_module", None), "model", None)
+        img_size, patch_size = getattr(model, "img_size", None), getattr(model, "patch_size", None)
+        size, canvas = self.transform.size, (2 * self.transform.size[0], self.transform.size[1])
+        if img_size is not None and (tuple(img_size) != canvas or patch_size != self.transform.patch_size):
+            raise ValueError(f"data.transform.init_args.size {list(size)} and patch_size {self.transform.patch_size} "
+                             f"do not fit the model (img_size {list(img_size)}, patch_size {patch_size}): a canvas "
+                             f"is two views stacked, so size must be [{img_size[0] // 2}, {img_size[1]}] and "
+                             "patch_size the model's")
 
     def train_dataloader(self) -> EpochLoader:
         if self._loader is None:  # one loader for the whole run: its pass counter seeds the epochs
