@@ -36,7 +36,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from datamodules.augment import PairTransform
 from datamodules.convert import convert
+from datamodules.pairing import PairSampler
 from datamodules.pretrain import PretrainDataModule, ShardSource
 from datamodules.schema import decode_png16
 from datamodules.shards import iter_raw
@@ -46,8 +48,9 @@ from datamodules.sources import get_source
 class Pipeline:
     """One worker's batches from one shard set; `rate(batches)` times the next ones, in pairs/s."""
 
-    def __init__(self, folder: Path, split: str, batch_size: int, **data) -> None:
-        module = PretrainDataModule([ShardSource(str(folder), split=split)], size=(448, 448), patch_size=16,
+    def __init__(self, folder: Path, split: str, batch_size: int, transform: dict | None = None, **data) -> None:
+        transform = PairTransform(**{"size": (448, 448), "patch_size": 16, "on_device": True, **(transform or {})})
+        module = PretrainDataModule([ShardSource(str(folder), split=split)], transform, PairSampler(),
                                     batch_size=batch_size, num_workers=0, batches_per_epoch=10**6, **data)
         module.setup("fit")
         self.loader, self.batch_size = iter(module.train_dataloader()), batch_size
@@ -111,9 +114,9 @@ def main() -> None:
               "(target >= 60%)")
         print(f"  {'':36} {'':7}            floor decoding only the map a pair colours {used / per_pair:7.1f} "
               f"pairs/s   pipeline / that floor {strict:.0%}")
-        runs = [  # label, shards, PretrainDataModule arguments
-            ("DAVIS-2016, no colour jitter", davis, {"jitter": 0.0}),
-            ("DAVIS-2016, on_device=False", davis, {"on_device": False}),
+        runs = [  # label, shards, PretrainDataModule arguments (PairTransform's under "transform")
+            ("DAVIS-2016, no colour jitter", davis, {"transform": {"jitter": 0.0}}),
+            ("DAVIS-2016, on_device=False", davis, {"transform": {"on_device": False}}),
             ("synthetic 512x512 PNG, defaults", synthetic, {}),
             ("synthetic, mix-context p=0.5", synthetic, {"mix_prob": 0.5}),
         ]

@@ -6,7 +6,7 @@ single input image of 448 x 448. Each view of a `Pair` gets its own draws, so tw
 
     transform = PairTransform(size=(448, 448))
     example = transform(pair, rng)          # one example, numpy, channels first
-    batch = collate([example, ...])         # InContextBatch of torch tensors
+    batch = collate([example, ...])         # (datamodules.pretrain) InContextBatch; UnfinishedBatch with on_device
     batch = finish_batch(batch)             # with on_device=True: jitter and paint, after the transfer
 
 Shapes: h, w = `size`; a canvas is (3, 2h, w), the prompt view on top and the query view below.
@@ -44,7 +44,7 @@ Choices the paper leaves open, made here:
 
 Canvases are built channels first in place: each view is written into its half of the (3, 2h, w) image
 canvas and its labels into the (1, 2h, w) label canvas, which is painted in one go (`coloring.paint_planes`,
-or `paint_batch` on the accelerator with `on_device`), so no transposed copy is made and `collate` stacks
+or `paint_batch` on the accelerator with `on_device`), so no transposed copy is made and `pretrain.collate` stacks
 contiguous arrays. Everything is torch, PIL or numpy on uint8 (the jitter in float) with no per-pixel Python;
 `benchmarks/pretrain_data_speed.py` measures the whole pipeline.
 """
@@ -54,7 +54,7 @@ from __future__ import annotations
 import io
 import math
 import warnings
-from typing import Literal
+from typing import Literal, NotRequired, TypedDict
 
 import numpy as np
 import torch
@@ -339,7 +339,7 @@ class PairTransform:
         if not 0 <= recolor <= 1:
             raise ValueError(f"recolor must lie in [0, 1], got {recolor}")
         self.on_device, self.recolor = on_device, recolor
-        self.grid = (2 * size[0] // patch_size, size[1] // patch_size)  # patches of the whole canvas
+        self.patch_size, self.grid = patch_size, (2 * size[0] // patch_size, size[1] // patch_size)  # whole canvas
 
     def __call__(self, pair: Pair, rng: np.random.Generator, scale: tuple[float, float] | None = None
                  ) -> dict[str, np.ndarray | int]:
@@ -460,29 +460,20 @@ class PairTransform:
         return [i for i in in_query if i in prompt] or in_query or list(ids), prompt | query
 
 
-def collate(examples: list[dict[str, np.ndarray | int]]) -> InContextBatch:
-    """Examples from `PairTransform` -> one `InContextBatch` of torch tensors (canvases stay uint8); the last
-    example's `stats`, if any, become the batch's. Palettes (`on_device`) are padded to the longest with rows
-    (IGNORE, 0, 0, 0), which paint nothing."""
-    if not examples:
-        raise ValueError("collate needs at least one example")
+class UnfinishedBatch(TypedDict):
+    """What `pretrain.collate` makes of `PairTransform(on_device=True)` examples, and so what the training loader
+    yields: views neither colour-jittered nor flipped, targets not painted. `finish_batch` makes it an
+    `InContextBatch` after the transfer to the accelerator (the data module's `on_after_batch_transfer`)."""
 
-    def stack(key: str) -> torch.Tensor:
-        return torch.from_numpy(np.stack([e[key] for e in examples]))
-
-    batch = {key: stack(key) for key in ("image_canvas", "target_canvas", "valid", "label_canvas", "bool_masked_pos",
-                                         "jitter", "flip")  # (B, 2, 3, 7) and (B, 2), for `finish_batch`
-             if key in examples[0]}
-    batch["seg_type"] = torch.tensor([e["seg_type"] for e in examples], dtype=torch.long)
-    if "palette" in examples[0]:
-        palette = np.zeros((len(examples), max(len(e["palette"]) for e in examples), 4), np.int32)
-        palette[..., 0] = IGNORE
-        for row, e in zip(palette, examples, strict=True):
-            row[: len(e["palette"])] = e["palette"]
-        batch["palette"] = torch.from_numpy(palette)
-    if "stats" in examples[-1]:  # a batch comes from one worker: its latest running counts
-        batch["stats"] = examples[-1]["stats"]
-    return InContextBatch(**batch)
+    image_canvas: torch.Tensor  # (B, 3, H, W) uint8, not yet jittered or flipped
+    label_canvas: torch.Tensor  # (B, 1, H, W) int16: the views' 16-bit label ids, to paint
+    palette: torch.Tensor  # (B, K, 4) int32 rows (id, r, g, b): each example's colour mapping
+    # (B, 2, 3, 7) colour maps of the prompt and query views, [M | o | K]: x -> M x + o + K mean(view)
+    jitter: torch.Tensor
+    flip: torch.Tensor  # (B, 2) bool: views to mirror left-right, image and labels
+    bool_masked_pos: torch.Tensor  # (B, L) bool: target patches replaced by the mask token
+    seg_type: torch.Tensor  # (B,) long: 0 semantic, 1 instance
+    stats: NotRequired[dict[str, float]]  # as `InContextBatch`'s
 
 
 def paint_batch(label_canvas: torch.Tensor, palette: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -507,7 +498,7 @@ def _flip_views(canvas: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
     return torch.where(flips.to(canvas.device)[:, None, :, None, None], views.flip(-1), views).view(b, c, height, w)
 
 
-def finish_batch(batch: InContextBatch) -> InContextBatch:
+def finish_batch(batch: InContextBatch | UnfinishedBatch) -> InContextBatch:
     """What `PairTransform(on_device=True)` leaves to the accelerator, done on the image canvas's device: apply and
     remove the views' colour maps (`jitter`, (B, 2, 3, 7)), each with its view's mean colour, rounded and clipped to
     uint8 as `PairTransform` does on the CPU; mirror the views `flip` (B, 2) marks, image and labels; paint

@@ -22,7 +22,8 @@ for instance data) is skipped and counted. Crowd instances are left out of `ids`
 several objects, so it cannot be one instance colour.
 
 The sampler is one pass over a stream in bounded memory, deterministic given its seed and the input
-order, and picklable: each DataLoader worker carries its own copy, reseeded with `for_worker`.
+order, and picklable: each DataLoader worker carries its own copy, made with `fresh` and its worker's seed
+(`shards.worker_seed`).
 Buffered samples are shared between pairs, so later stages must not modify a Sample in place.
 
 The bounded buffer is our choice (no source gives one), as are its sizes (256 samples, 16 per class): the paper
@@ -36,8 +37,6 @@ import random
 from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Literal, NamedTuple
-
-import numpy as np
 
 from datamodules.schema import Sample
 
@@ -55,17 +54,6 @@ class Pair(NamedTuple):
     label: Literal["sem", "ins"]
     same_image: bool
     task: Literal["semantic", "instance"]  # the model's type token
-
-
-def worker_seed(seed: int, rank: int, worker: int, epoch: int = 0) -> int:
-    """A 64-bit seed for one DataLoader worker of one rank in one epoch.
-
-    The four numbers go through numpy's `SeedSequence` hash, so nearby tuples (rank 0 worker 1 vs rank 1
-    worker 0) give unrelated streams rather than the overlapping ones that `seed + rank + worker` would.
-    """
-    if min(seed, rank, worker, epoch) < 0:
-        raise ValueError(f"seed, rank, worker and epoch must be non-negative, got {(seed, rank, worker, epoch)}")
-    return int(np.random.SeedSequence([seed, rank, worker, epoch]).generate_state(1, np.uint64)[0])
 
 
 def source_of(sample: Sample) -> str:
@@ -90,7 +78,7 @@ class PairSampler:
         self_prob: probability that a semantic sample is paired with a view of itself (paper: 0.5).
         buffer_size: most samples held for partner search, counted once per class that holds them (default 256:
             our choice, no source gives one).
-        seed: seeds every draw; give each DataLoader worker its own with `for_worker`.
+        seed: seeds every draw; give each DataLoader worker its own with `fresh`.
         instance_prob: probability that a panoptic sample is paired as instance data rather than semantic (default
             0.5: our choice, no source gives one).
         per_class: most samples held for one class, so frequent classes do not crowd out the rest (default 16: our
@@ -114,10 +102,9 @@ class PairSampler:
         self.buffered = 0  # entries over all classes
         self.counts = {"pairs": 0, "self": 0, "partner": 0, "fallback": 0, "instance": 0, "skipped": 0}
 
-    def for_worker(self, rank: int, worker: int, epoch: int = 0) -> PairSampler:
-        """A fresh sampler (empty buffer, zero counts) with the same settings, seeded by `worker_seed`."""
-        return PairSampler(self.self_prob, self.buffer_size, worker_seed(self.seed, rank, worker, epoch),
-                           self.instance_prob, self.per_class)
+    def fresh(self, seed: int) -> PairSampler:
+        """A fresh sampler (empty buffer, zero counts) with the same settings and seed `seed`."""
+        return PairSampler(self.self_prob, self.buffer_size, seed, self.instance_prob, self.per_class)
 
     def pairs(self, samples: Iterable[Sample]) -> Iterator[Pair]:
         """One pair per usable sample, in input order. Buffer and counts carry over between calls."""

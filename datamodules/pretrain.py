@@ -1,16 +1,19 @@
 """The pretraining data: a weighted mixture of shard sets -> in-context pairs -> coloured, augmented canvases.
 
-    data = PretrainDataModule(sources=[ShardSource("shards/ade20k", weight=0.25, task="semantic"), ...])
+    data = PretrainDataModule(sources=[ShardSource("shards/ade20k", weight=0.25, task="semantic"), ...],
+                              transform=PairTransform(size=(448, 448), on_device=True), sampler=PairSampler())
 
-Per rank and DataLoader worker (seggpt_paper_facts.md §3-4, DESIGN.md "data flow"):
+Per rank and DataLoader worker (seggpt_paper_facts.md §3-4, DESIGN.md "data flow"), `PretrainStream.stream` lists
+the stages in order:
 
     shards of source i (rank_shards: this rank's share, resampled forever, shuffled)
-      --mixed_stream(weights)--> samples --PairSampler--> pairs
-      --PairTransform (crops, flip, jitter, random colouring, patch mask), or with probability `mix_prob`
-        PairTransform.mixed over `mix_pairs` semantic pairs of one source (mix-context)--> examples
-      --collate--> InContextBatch (uint8 canvases; normalised on the accelerator by the module)
-      --on_after_batch_transfer--> the views' colour jitter and flips, and the targets' painting, done on the
-        accelerator (`finish_batch`)
+      --MixedStream(weights)--> samples --PairSampler--> pairs
+      --with probability `mix_prob` a semantic pair waits for `mix_pairs` - 1 others of its source--> groups
+      --PairTransform (crops, flip, jitter, random colouring, patch mask), or PairTransform.mixed for a group
+        (mix-context)--> examples
+      --collate--> batches: `UnfinishedBatch` (uint8 canvases; views not jittered or flipped, targets not painted)
+      --on_after_batch_transfer--> `InContextBatch`: the views' colour jitter and flips, and the targets' painting,
+        done on the accelerator (`finish_batch`); normalised there by the module
 
 Everything random in a worker is seeded by `worker_seed(seed, rank, worker, epoch)`, where the epoch is the
 loader's pass counter; it is part of the loader's state, so `--ckpt_path last` goes on with fresh passes
@@ -25,31 +28,34 @@ import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import torch
 import webdataset as wds
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
 
-from datamodules.augment import PairTransform, check_scale, collate, finish_batch
+from datamodules.augment import PairTransform, UnfinishedBatch, check_scale, finish_batch
 from datamodules.fewshot import FewShotEpisodes, image_classes, plan_episodes
-from datamodules.pairing import Pair, PairSampler, source_of, worker_seed
+from datamodules.pairing import Pair, PairSampler, source_of
 from datamodules.prompt_swap import PromptSwapQueries, object_areas, plan_swaps
-from datamodules.schema import IMAGE_ERRORS, InvalidSample, Sample, SampleError
+from datamodules.schema import IGNORE, IMAGE_ERRORS, InvalidSample, Sample, SampleError
 from datamodules.shards import (
     EpochLoader,
     MixedStream,
+    SeededStream,
     ShardReader,
     SkipCounter,
-    _worker,
     rank_shards,
     sample_stream,
     shard_sizes,
     shard_urls,
     with_epoch,
 )
+from seggpt_lab.canvas import InContextBatch
 
 log = logging.getLogger(__name__)
 Task = Literal["semantic", "instance", "panoptic"]
@@ -74,7 +80,7 @@ class ShardSource:
         convert: when `path` is a folder without the split's index, convert it first (rank 0, in
             `prepare_data`): `{"source": NAME, "root": ..., **source arguments}`, e.g.
             `{"source": "synthetic", "samples": 4000, "size": 64}`.
-        scale: this source's random resized crop area range, instead of the data module's `scale`; None: that
+        scale: this source's random resized crop area range, instead of the transform's `scale`; None: that
             one. For high-resolution images, which the paper augments with extra random cropping (section 4.1:
             the retinal vessel sets): smaller crops keep thin structures at a resolution a 448 px view can show.
             A mix-context example takes the scale of the source whose pair completes its group.
@@ -180,87 +186,118 @@ class _Stream:
     scale: tuple[float, float] | None = None  # the source's crop area range (None: the transform's)
 
 
-class PretrainStream(IterableDataset):
-    """One rank's endless stream of training examples (dicts for `collate`); see the module docstring."""
+class PretrainStream(SeededStream):
+    """One rank's endless stream of training batches; see the module docstring."""
 
-    def __init__(self, streams: list[_Stream], transform: PairTransform, sampler: PairSampler, seed: int, rank: int,
-                 shuffle: int, mix_prob: float, mix_pairs: int) -> None:
-        super().__init__()
-        self.streams, self.transform, self.sampler = streams, transform, sampler
-        self.seed, self.rank, self.shuffle = seed, rank, shuffle
+    def __init__(self, streams: list[_Stream], transform: PairTransform, sampler: PairSampler, batch_size: int,
+                 seed: int, rank: int, shuffle: int, mix_prob: float, mix_pairs: int) -> None:
+        super().__init__(seed, rank)
+        self.streams, self.transform, self.sampler, self.batch_size = streams, transform, sampler, batch_size
         self.mix_prob, self.mix_pairs = mix_prob, mix_pairs
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _samples(self, index: int, stream: _Stream) -> Iterator[tuple[int, Sample]]:
         # every source its own seed: the same base seed would shuffle equal-sized sources alike
         # lazy labels: a pair colours one of a sample's maps, and the partner buffer holds samples, not decoded maps
-        samples = sample_stream(stream.urls, self.seed + 1 + index, resampled=True, shuffle=self.shuffle,
-                                handler=stream.skips, rank=self.rank, sizes=stream.sizes, lazy_labels=True)
-        samples.set_epoch(self.epoch)
-        for sample in samples:
-            if stream.task is not None:
-                sample.meta["task"] = stream.task  # our own freshly decoded sample: no one else holds it
-            yield index, sample  # the stream index: a sample that fails later is counted against its source
+        self.samples = MixedStream([sample_stream(s.urls, seed + 1 + i, resampled=True, shuffle=shuffle,
+                                                  handler=s.skips, rank=rank, sizes=s.sizes, lazy_labels=True)
+                                    for i, s in enumerate(streams)], [s.weight for s in streams], seed, rank)
 
-    def __iter__(self) -> Iterator[dict]:
-        worker, _ = _worker()
-        mixture = MixedStream([_Iterable(self._samples, i, s) for i, s in enumerate(self.streams)],
-                              [s.weight for s in self.streams], self.seed, self.rank)
-        mixture.epoch = self.epoch
-        sampler = self.sampler.for_worker(self.rank, worker, self.epoch)
-        rng = np.random.default_rng([worker_seed(self.seed, self.rank, worker, self.epoch), 1])
-        pending: dict[str, list[Pair]] = {}  # source -> semantic pairs waiting for a mix-context group
+    def stream(self, seed: int, worker: int, epoch: int) -> Iterator[InContextBatch | UnfinishedBatch]:
+        """The pretraining data path of one DataLoader worker in one pass, stage by stage."""
+        sampler, rng = self.sampler.fresh(seed), np.random.default_rng([seed, 1])
         counts = {"examples": 0, "mixed": 0}
-        for index, sample in mixture:
-            skips, scale = self.streams[index].skips, self.streams[index].scale
+        samples = self.samples.iterate(worker, epoch)  # shards -> samples, mixed by weight: (source index, Sample)
+        pairs = self._pairs(samples, sampler)  # -> pairs: a same-category partner or a second view
+        groups = self._groups(pairs, rng)  # -> one pair, or `mix_pairs` semantic pairs of one source
+        examples = self._examples(groups, sampler, rng, counts)  # -> views -> colouring -> masks (PairTransform)
+        yield from self._batches(examples, sampler, worker, counts)  # -> batches (collate), with the running counts
+
+    def _pairs(self, samples: Iterator[tuple[int, Sample]], sampler: PairSampler) -> Iterator[tuple[int, Pair]]:
+        """Each sample as the query of a pair, with its source's index; a sample with nothing to colour is skipped."""
+        for index, sample in samples:
+            source = self.streams[index]
+            if source.task is not None:
+                sample.meta["task"] = source.task  # our own freshly decoded sample: no one else holds it
             pair = sampler.pair(sample)
             if pair is None:
-                skips.skip("unpaired", sample.key)
+                source.skips.skip("unpaired", sample.key)
                 continue
-            pairs = [pair]
-            if pair.label == "sem" and self.mix_prob > 0 and rng.random() < self.mix_prob:
-                group = pending.setdefault(source_of(pair.query), [])
-                group.append(pair)
-                if len(group) < self.mix_pairs:
-                    continue
-                pairs = group.copy()
+            yield index, pair
+
+    def _groups(self, pairs: Iterator[tuple[int, Pair]], rng: np.random.Generator
+                ) -> Iterator[tuple[int, list[Pair]]]:
+        """The pairs of one example: a pair alone, or with probability `mix_prob` a semantic pair held until
+        `mix_pairs` pairs of its source are there, for one mix-context example (with the last one's source index)."""
+        pending: dict[str, list[Pair]] = {}  # source -> semantic pairs waiting for a mix-context group
+        for index, pair in pairs:
+            if not (pair.label == "sem" and self.mix_prob > 0 and rng.random() < self.mix_prob):
+                yield index, [pair]
+                continue
+            group = pending.setdefault(source_of(pair.query), [])
+            group.append(pair)
+            if len(group) == self.mix_pairs:
+                complete = group.copy()
                 group.clear()
+                yield index, complete
+
+    def _examples(self, groups: Iterator[tuple[int, list[Pair]]], sampler: PairSampler, rng: np.random.Generator,
+                  counts: dict[str, int]) -> Iterator[dict]:
+        """Each group as one example (`PairTransform`), at its source's crop scale; a group whose images or labels do
+        not decode, or whose crops leave nothing coloured in view, is skipped."""
+        for index, pairs in groups:
+            source, key = self.streams[index], pairs[-1].query.key  # the sample that completed the group
             try:
-                example = (self.transform.mixed(pairs, rng, scale) if len(pairs) > 1
-                           else self.transform(pair, rng, scale))
+                example = (self.transform.mixed(pairs, rng, source.scale) if len(pairs) > 1
+                           else self.transform(pairs[0], rng, source.scale))
             except SAMPLE_ERRORS as e:  # an image or label map that does not decode or check; any other error is a bug
                 sampler.discard(*(s for p in pairs for s in (p.prompt, p.query)))
-                skips.skip(e.reason if isinstance(e, InvalidSample) else "image_data", f"{sample.key}: {e}")
+                source.skips.skip(e.reason if isinstance(e, InvalidSample) else "image_data", f"{key}: {e}")
                 continue
             if not example.pop("coloured"):  # the crops left none of the pair's coloured labels in view
-                skips.skip("empty", sample.key)
+                source.skips.skip("empty", key)
                 continue
             counts["mixed"] += len(pairs) > 1
             counts["examples"] += 1
-            example["stats"] = self._stats(worker, sampler, counts)
             yield example
+
+    def _batches(self, examples: Iterator[dict], sampler: PairSampler, worker: int, counts: dict[str, int]
+                 ) -> Iterator[InContextBatch | UnfinishedBatch]:
+        """`batch_size` examples a batch (fewer in the last, should the stream end), with the worker's running counts
+        when the batch was complete."""
+        while chunk := list(islice(examples, self.batch_size)):
+            batch = collate(chunk)
+            batch["stats"] = self._stats(worker, sampler, counts)
+            yield batch
 
     def _stats(self, worker: int, sampler: PairSampler, counts: dict[str, int]) -> dict[str, float]:
         stats = {f"pairs/{k}": v for k, v in sampler.stats().items()}
         stats.update({f"data/{k}": v for k, v in counts.items()})
         for s in self.streams:
-            stats[f"skipped/{s.name}"] = s.skips.total
-            stats.update({f"skipped/{s.name}/{reason}": n for reason, n in s.skips.counts.items()})
+            reasons = {f"skipped/{s.name}/{reason}": n for reason, n in s.skips.counts.items()}
+            stats[f"skipped/{s.name}"] = sum(reasons.values())
+            stats.update(reasons)
         return {"worker": worker, **stats}
 
 
-class _Iterable(IterableDataset):
-    """A bound generator method as a re-iterable dataset, for MixedStream."""
+def collate(examples: list[dict[str, np.ndarray | int]]) -> InContextBatch | UnfinishedBatch:
+    """The stream's last stage: examples from `PairTransform` -> one batch of torch tensors (canvases stay uint8): an
+    `InContextBatch`, or with `on_device` an `UnfinishedBatch`, whose palettes are padded to the longest with rows
+    (IGNORE, 0, 0, 0), which paint nothing (`augment.paint_batch`)."""
+    if not examples:
+        raise ValueError("collate needs at least one example")
 
-    def __init__(self, make, *args) -> None:
-        super().__init__()
-        self.make, self.args = make, args
+    def stack(key: str) -> torch.Tensor:
+        return torch.from_numpy(np.stack([e[key] for e in examples]))
 
-    def __iter__(self) -> Iterator:
-        return self.make(*self.args)
+    batch = {key: stack(key) for key in ("image_canvas", "target_canvas", "valid", "label_canvas", "bool_masked_pos",
+                                         "jitter", "flip")  # (B, 2, 3, 7) and (B, 2), for `finish_batch`
+             if key in examples[0]}
+    batch["seg_type"] = torch.tensor([e["seg_type"] for e in examples], dtype=torch.long)
+    if "palette" in examples[0]:
+        palette = np.zeros((len(examples), max(len(e["palette"]) for e in examples), 4), np.int32)
+        palette[..., 0] = IGNORE
+        for row, e in zip(palette, examples, strict=True):
+            row[: len(e["palette"])] = e["palette"]
+        batch["palette"] = torch.from_numpy(palette)
+    return batch
 
 
 class PretrainDataModule(LightningDataModule):
@@ -268,29 +305,19 @@ class PretrainDataModule(LightningDataModule):
 
     Args:
         sources: the mixture; see `ShardSource`. The paper's weights are in recipes/pretrain_vit_l.yaml.
+        transform: a pair -> one example: views, colouring and patch mask (`PairTransform`). Its `size` and
+            `patch_size` must tile the model's canvas (checked at setup); `on_device: true` leaves the views' colour
+            jitter and flips and the targets' painting to the accelerator (`on_after_batch_transfer`), where it is
+            nearly free, instead of the DataLoader workers (a third of their time at 448 x 448); the distribution
+            is the same. A source's `ShardSource.scale` replaces the transform's `scale` for that source.
+        sampler: samples -> in-context pairs (`PairSampler`: `self_prob`, `instance_prob`, the partner buffer); its
+            `seed` must equal `seed` (each worker's sampler is seeded from the data module's).
         val: a shard set for validation episodes (one-shot, classes drawn uniformly); None: no validation.
-        size: (h, w) of one view; the canvas is (2h, w). Paper: 448 x 448.
-        patch_size: the model's patch size (for the patch mask grid).
         batch_size: pairs per batch per rank (before gradient accumulation).
         num_workers: DataLoader processes per rank; each reads every source's shards of this rank.
         batches_per_epoch: batches every rank yields per epoch (an epoch is a logging and validation unit).
         seed: seeds every worker's stream as (seed, rank, worker, pass).
-        self_prob: probability that a semantic sample is paired with a view of itself (paper: 0.5).
-        instance_prob: probability that a panoptic sample is paired by instance rather than by category (the
-            default 0.5 is our choice (no source gives one): the paper pairs COCO panoptic by category and COCO
-            instance by instance, as separate sources).
-        buffer_size, per_class: the partner buffer: samples held in all, and per class (256 and 16 are our choice (no
-            source gives one); `PairSampler`).
         shuffle: sample shuffle buffer per source and worker.
-        scale: random resized crop area range (a source's `ShardSource.scale` replaces it for that source).
-        jitter: colour jitter strength (0: off), or (brightness, contrast, saturation, hue) as torchvision's
-            `ColorJitter` (Painter: 0.4, 0.4, 0.2, 0.1); the default 0.4, no hue, is our choice. flip: horizontal flips.
-        jitter_prob: probability that a view is colour-jittered (Painter: 0.8; default 1, always, our choice).
-        recolor: probability that a view's colours are also remapped at random (channels permuted, some inverted;
-            `PairTransform`), for worlds where colour never names a category.
-        mask: "painter" (block-wise, half the patches; the query half with probability `query_half_prob`)
-            or "query" (always the query half).
-        max_ids: at most this many categories or instances coloured per example.
         mix_prob: probability that a semantic pair goes into a mix-context example instead of its own.
         mix_pairs: pairs per mix-context example (2 is our choice (no source gives one): the paper says "several").
         val_episodes: validation episodes; val_min_pixels: smallest class area for an episode.
@@ -305,34 +332,23 @@ class PretrainDataModule(LightningDataModule):
             (logged as `skipped/<source>`). Samples with nothing to colour are skipped without counting here.
         skip_rate_min_samples: samples a DataLoader worker reads from a source before its skip rate is judged,
             so that one early bad sample does not stop a run.
-        on_device: colour-jitter and flip the views and paint the targets after the batch reaches the accelerator
-            (`on_after_batch_transfer`), where it is nearly free, instead of in the DataLoader workers (a third of
-            their time at 448 x 448); the distribution is the same. Batches taken from the loader directly carry
-            un-jittered, un-flipped image canvases, the colour maps (`jitter`), the flips (`flip`), label canvases
-            and palettes instead of `target_canvas` and `valid`; `augment.finish_batch` finishes them.
+
+    Batches taken from `train_dataloader()` directly are `UnfinishedBatch`es with `on_device` (un-jittered,
+    un-flipped image canvases, the colour maps, the flips, label canvases and palettes); `augment.finish_batch`
+    finishes them.
     """
 
     def __init__(
         self,
         sources: list[ShardSource],
+        transform: PairTransform,
+        sampler: PairSampler,
         val: ShardSource | None = None,
-        size: tuple[int, int] = (448, 448),
-        patch_size: int = 16,
         batch_size: int = 8,
         num_workers: int = 4,
         batches_per_epoch: int = 1000,
         seed: int = 0,
-        self_prob: float = 0.5,
-        instance_prob: float = 0.5,  # our choice (no source gives one)
-        buffer_size: int = 256,  # our choice (no source gives one)
-        per_class: int = 16,  # our choice (no source gives one)
         shuffle: int = 500,
-        scale: tuple[float, float] = (0.3, 1.0),
-        jitter: float | tuple[float, float, float, float] = 0.4,
-        flip: bool = True,
-        mask: Literal["painter", "query"] = "painter",
-        query_half_prob: float = 0.1,
-        max_ids: int | None = None,
         mix_prob: float = 0.0,
         mix_pairs: int = 2,  # our choice (no source gives one)
         val_episodes: int = 200,
@@ -342,9 +358,6 @@ class PretrainDataModule(LightningDataModule):
         pin_memory: bool = False,
         max_skip_rate: float = 0.1,
         skip_rate_min_samples: int = 200,
-        on_device: bool = True,
-        recolor: float = 0.0,
-        jitter_prob: float = 1.0,
     ) -> None:
         super().__init__()
         if not sources:
@@ -359,12 +372,12 @@ class PretrainDataModule(LightningDataModule):
         if not 0 <= max_skip_rate <= 1 or skip_rate_min_samples < 1:
             raise ValueError(f"data: need 0 <= max_skip_rate <= 1 and skip_rate_min_samples >= 1, got {max_skip_rate} "
                              f"and {skip_rate_min_samples}")
+        if sampler.seed != seed:
+            raise ValueError(f"data.sampler.init_args.seed ({sampler.seed}) must equal data.seed ({seed}): every "
+                             "worker's sampler is seeded from data.seed")
         self.save_hyperparameters()
         self.sources, self.val = list(sources), val
-        # built here, so that a wrong setting fails at configuration time, before any worker starts
-        self.transform = PairTransform(size, scale, jitter, flip, mask, query_half_prob, patch_size, max_ids,
-                                       on_device, recolor, jitter_prob)
-        self.sampler = PairSampler(self_prob, buffer_size, seed, instance_prob, per_class)
+        self.transform, self.sampler = transform, sampler
         self.dataset: PretrainStream | None = None
         self.val_dataset: FewShotEpisodes | None = None
         self.val_swaps: PromptSwapQueries | None = None
@@ -380,11 +393,12 @@ class PretrainDataModule(LightningDataModule):
         if self.dataset is not None:
             return
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        self._check_model()
         hp = self.hparams
         streams = [_Stream(s.label, rank_shards(s.urls(), rank, world), s.weight, s.task,
                            SkipCounter(s.label, hp.max_skip_rate, hp.skip_rate_min_samples), s.sizes(), s.scale)
                    for s in self.sources]
-        self.dataset = PretrainStream(streams, self.transform, self.sampler, hp.seed, rank, hp.shuffle,
+        self.dataset = PretrainStream(streams, self.transform, self.sampler, hp.batch_size, hp.seed, rank, hp.shuffle,
                                       hp.mix_prob, hp.mix_pairs)
         if self.val is not None:
             reader = ShardReader(self.val.index_file())
@@ -400,12 +414,23 @@ class PretrainDataModule(LightningDataModule):
                                      "that other images can prompt; set it to 0 or validate on multi-object scenes")
                 self.val_swaps = PromptSwapQueries(reader, swaps, "categories", self.swap_kinds)
 
+    def _check_model(self) -> None:
+        """The transform's views must tile the model's canvas: one line naming the keys, before any worker starts."""
+        model = getattr(getattr(self.trainer, "lightning_module", None), "model", None)
+        img_size, patch_size = getattr(model, "img_size", None), getattr(model, "patch_size", None)
+        size, canvas = self.transform.size, (2 * self.transform.size[0], self.transform.size[1])
+        if img_size is not None and (tuple(img_size) != canvas or patch_size != self.transform.patch_size):
+            raise ValueError(f"data.transform.init_args.size {list(size)} and patch_size {self.transform.patch_size} "
+                             f"do not fit the model (img_size {list(img_size)}, patch_size {patch_size}): a canvas "
+                             f"is two views stacked, so size must be [{img_size[0] // 2}, {img_size[1]}] and "
+                             "patch_size the model's")
+
     def train_dataloader(self) -> EpochLoader:
         if self._loader is None:  # one loader for the whole run: its pass counter seeds the epochs
             hp = self.hparams
-            self._loader = with_epoch(self.dataset, hp.batches_per_epoch, hp.batch_size, num_workers=hp.num_workers,
-                                      collate_fn=collate, pin_memory=hp.pin_memory,
-                                      prefetch_factor=4 if hp.num_workers else None)
+            # batch_size None: the stream batches (its last stage), so that each batch carries its worker's counts
+            self._loader = with_epoch(self.dataset, hp.batches_per_epoch, None, num_workers=hp.num_workers,
+                                      pin_memory=hp.pin_memory, prefetch_factor=4 if hp.num_workers else None)
         return self._loader
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:

@@ -1,7 +1,9 @@
 """Reading shard sets written by `seggpt-lab-data convert`: their index, their URLs, their samples.
 
 Streams (`iter_raw`, `iter_samples`) go through webdataset and so read any URL it opens; `ShardReader`
-gives random access by key to a local shard set, for evaluation loaders that pick samples by key.
+gives random access by key to a local shard set, for evaluation loaders that pick samples by key. The training
+streams (`SampleStream`, `MixedStream` and the pretraining stream built on them) are `SeededStream`s: functions of
+(seed, rank, DataLoader worker, pass) alone, seeded by `worker_seed`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import numpy as np
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from datamodules.pairing import worker_seed
 from datamodules.schema import IMAGE_ERRORS, InvalidSample, Sample, decode, validate
 
 log = logging.getLogger(__name__)
@@ -254,35 +255,69 @@ class SkipCounter:
         return f"{self.source or 'shards'}: skipped {self.total}" + (f" ({detail})" if detail else "")
 
 
-def _worker() -> tuple[int, int]:
+def worker_id() -> int:
+    """This DataLoader worker's id; 0 in the main process."""
     info = get_worker_info()
-    return (0, 1) if info is None else (info.id, info.num_workers)
+    return 0 if info is None else info.id
 
 
-class SampleStream(IterableDataset):
-    """Decoded `Sample`s from one rank's shards; build it with `sample_stream`.
+def worker_seed(seed: int, rank: int, worker: int, epoch: int = 0) -> int:
+    """A 64-bit seed for one DataLoader worker of one rank in one epoch.
 
-    Each iteration builds the webdataset pipeline for the current DataLoader worker, seeded by
-    `worker_seed(seed, rank, worker, epoch)`, so the stream depends only on those four numbers.
+    The four numbers go through numpy's `SeedSequence` hash, so nearby tuples (rank 0 worker 1 vs rank 1
+    worker 0) give unrelated streams rather than the overlapping ones that `seed + rank + worker` would.
+    """
+    if min(seed, rank, worker, epoch) < 0:
+        raise ValueError(f"seed, rank, worker and epoch must be non-negative, got {(seed, rank, worker, epoch)}")
+    return int(np.random.SeedSequence([seed, rank, worker, epoch]).generate_state(1, np.uint64)[0])
+
+
+class SeededStream(IterableDataset):
+    """A stream that is a function of (seed, rank, DataLoader worker, pass) alone.
+
+    `EpochLoader` sets the pass (`set_epoch`) before it starts the workers; iterating the stream in a worker reads
+    `iterate(worker, pass)`: the items of `stream`, which a subclass implements, given the one seed it may draw
+    with, `worker_seed(seed, rank, worker, pass)`. A stream that wraps others reads them with `iterate` for the same
+    worker and pass.
     """
 
-    def __init__(self, urls: list[str], seed: int, rank: int, resampled: bool, shuffle: int,
-                 handler: SkipCounter, sizes: dict[str, int] | None = None, lazy_labels: bool = False) -> None:
+    def __init__(self, seed: int, rank: int = 0) -> None:
         super().__init__()
-        if not urls:
-            raise ValueError("sample_stream: no shard URLs for this rank (see rank_shards)")
-        self.urls, self.seed, self.rank = list(urls), seed, rank
-        self.resampled, self.shuffle, self.handler, self.lazy_labels = resampled, shuffle, handler, lazy_labels
-        self.sizes = {u: sizes[u] for u in self.urls if u in sizes} if sizes else {}
-        self.epoch = 0
+        self.seed, self.rank, self.epoch = seed, rank, 0
 
     def set_epoch(self, epoch: int) -> None:
         """Reseed the next iteration (EpochLoader calls it before it starts the workers)."""
         self.epoch = epoch
 
-    def pipeline(self) -> wds.DataPipeline:
-        worker, _ = _worker()
-        seed = worker_seed(self.seed, self.rank, worker, self.epoch)
+    def __iter__(self) -> Iterator:
+        return self.iterate(worker_id(), self.epoch)
+
+    def iterate(self, worker: int, epoch: int) -> Iterator:
+        """What DataLoader worker `worker` reads in pass `epoch`."""
+        yield from self.stream(worker_seed(self.seed, self.rank, worker, epoch), worker, epoch)
+
+    def stream(self, seed: int, worker: int, epoch: int) -> Iterator:
+        """The items of one worker and pass, every draw seeded by `seed`."""
+        raise NotImplementedError
+
+
+class SampleStream(SeededStream):
+    """Decoded `Sample`s from one rank's shards; build it with `sample_stream`.
+
+    Each iteration builds the webdataset pipeline for the current DataLoader worker, seeded by
+    `worker_seed(seed, rank, worker, epoch)` (`SeededStream`), so the stream depends only on those four numbers.
+    """
+
+    def __init__(self, urls: list[str], seed: int, rank: int, resampled: bool, shuffle: int,
+                 handler: SkipCounter, sizes: dict[str, int] | None = None, lazy_labels: bool = False) -> None:
+        super().__init__(seed, rank)
+        if not urls:
+            raise ValueError("sample_stream: no shard URLs for this rank (see rank_shards)")
+        self.urls = list(urls)
+        self.resampled, self.shuffle, self.handler, self.lazy_labels = resampled, shuffle, handler, lazy_labels
+        self.sizes = {u: sizes[u] for u in self.urls if u in sizes} if sizes else {}
+
+    def pipeline(self, seed: int) -> wds.DataPipeline:
         if self.resampled:
             # each worker draws its own seeded shard sequence; splitting a resampled stream by worker adds nothing
             shards = [wds.ResampledShards(self.urls, seed=self.seed, worker_seed=lambda: seed, deterministic=True)]
@@ -323,8 +358,8 @@ class SampleStream(IterableDataset):
                              f"only {len(self.urls)} shards for this rank, so some workers would read nothing; use "
                              f"num_workers <= {len(self.urls)}, more shards, or a resampled stream")
 
-    def __iter__(self) -> Iterator[Sample]:
-        for sample in self.pipeline():
+    def stream(self, seed: int, worker: int, epoch: int) -> Iterator[Sample]:
+        for sample in self.pipeline(seed):
             self.handler.read()
             yield sample
 
@@ -357,30 +392,25 @@ def sample_stream(urls: list[str], seed: int, resampled: bool = True, shuffle: i
                         sizes, lazy_labels)
 
 
-class MixedStream(IterableDataset):
+class MixedStream(SeededStream):
     """Weighted random mixing of several streams; build it with `mixed_stream`.
 
-    Not `wds.RandomMix`: that draws with the global `random.random()`, unseeded per worker, so the mixture
-    would not be reproducible. Here each worker draws from a `numpy` generator seeded by
-    `worker_seed(seed, rank, worker, epoch)`. Stops when the drawn source runs dry (never, when resampled).
+    Yields `(i, item)`: each item with the index of the stream it was drawn from, so that a consumer can count,
+    configure or skip by source. Not `wds.RandomMix`: that draws with the global `random.random()`, unseeded per
+    worker, so the mixture would not be reproducible. Here each worker draws from a `numpy` generator seeded by
+    `worker_seed(seed, rank, worker, epoch)`, and reads every stream for the same worker and pass. Stops when the
+    drawn stream runs dry (never, when resampled).
     """
 
-    def __init__(self, streams: list[IterableDataset], weights: list[float], seed: int, rank: int = 0) -> None:
-        super().__init__()
+    def __init__(self, streams: list[SeededStream], weights: list[float], seed: int, rank: int = 0) -> None:
+        super().__init__(seed, rank)
         if not streams or len(streams) != len(weights):
             raise ValueError(f"mixed_stream: need one weight per stream, got {len(streams)} streams, "
                              f"{len(weights)} weights")
         w = np.asarray(weights, dtype=float)
         if (w < 0).any() or w.sum() <= 0:
             raise ValueError(f"mixed_stream: weights must be >= 0 with a positive sum, got {weights}")
-        self.streams, self.probs, self.seed, self.rank = streams, w / w.sum(), seed, rank
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        for stream in self.streams:
-            if hasattr(stream, "set_epoch"):
-                stream.set_epoch(epoch)
+        self.streams, self.probs = streams, w / w.sum()
 
     def check_workers(self, num_workers: int) -> None:
         """Each worker mixes its own copy of every stream, so every stream must serve `num_workers` workers."""
@@ -388,18 +418,20 @@ class MixedStream(IterableDataset):
             if hasattr(stream, "check_workers"):
                 stream.check_workers(num_workers)
 
-    def __iter__(self) -> Iterator[Any]:
-        rng = np.random.default_rng(worker_seed(self.seed, self.rank, _worker()[0], self.epoch))
-        sources = [iter(s) for s in self.streams]
+    def stream(self, seed: int, worker: int, epoch: int) -> Iterator[tuple[int, Any]]:
+        rng = np.random.default_rng(seed)
+        sources = [s.iterate(worker, epoch) for s in self.streams]
         while True:
+            i = rng.choice(len(sources), p=self.probs)
             try:
-                yield next(sources[rng.choice(len(sources), p=self.probs)])
+                item = next(sources[i])
             except StopIteration:
                 return
+            yield i, item
 
 
-def mixed_stream(streams: list[IterableDataset], weights: list[float], seed: int, rank: int = 0) -> MixedStream:
-    """Each sample comes from stream i with probability weights[i] / sum(weights), reproducibly."""
+def mixed_stream(streams: list[SeededStream], weights: list[float], seed: int, rank: int = 0) -> MixedStream:
+    """Each item comes from stream i with probability weights[i] / sum(weights), reproducibly, as `(i, item)`."""
     return MixedStream(streams, weights, seed, rank)
 
 

@@ -206,33 +206,24 @@ class PanopticImage(TypedDict):
 
 
 class InContextBatch(TypedDict):
-    """A training batch of B in-context pairs, as the pretraining loader collates it.
+    """A training batch of B in-context pairs, as the model consumes it.
 
     Canvases stay uint8 (prompt on top, query below) until `model_inputs` runs on the accelerator, so the
-    loader moves a quarter of the bytes and normalisation happens where it is nearly free. A batch that leaves the
-    views' colour jitter, flips and the painting of its targets to the accelerator carries `jitter`, `flip`,
-    `label_canvas` and `palette` instead of `target_canvas` and `valid`, until the data module finishes it on the
-    accelerator (its on_after_batch_transfer).
+    loader moves a quarter of the bytes and normalisation happens where it is nearly free.
     """
 
     image_canvas: torch.Tensor  # (B, 3, H, W) uint8
-    target_canvas: NotRequired[torch.Tensor]  # (B, 3, H, W) uint8: painted masks
-    valid: NotRequired[torch.Tensor]  # (B, 1, H, W) uint8: 1 where the loss looks, 0 on void (float on the accelerator)
+    target_canvas: torch.Tensor  # (B, 3, H, W) uint8: painted masks
+    valid: torch.Tensor  # (B, 1, H, W) uint8: 1 where the loss looks, 0 on void (float on the accelerator)
     bool_masked_pos: torch.Tensor  # (B, L) bool: target patches replaced by the mask token
     seg_type: torch.Tensor  # (B,) long: 0 semantic, 1 instance
     # the producing worker's running counts (pairs, partner pairs, mixed, skipped per source...), for logging
     stats: NotRequired[dict[str, float]]
-    # (B, 2, 3, 7) colour maps of the prompt and query views, [M | o | K]: x -> M x + o + K mean(view)
-    jitter: NotRequired[torch.Tensor]
-    flip: NotRequired[torch.Tensor]  # (B, 2) bool: views to mirror left-right, image and labels
-    label_canvas: NotRequired[torch.Tensor]  # (B, 1, H, W) int16: the views' 16-bit label ids, to paint
-    palette: NotRequired[torch.Tensor]  # (B, K, 4) int32 rows (id, r, g, b): each example's colour mapping
 
 
 def model_inputs(batch: InContextBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 canvases -> ImageNet-normalised float canvases (image, target) on the batch's device."""
     if "target_canvas" not in batch:
-        raise ValueError("the batch has no target_canvas: its painting was left to the accelerator (label_canvas, "
-                         "palette); finish it with datamodules.augment.finish_batch, as PretrainDataModule's "
-                         "on_after_batch_transfer does")
+        raise ValueError("the batch has no target_canvas: it is unfinished (its targets are painted on the "
+                         "accelerator); finish it first, as the pretraining data module's on_after_batch_transfer does")
     return normalize(batch["image_canvas"].float() / 255), normalize(batch["target_canvas"].float() / 255)

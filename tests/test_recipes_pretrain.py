@@ -10,13 +10,14 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from datamodules.sources import SOURCES
-from seggpt_lab.cli import main
+from seggpt_lab.cli import entry, main
 from tests.conftest import REPO
 
 RECIPES = REPO / "recipes"
@@ -90,13 +91,17 @@ def test_pretrain_recipe_is_the_papers_setup(name, capsys):
     vit = module["model"]["init_args"]
     assert module["model"]["class_path"] == "seggpt_lab.model.SegGPT"
     assert (vit["embed_dim"], vit["depth"], vit["num_heads"], vit["patch_size"]) == (1024, 24, 16, 16)
-    assert vit["img_size"] == [896, 448] and data["size"] == [448, 448] and data["patch_size"] == 16
+    transform, sampler = data["transform"], data["sampler"]
+    assert transform["class_path"] == "datamodules.augment.PairTransform" and transform["init_args"]["on_device"]
+    assert vit["img_size"] == [896, 448] and transform["init_args"]["size"] == [448, 448]
+    assert transform["init_args"]["patch_size"] == 16
     assert vit["drop_path_rate"] == 0.1
     assert (module["lr"], module["weight_decay"], module["warmup_steps"]) == (1e-4, 0.05, 1800)
     assert trainer["max_steps"] == 9000 and trainer["precision"] == "bf16-mixed"
     assert (trainer["num_nodes"], trainer["devices"]) == (8, 8)
     assert total_batch(config) == PAPER_BATCH
-    assert data["self_prob"] == 0.5 and data["pin_memory"] is True
+    assert sampler["class_path"] == "datamodules.pairing.PairSampler" and sampler["init_args"]["self_prob"] == 0.5
+    assert data["pin_memory"] is True
     logger = trainer["logger"]
     assert logger["class_path"] == "lightning.pytorch.loggers.WandbLogger"
     assert logger["init_args"]["project"] == "seggpt-lab" and logger["init_args"]["offline"] is False
@@ -207,6 +212,30 @@ def test_misspelt_key_is_refused(capsys):
               "--print_config"])
     assert exit_.value.code != 0
     assert "learning_rate" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    (["--data.init_args.transform.init_args.max_idss=1"],
+     "data.init_args.transform.init_args.max_idss: datamodules.augment.PairTransform has no such argument"),
+    (["--data.init_args.self_prob=0.3"],  # moved to the sampler: the old key is refused, not ignored
+     "data.init_args.self_prob: datamodules.pretrain.PretrainDataModule has no such argument"),
+    (["--data.init_args.seed=3"], "data.sampler.init_args.seed (0) must equal data.seed (3)"),
+    (["--data.init_args.transform.init_args.size=[32, 32]"],
+     "data.transform.init_args.size [32, 32] and patch_size 8 do not fit the model (img_size [128, 64], patch_size 8)"),
+])
+def test_a_wrong_data_setting_ends_with_one_line_naming_its_key(args, line, tmp_path, monkeypatch, capsys):
+    """Keys of the injected transform and sampler are checked like any other; values that must agree with the model
+    or the data module are checked at construction or setup, before any worker starts."""
+    monkeypatch.delenv("SEGGPT_LAB_TRACEBACK", raising=False)
+    source = f"[{{path: {tmp_path / 'synthetic'}, convert: {{source: synthetic, samples: 8, size: 32}}}}]"
+    monkeypatch.setattr(sys, "argv", ["seggpt-lab", "fit", *recipe_args("quickstart.yaml"), *args,
+                                      f"--data.init_args.sources={source}", "--data.init_args.val=null",
+                                      "--trainer.fast_dev_run=true", f"--trainer.default_root_dir={tmp_path}"])
+    with pytest.raises(SystemExit) as exit_:
+        entry()
+    assert exit_.value.code == 2
+    errors = [e for e in capsys.readouterr().err.splitlines() if e.startswith("seggpt-lab: error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"seggpt-lab: error: {line}"), errors
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")

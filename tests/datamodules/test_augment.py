@@ -16,7 +16,6 @@ from datamodules.augment import (
     _hue_rotation,
     _jitter,
     _resize_image,
-    collate,
     color_jitter,
     crop_box,
     finish_batch,
@@ -25,6 +24,7 @@ from datamodules.augment import (
 )
 from datamodules.masking import query_half_mask
 from datamodules.pairing import Pair
+from datamodules.pretrain import collate
 from datamodules.schema import IGNORE, Sample
 
 RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 255, 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from itertools import islice
 from pathlib import Path
@@ -19,6 +20,7 @@ from datamodules.shards import (
     sample_stream,
     shard_urls,
     with_epoch,
+    worker_seed,
 )
 from datamodules.sources.synthetic import Synthetic
 
@@ -82,6 +84,15 @@ def test_resampled_stream_yields_the_requested_count(urls: list[str]) -> None:
     assert len(list(islice(sample_stream(urls, seed=1), 150))) == 150  # resampled: never runs dry
 
 
+def test_worker_seeds_differ_across_ranks_workers_and_epochs() -> None:
+    grid = list(itertools.product(range(3), range(4), range(4), range(3)))
+    seeds = [worker_seed(*args) for args in grid]
+    assert len(set(seeds)) == len(grid) and all(0 <= s < 2**64 for s in seeds)
+    assert worker_seed(0, 1, 2, 3) == worker_seed(0, 1, 2, 3)
+    with pytest.raises(ValueError):
+        worker_seed(0, -1, 0)
+
+
 def test_stream_is_deterministic_by_seed_rank_and_epoch(urls: list[str]) -> None:
     def first(seed: int, rank: int = 0, epoch: int = 0, resampled: bool = True) -> list[str]:
         stream = sample_stream(urls, seed=seed, rank=rank, resampled=resampled, shuffle=20)
@@ -122,10 +133,12 @@ def test_truncated_shard_is_skipped_and_counted(tmp_path: Path, urls: list[str],
 def test_weighted_mixing_follows_the_weights(root: Path, urls: list[str]) -> None:
     val = sample_stream(urls, seed=0)
     train = sample_stream(shard_urls(root / "train-index.json"), seed=0)
-    mixed = list(islice(mixed_stream([val, train], [3.0, 1.0], seed=5), 600))
+    drawn = list(islice(mixed_stream([val, train], [3.0, 1.0], seed=5), 600))
+    mixed = [s for _, s in drawn]
+    assert all(s.meta["split"] == ("val", "train")[i] for i, s in drawn)  # each item with its stream's index
     splits = Counter(s.meta["split"] for s in mixed)
     assert abs(splits["val"] / 600 - 0.75) < 0.06  # binomial sd ~0.018: a 3.4-sigma tolerance
-    assert keys(mixed[:50]) == keys(islice(mixed_stream([val, train], [3.0, 1.0], seed=5), 50))
+    assert keys(mixed[:50]) == keys(s for _, s in islice(mixed_stream([val, train], [3.0, 1.0], seed=5), 50))
     with pytest.raises(ValueError, match="one weight per stream"):
         mixed_stream([val, train], [1.0], seed=0)
 

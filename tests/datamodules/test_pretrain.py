@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.augment import finish_batch
+from datamodules.augment import PairTransform, finish_batch
 from datamodules.convert import convert
+from datamodules.pairing import PairSampler
 from datamodules.pretrain import PretrainDataModule, ShardSource
 from datamodules.schema import decode_png16 as _decode_png16
 from datamodules.shards import sample_stream
@@ -28,16 +29,25 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "synthetic"
 
 
-def _data(shards: Path, **kw) -> PretrainDataModule:
-    kw = {"size": SIZE, "patch_size": 8, "batch_size": 4, "num_workers": 0, "batches_per_epoch": 5, **kw}
+def _transform(**kw) -> PairTransform:
+    return PairTransform(**{"size": SIZE, "patch_size": 8, "on_device": True, **kw})
+
+
+def _data(shards: Path, transform: dict | None = None, sampler: dict | None = None, **kw) -> PretrainDataModule:
+    kw = {"batch_size": 4, "num_workers": 0, "batches_per_epoch": 5, **kw}
     source = {"path": str(shards), **kw.pop("source", {})}
-    data = PretrainDataModule([ShardSource(**source)], **kw)
+    data = PretrainDataModule([ShardSource(**source)], _transform(**(transform or {})),
+                              PairSampler(**{"seed": kw.get("seed", 0), **(sampler or {})}), **kw)
     data.setup("fit")
     return data
 
 
 def _examples(data: PretrainDataModule, n: int) -> list[dict]:
-    return list(islice(iter(data.dataset), n))
+    """The stream's first `n` examples as `PairTransform` made them (numpy arrays, seg_type an int), each with the
+    running counts (`stats`) as they were when it was made: the stream batched one example a batch, unstacked."""
+    data.dataset.batch_size = 1
+    return [{k: v if k == "stats" else v[0].item() if v.dim() == 1 else v[0].numpy() for k, v in batch.items()}
+            for batch in islice(iter(data.dataset), n)]
 
 
 def test_batches_have_the_documented_types(shards: Path) -> None:
@@ -90,12 +100,12 @@ def test_training_steps_get_jittered_canvases(shards: Path) -> None:
 
 
 def test_realised_partner_rate_follows_self_prob(shards: Path) -> None:
-    data = _data(shards, source={"task": "semantic"}, self_prob=0.5, mix_prob=0.0)
+    data = _data(shards, source={"task": "semantic"}, sampler={"self_prob": 0.5}, mix_prob=0.0)
     stats = _examples(data, 600)[-1]["stats"]
     semantic = stats["pairs/self"] + stats["pairs/partner"] + stats["pairs/fallback"]
     assert semantic == 600 and stats["pairs/instance"] == 0
     assert 0.42 <= stats["pairs/partner_rate"] <= 0.58  # 1 - self_prob, less a few cold-buffer fallbacks
-    only_self = _data(shards, source={"task": "semantic"}, self_prob=1.0)
+    only_self = _data(shards, source={"task": "semantic"}, sampler={"self_prob": 1.0})
     assert _examples(only_self, 50)[-1]["stats"]["pairs/partner"] == 0
 
 
@@ -113,7 +123,7 @@ def test_only_the_label_map_a_pair_colours_is_decoded(shards: Path, monkeypatch:
 
     decoded = []
     monkeypatch.setattr(schema, "decode_png16", lambda data: decoded.append(data) or _decode_png16(data))
-    data = _data(shards, source={"task": "instance"}, on_device=False)
+    data = _data(shards, source={"task": "instance"}, transform={"on_device": False})
     examples = _examples(data, 30)
     pairs = examples[-1]["stats"]["pairs/pairs"]
     assert pairs >= 30 and len(decoded) == pairs  # one map per pair: the query's, shared by both views
@@ -124,7 +134,8 @@ def test_only_the_label_map_a_pair_colours_is_decoded(shards: Path, monkeypatch:
 
 
 def test_mix_context_rate_and_shared_colours(shards: Path) -> None:
-    data = _data(shards, source={"task": "semantic"}, mix_prob=0.5, mix_pairs=2, max_ids=1, on_device=False)
+    data = _data(shards, source={"task": "semantic"}, mix_prob=0.5, mix_pairs=2,
+                 transform={"max_ids": 1, "on_device": False})
     examples = _examples(data, 300)
     stats = examples[-1]["stats"]
     # a mixed example consumes mix_pairs pairs: with p = 0.5 and 2 pairs each, a third of the examples are mixed
@@ -137,7 +148,7 @@ def test_mix_context_rate_and_shared_colours(shards: Path) -> None:
 
 def test_a_source_crops_at_its_own_scale(shards: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`ShardSource.scale` (the paper's extra cropping of high-resolution sources) reaches every crop of that source,
-    mixed or not; a source without one crops at the data module's `scale`."""
+    mixed or not; a source without one crops at the transform's `scale`."""
     import datamodules.augment as augment
 
     scales, crop_box = [], augment.crop_box
@@ -148,11 +159,12 @@ def test_a_source_crops_at_its_own_scale(shards: Path, monkeypatch: pytest.Monke
 
     monkeypatch.setattr(augment, "crop_box", recorded)
     small, whole = (0.05, 0.1), (0.9, 1.0)
-    _examples(_data(shards, source={"task": "semantic", "scale": list(small)}, scale=whole, mix_prob=0.5), 30)
+    _examples(_data(shards, source={"task": "semantic", "scale": list(small)}, transform={"scale": whole},
+                    mix_prob=0.5), 30)
     assert len(scales) >= 60 and set(scales) == {small}
     scales.clear()
     data = PretrainDataModule([ShardSource(str(shards), name="a", scale=small), ShardSource(str(shards), name="b")],
-                              size=SIZE, patch_size=8, num_workers=0, scale=whole)
+                              _transform(scale=whole), PairSampler(), num_workers=0)
     data.setup("fit")
     _examples(data, 40)
     assert set(scales) == {small, whole} and 0.25 < scales.count(small) / len(scales) < 0.75  # weights 1:1
@@ -161,10 +173,12 @@ def test_a_source_crops_at_its_own_scale(shards: Path, monkeypatch: pytest.Monke
 
 
 def test_jitter_settings_reach_the_views(shards: Path) -> None:
-    """Painter's jitter (hue, p) set on the data module: p = 0 leaves every view's colour map the identity."""
+    """Painter's jitter (hue, p) set on the data module's transform: p = 0 leaves every view's colour map the
+    identity."""
     maps = {}
     for p in (0.0, 1.0):
-        batch = next(iter(_data(shards, jitter=[0.4, 0.4, 0.2, 0.1], jitter_prob=p).train_dataloader()))
+        data = _data(shards, transform={"jitter": [0.4, 0.4, 0.2, 0.1], "jitter_prob": p})
+        batch = next(iter(data.train_dataloader()))
         maps[p] = batch["jitter"].flatten(0, 1)  # (B * 2, 3, 7)
     identity = torch.eye(3, 7, dtype=maps[0.0].dtype)
     assert all(torch.equal(m, identity) for m in maps[0.0]) and not any(torch.equal(m, identity) for m in maps[1.0])
@@ -195,7 +209,7 @@ def test_ranks_get_disjoint_shards_and_equal_batches(shards: Path) -> None:
 
     urls, counts = [], []
     for rank in (0, 1):
-        data = PretrainDataModule([ShardSource(str(shards))], size=SIZE, patch_size=8, batch_size=2, num_workers=0,
+        data = PretrainDataModule([ShardSource(str(shards))], _transform(), PairSampler(), batch_size=2, num_workers=0,
                                   batches_per_epoch=3)
         data.trainer = Trainer(rank)
         data.setup("fit")
@@ -206,18 +220,22 @@ def test_ranks_get_disjoint_shards_and_equal_batches(shards: Path) -> None:
 
 
 def test_configuration_errors_name_the_problem(tmp_path: Path, shards: Path) -> None:
+    transform, sampler = _transform(), PairSampler()
     with pytest.raises(ValueError, match=r"sources\[0\].*weight must be > 0"):
-        PretrainDataModule([ShardSource(str(shards), weight=0)])
+        PretrainDataModule([ShardSource(str(shards), weight=0)], transform, sampler)
     with pytest.raises(ValueError, match="at least one shard source"):
-        PretrainDataModule([])
-    missing = PretrainDataModule([ShardSource(str(tmp_path / "nothing"))], num_workers=0)
+        PretrainDataModule([], transform, sampler)
+    missing = PretrainDataModule([ShardSource(str(tmp_path / "nothing"))], transform, sampler, num_workers=0)
     with pytest.raises(FileNotFoundError, match=r"nothing/train-index.json does not exist; convert"):
         missing.setup("fit")
-    pattern = PretrainDataModule([ShardSource(str(tmp_path / "x-{000000..000002}.tar"))], num_workers=0)
+    pattern = PretrainDataModule([ShardSource(str(tmp_path / "x-{000000..000002}.tar"))], transform, sampler,
+                                 num_workers=0)
     with pytest.raises(FileNotFoundError, match=r"matches no shard \(3 of 3 missing"):
         pattern.setup("fit")
     with pytest.raises(ValueError, match="mask must be"):
-        PretrainDataModule([ShardSource(str(shards))], mask="everything")
+        PairTransform(mask="everything")
+    with pytest.raises(ValueError, match=r"^data.sampler.init_args.seed \(0\) must equal data.seed \(3\)"):
+        PretrainDataModule([ShardSource(str(shards))], transform, sampler, seed=3)
 
 
 def test_url_pattern_reads_the_shards(shards: Path) -> None:
@@ -240,7 +258,7 @@ def test_shards_without_a_convert_record_are_used_with_a_warning(tmp_path: Path,
 def test_missing_shards_are_converted_on_demand(tmp_path: Path) -> None:
     folder = tmp_path / "synthetic"
     source = ShardSource(str(folder), convert={"source": "synthetic", "samples": 12, "size": 32})
-    data = PretrainDataModule([source], size=SIZE, patch_size=8, batch_size=2, num_workers=0, batches_per_epoch=2)
+    data = PretrainDataModule([source], _transform(), PairSampler(), batch_size=2, num_workers=0, batches_per_epoch=2)
     data.prepare_data()
     assert (folder / "train-index.json").is_file()
     data.setup("fit")
@@ -266,8 +284,8 @@ def two_object_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_cross_image_pairs_colour_one_category_alike_in_both_halves(two_object_shards: Path) -> None:
     """The prompt-following signal itself: in partner pairs (two different scenes), the coloured category has one
     colour in the prompt's and the query's target, every other pixel is black, and the category is in both views."""
-    data = _data(two_object_shards, self_prob=0.0, max_ids=1, scale=(0.9, 1.0), flip=False, source={"task": "semantic"},
-                 batches_per_epoch=12)
+    data = _data(two_object_shards, sampler={"self_prob": 0.0}, source={"task": "semantic"}, batches_per_epoch=12,
+                 transform={"max_ids": 1, "scale": (0.9, 1.0), "flip": False})
     h = SIZE[0]
     partner = both_views = 0
     for raw in data.train_dataloader():

@@ -23,7 +23,9 @@ import webdataset as wds
 import yaml
 from PIL import Image
 
+from datamodules.augment import PairTransform
 from datamodules.convert import convert
+from datamodules.pairing import PairSampler
 from datamodules.pretrain import PretrainDataModule, ShardSource
 from datamodules.schema import IGNORE, InvalidSample, Sample, decode, encode, encode_png16, validate
 from datamodules.shards import SkipCounter, TooManySkips, sample_stream, shard_urls, with_epoch
@@ -71,10 +73,11 @@ def _speck(key: str) -> dict:
                           "size": [32, 32]}, sem=sem))
 
 
-def _data(sources: list[ShardSource], **kw) -> PretrainDataModule:
-    kw = {"size": SIZE, "patch_size": 8, "batch_size": 4, "num_workers": 0, "batches_per_epoch": 5, "shuffle": 0,
-          **kw}
-    data = PretrainDataModule(sources, **kw)
+def _data(sources: list[ShardSource], transform: dict | None = None, sampler: dict | None = None,
+          **kw) -> PretrainDataModule:
+    kw = {"batch_size": 4, "num_workers": 0, "batches_per_epoch": 5, "shuffle": 0, **kw}
+    transform = PairTransform(**{"size": SIZE, "patch_size": 8, "on_device": True, **(transform or {})})
+    data = PretrainDataModule(sources, transform, PairSampler(**(sampler or {})), **kw)
     data.setup("fit")
     return data
 
@@ -139,9 +142,9 @@ def test_corrupt_samples_are_skipped_and_counted_per_source(tmp_path: Path) -> N
     damaged = _write(tmp_path / "damaged", "train", [bad[:20], bad[20:]] + [good[:10]])
     cut = damaged / "train-000002.tar"
     cut.write_bytes(cut.read_bytes()[:len(cut.read_bytes()) // 2])  # a truncated tar: its last samples never come out
-    data = _data([ShardSource(str(clean)), ShardSource(str(damaged))], scale=(0.05, 0.05), self_prob=1.0,
-                 max_skip_rate=1.0, on_device=False)
-    examples = list(islice(iter(data.dataset), 300))
+    data = _data([ShardSource(str(clean)), ShardSource(str(damaged))], transform={"scale": (0.05, 0.05),
+                 "on_device": False}, sampler={"self_prob": 1.0}, max_skip_rate=1.0, batch_size=1)
+    examples = list(islice(iter(data.dataset), 300))  # batches of one example
     assert all(e["target_canvas"].any() for e in examples)  # no example without a coloured label
     stats = examples[-1]["stats"]
     reasons = {k.split("/")[2]: v for k, v in stats.items() if k.startswith("skipped/damaged/")}
@@ -175,7 +178,8 @@ def test_skip_rate_stops_with_one_line_naming_the_source(tmp_path: Path) -> None
 
 def test_a_source_with_nothing_usable_stops_instead_of_starving(tmp_path: Path) -> None:
     specks = _write(tmp_path / "specks", "train", [[_speck(str(i)) for i in range(8)]])
-    data = _data([ShardSource(str(specks))], scale=(0.01, 0.01), self_prob=1.0, skip_rate_min_samples=30)
+    data = _data([ShardSource(str(specks))], transform={"scale": (0.01, 0.01)}, sampler={"self_prob": 1.0},
+                 skip_rate_min_samples=30)
     with pytest.raises(TooManySkips, match=r"source specks: the last 30 samples were all skipped \(empty: 30"):
         list(data.train_dataloader())
     # a source that becomes unreadable mid-run stops too, even when any corrupt share is allowed
@@ -243,8 +247,10 @@ def _tiny_config(out: Path, sources: list[dict], steps: int, **trainer) -> Path:
             "warmup_steps": 10, "lr": 0.001,
             "picture_every_n_steps": 0}},
         "data": {"class_path": "datamodules.pretrain.PretrainDataModule", "init_args": {
-            "sources": sources, "size": [32, 32], "patch_size": 8, "batch_size": 1, "num_workers": 0,
-            "batches_per_epoch": 100, "shuffle": 20, "max_ids": 1}},
+            "sources": sources, "batch_size": 1, "num_workers": 0, "batches_per_epoch": 100, "shuffle": 20,
+            "transform": {"class_path": "datamodules.augment.PairTransform", "init_args": {
+                "size": [32, 32], "patch_size": 8, "max_ids": 1, "on_device": True}},
+            "sampler": {"class_path": "datamodules.pairing.PairSampler"}}},
     }
     out.mkdir(parents=True, exist_ok=True)
     path = out / "config.yaml"
@@ -289,13 +295,15 @@ def test_configuration_errors_come_before_any_worker(tmp_path: Path) -> None:
                                          r"some workers would read nothing; use num_workers <= 2"):
         with_epoch(fixed, 2, 2, num_workers=3, collate_fn=list)
     assert len(list(with_epoch(sample_stream(urls, seed=0), 2, 2, num_workers=3, collate_fn=list))) == 2
+    transform, sampler = PairTransform(), PairSampler()
     with pytest.raises(ValueError, match=r"sources\[1\] \(two\): weight must be > 0, got -1"):
-        PretrainDataModule([ShardSource(urls[0]), ShardSource(str(tmp_path / "two"), weight=-1)])
-    nothing = PretrainDataModule([ShardSource(str(tmp_path / "two" / "nope-{000000..000003}.tar"))])
+        PretrainDataModule([ShardSource(urls[0]), ShardSource(str(tmp_path / "two"), weight=-1)], transform, sampler)
+    nothing = PretrainDataModule([ShardSource(str(tmp_path / "two" / "nope-{000000..000003}.tar"))], transform,
+                                 sampler)
     with pytest.raises(FileNotFoundError, match=r"source nope-: the pattern .* matches no shard"):
         nothing.setup("fit")
     with pytest.raises(ValueError, match="max_skip_rate"):
-        PretrainDataModule([ShardSource(urls[0])], max_skip_rate=1.5)
+        PretrainDataModule([ShardSource(urls[0])], transform, sampler, max_skip_rate=1.5)
 
 
 # --- 4. distributed: a rank whose shards are unreadable does not hang the other ---

@@ -43,7 +43,7 @@ def test_model_inputs_normalise_uint8_canvases():
     torch.testing.assert_close(target[1, :, 7, 3], torch.tensor(expected_black))
     unfinished = InContextBatch(image_canvas=canvas, bool_masked_pos=batch["bool_masked_pos"],
                                 seg_type=batch["seg_type"])
-    with pytest.raises(ValueError, match="no target_canvas.*finish_batch"):
+    with pytest.raises(ValueError, match="no target_canvas: it is unfinished.*on_after_batch_transfer"):
         model_inputs(unfinished)
 
 
