@@ -78,7 +78,8 @@ class PairSampler:
         self_prob: probability that a semantic sample is paired with a view of itself (paper: 0.5).
         buffer_size: most samples held for partner search, counted once per class that holds them (default 256:
             our choice, no source gives one).
-        seed: seeds every draw; give each DataLoader worker its own with `fresh`.
+        seed: seeds every draw of this sampler used on its own; `PretrainDataModule` gives each DataLoader worker a
+            `fresh` copy seeded from its own `seed`, so there this one is not read.
         instance_prob: probability that a panoptic sample is paired as instance data rather than semantic (default
             0.5: our choice, no source gives one).
         per_class: most samples held for one class, so frequent classes do not crowd out the rest (default 16: our

@@ -310,8 +310,8 @@ class PretrainDataModule(LightningDataModule):
             jitter and flips and the targets' painting to the accelerator (`on_after_batch_transfer`), where it is
             nearly free, instead of the DataLoader workers (a third of their time at 448 x 448); the distribution
             is the same. A source's `ShardSource.scale` replaces the transform's `scale` for that source.
-        sampler: samples -> in-context pairs (`PairSampler`: `self_prob`, `instance_prob`, the partner buffer); its
-            `seed` must equal `seed` (each worker's sampler is seeded from the data module's).
+        sampler: samples -> in-context pairs (`PairSampler`: `self_prob`, `instance_prob`, the partner buffer); each
+            worker pairs with a fresh copy seeded from `seed` below.
         val: a shard set for validation episodes (one-shot, classes drawn uniformly); None: no validation.
         batch_size: pairs per batch per rank (before gradient accumulation).
         num_workers: DataLoader processes per rank; each reads every source's shards of this rank.
@@ -372,9 +372,6 @@ class PretrainDataModule(LightningDataModule):
         if not 0 <= max_skip_rate <= 1 or skip_rate_min_samples < 1:
             raise ValueError(f"data: need 0 <= max_skip_rate <= 1 and skip_rate_min_samples >= 1, got {max_skip_rate} "
                              f"and {skip_rate_min_samples}")
-        if sampler.seed != seed:
-            raise ValueError(f"data.sampler.init_args.seed ({sampler.seed}) must equal data.seed ({seed}): every "
-                             "worker's sampler is seeded from data.seed")
         self.save_hyperparameters()
         self.sources, self.val = list(sources), val
         self.transform, self.sampler = transform, sampler

@@ -219,7 +219,6 @@ def test_misspelt_key_is_refused(capsys):
      "data.init_args.transform.init_args.max_idss: datamodules.augment.PairTransform has no such argument"),
     (["--data.init_args.self_prob=0.3"],  # moved to the sampler: the old key is refused, not ignored
      "data.init_args.self_prob: datamodules.pretrain.PretrainDataModule has no such argument"),
-    (["--data.init_args.seed=3"], "data.sampler.init_args.seed (0) must equal data.seed (3)"),
     (["--data.init_args.transform.init_args.size=[32, 32]"],
      "data.transform.init_args.size [32, 32] and patch_size 8 do not fit the model (img_size [128, 64], patch_size 8)"),
 ])

@@ -234,8 +234,6 @@ def test_configuration_errors_name_the_problem(tmp_path: Path, shards: Path) -> 
         pattern.setup("fit")
     with pytest.raises(ValueError, match="mask must be"):
         PairTransform(mask="everything")
-    with pytest.raises(ValueError, match=r"^data.sampler.init_args.seed \(0\) must equal data.seed \(3\)"):
-        PretrainDataModule([ShardSource(str(shards))], transform, sampler, seed=3)
 
 
 def test_url_pattern_reads_the_shards(shards: Path) -> None:
