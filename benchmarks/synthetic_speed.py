@@ -1,7 +1,7 @@
 """Synthetic data speed: samples/s for generating and encoding shards' worth of scenes on this machine.
 
 Each sample goes through what `seggpt-lab-data convert synthetic` does for it: `Synthetic.load`
-(generate the scene, PNG-encode the image) and `schema.encode` (PNG-encode the label maps, write the
+(generate the scene, PNG-encode the image) and `schema.encode_sample` (PNG-encode the label maps, write the
 JSON), in `--workers` processes. A single-process pass first splits one sample's time into its
 stages. The target: the default 10,000-sample train split in under a minute on 2 cores.
 
@@ -25,7 +25,7 @@ from datamodules.sources.synthetic import PNG_LEVEL, Synthetic
 
 def encoded_size(source: Synthetic, item: int) -> int:
     """Bytes of one sample's tar members."""
-    return sum(len(v) for k, v in schema.encode(source.load(item)).items() if k != "__key__")
+    return sum(len(v) for k, v in schema.encode_sample(source.load(item)).items() if k != "__key__")
 
 
 def stages(source: Synthetic, n: int) -> dict[str, float]:
@@ -37,7 +37,7 @@ def stages(source: Synthetic, n: int) -> dict[str, float]:
         mid = time.perf_counter()
         Image.fromarray(scene.rgb).save(io.BytesIO(), format="PNG", compress_level=PNG_LEVEL)
         end = time.perf_counter()
-        schema.encode(schema.Sample("k", b"", "png", {"task": "panoptic"}, scene.sem, scene.ins))
+        schema.encode_sample(schema.Sample("k", b"", "png", {"task": "panoptic"}, scene.sem, scene.ins))
         times["scene"] += mid - start
         times["image png"] += end - mid
         times["label pngs + json"] += time.perf_counter() - end

@@ -64,7 +64,7 @@ from PIL import Image
 from datamodules.coloring import NUM_LABELS, Mapping, candidate_ids, draw_mapping, mix_context, paint_planes
 from datamodules.masking import painter_mask, query_half_mask
 from datamodules.pairing import Pair
-from datamodules.schema import IGNORE, Sample
+from datamodules.schema import SEM_VOID, Sample
 from seggpt_lab.canvas import InContextBatch
 
 GRAY = np.array([0.2989, 0.587, 0.114])  # torchvision rgb_to_grayscale weights (ITU-R 601-2 luma)
@@ -485,9 +485,9 @@ def paint_batch(label_canvas: torch.Tensor, palette: torch.Tensor) -> tuple[torc
     table = torch.zeros(b, NUM_LABELS, 3, dtype=torch.uint8, device=label_canvas.device)
     rows = torch.arange(b, device=table.device)
     table[rows[:, None], palette[..., 0].long()] = palette[..., 1:].to(torch.uint8)
-    table[:, IGNORE] = 0  # void (and the padding rows) stay black
+    table[:, SEM_VOID] = 0  # void (and the padding rows) stay black
     target = table[rows[:, None, None], ids].permute(0, 3, 1, 2).contiguous()
-    return target, (ids != IGNORE).to(torch.uint8)[:, None]
+    return target, (ids != SEM_VOID).to(torch.uint8)[:, None]
 
 
 def _flip_views(canvas: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:

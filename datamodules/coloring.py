@@ -20,7 +20,7 @@ Choices the paper leaves open, made here:
   and every one is at least 73 from black in its largest channel, so nearest-colour decoding over
   the mapping's colours plus black is unambiguous for any error below 18 per channel.
 - Unchosen ids and background are black and count in the loss (the model must learn not to paint
-  them); void pixels (`schema.IGNORE`) are black with valid weight 0.
+  them); void pixels (`schema.SEM_VOID`) are black with valid weight 0.
 - Mix-context: the paper stitches "several" images, then crops and resizes at random, with no numbers. How
   many (`PretrainDataModule(mix_pairs=2)`), the most square grid, and a crop side fraction uniform in
   [0.5, 1] per axis (`mix_context(scale=...)`) are our choice (no source gives one).
@@ -36,27 +36,27 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from datamodules.schema import IGNORE
+from datamodules.schema import SEM_VOID
 
 LEVELS = 8  # lattice levels per channel: step 255 / 7 ~ 36, enough colours for COCO's ~100 instances
 _AXIS = np.round(np.linspace(0, 255, LEVELS)).astype(np.uint8)  # 0, 36, 73, 109, 146, 182, 219, 255
 _LATTICE = np.stack(np.meshgrid(_AXIS, _AXIS, _AXIS, indexing="ij"), -1).reshape(-1, 3)
 COLORS: np.ndarray = _LATTICE[_LATTICE.max(1) >= _AXIS[2]]  # (504, 3) uint8: two levels or more from black
-NUM_LABELS = IGNORE + 1  # label maps hold values 0..IGNORE (16-bit PNG)
+NUM_LABELS = SEM_VOID + 1  # label maps hold values 0..SEM_VOID (16-bit PNG)
 
 Mapping = dict[int, tuple[int, int, int]]
 
 
 def candidate_ids(query: np.ndarray, ids: Sequence[int] | None = None) -> np.ndarray:
-    """Sorted int64 ids that may be coloured: `ids` if given, else the ids present in `query`; 0 and IGNORE never."""
+    """Sorted int64 ids that may be coloured: `ids` if given, else the ids present in `query`; 0 and SEM_VOID never."""
     if ids is None:
         counts = np.bincount(np.asarray(query).ravel(), minlength=NUM_LABELS)
         if len(counts) > NUM_LABELS:
-            raise ValueError(f"label values must lie in [0, {IGNORE}], got max {len(counts) - 1}")
-        counts[[0, IGNORE]] = 0
+            raise ValueError(f"label values must lie in [0, {SEM_VOID}], got max {len(counts) - 1}")
+        counts[[0, SEM_VOID]] = 0
         return np.flatnonzero(counts)
     found = np.unique(np.asarray(ids, dtype=np.int64))
-    return found[(found > 0) & (found < IGNORE)]
+    return found[(found > 0) & (found < SEM_VOID)]
 
 
 def draw_mapping(candidates: Sequence[int], rng: np.random.Generator, max_ids: int | None = None) -> Mapping:
@@ -97,9 +97,9 @@ def paint_planes(labels: Sequence[np.ndarray], mapping: Mapping) -> tuple[np.nda
     top = 0
     for lab in labels:
         rows = slice(top, top + lab.shape[0])
-        painted = words.take(lab, mode="clip")  # mode="clip": unbuffered; values lie in [0, IGNORE] already
+        painted = words.take(lab, mode="clip")  # mode="clip": unbuffered; values lie in [0, SEM_VOID] already
         target[:, rows] = painted.view(np.uint8).reshape(*lab.shape, 4).transpose(2, 0, 1)[:3]
-        np.not_equal(lab, IGNORE, out=valid[0, rows].view(bool))
+        np.not_equal(lab, SEM_VOID, out=valid[0, rows].view(bool))
         top = rows.stop
     return target, valid
 
@@ -130,7 +130,7 @@ def mix_context(
 
     Args:
         images: n (H_i, W_i, 3) uint8 images.
-        labels: n (H_i, W_i) integer label maps with values in [0, IGNORE].
+        labels: n (H_i, W_i) integer label maps with values in [0, SEM_VOID].
         rng: the only source of randomness.
         out_size: (H, W) of the result.
         grid: (rows, cols) with rows * cols = n; default: the most square factorisation, random orientation.

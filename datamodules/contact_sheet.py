@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from datamodules.schema import IGNORE, Sample, decode
+from datamodules.schema import SEM_VOID, Sample, decode_sample
 from datamodules.shards import find_indexes, iter_raw, read_index
 from seggpt_lab.palette import colorize, distinct_colors
 
@@ -32,7 +32,7 @@ def class_table(index: dict) -> str:
     return "\n".join(lines)
 
 
-def overlay(sample: Sample, alpha: float = 0.5) -> Image.Image:
+def painted_sample(sample: Sample, alpha: float = 0.5) -> Image.Image:
     """The sample's image with classes in colour (void blended with grey) and instance boundaries in white."""
     rgb = sample.rgb().astype(np.float32)
     if sample.sem is not None:
@@ -43,12 +43,12 @@ def overlay(sample: Sample, alpha: float = 0.5) -> Image.Image:
             labels[sample.ins == int(i)] = inst["category"]
     else:
         labels = np.zeros(rgb.shape[:2], dtype=np.int32)
-    num_classes = int(labels[labels < IGNORE].max(initial=0))
+    num_classes = int(labels[labels < SEM_VOID].max(initial=0))
     palette = torch.cat([torch.zeros(1, 3, dtype=torch.uint8), distinct_colors(num_classes)])
     colour = colorize(torch.from_numpy(labels.astype(np.int64)), palette).numpy().astype(np.float32)
-    painted = (labels > 0) & (labels < IGNORE)
+    painted = (labels > 0) & (labels < SEM_VOID)
     rgb[painted] = (1 - alpha) * rgb[painted] + alpha * colour[painted]
-    void = labels == IGNORE
+    void = labels == SEM_VOID
     rgb[void] = 0.5 * rgb[void] + 0.5 * 128
     if sample.ins is not None:
         ins = sample.ins
@@ -62,7 +62,7 @@ def overlay(sample: Sample, alpha: float = 0.5) -> Image.Image:
 def contact_sheet(samples: list[Sample], columns: int | None = None) -> Image.Image:
     tiles = []
     for s in samples:
-        tile = overlay(s)
+        tile = painted_sample(s)
         tile = tile.resize((max(1, round(tile.width * TILE / tile.height)), TILE))
         ImageDraw.Draw(tile).text((4, 4), s.key, fill=(255, 255, 255))
         tiles.append(tile)
@@ -87,7 +87,7 @@ def inspect(folder: str | Path, num: int = 16, seed: int = 0, out: str | Path | 
         if total == 0:
             continue
         chosen = set(random.Random(seed).sample(range(total), min(num, total)))
-        picked = [decode(raw) for n, raw in enumerate(iter_raw(index_file)) if n in chosen]
+        picked = [decode_sample(raw) for n, raw in enumerate(iter_raw(index_file)) if n in chosen]
         path = Path(out) if out else index_file.parent / f"{index['split']}-sheet.png"
         if out and len(find_indexes(folder)) > 1:
             path = path.with_name(f"{path.stem}-{index['split']}{path.suffix}")

@@ -24,7 +24,7 @@ import numpy as np
 import webdataset as wds
 from tqdm import tqdm
 
-from datamodules.schema import IGNORE, SCHEMA_VERSION, Sample, SampleError, encode
+from datamodules.schema import SCHEMA_VERSION, SEM_VOID, Sample, SampleError, encode_sample
 from datamodules.sources.base import Source
 
 # tar member times: fixed for byte-identical shards; an int, because a float gives every member a pax header,
@@ -55,10 +55,10 @@ def _dumps(obj: Any) -> bytes:
 
 
 def class_stats(sample: Sample) -> tuple[dict[int, int], str]:
-    """({class id: pixel count}, 'sem' or 'ins') for the classes present; 0 and IGNORE are not classes."""
+    """({class id: pixel count}, 'sem' or 'ins') for the classes present; 0 and SEM_VOID are not classes."""
     if sample.sem is not None:
         ids, counts = np.unique(sample.sem, return_counts=True)
-        return {int(i): int(c) for i, c in zip(ids, counts, strict=True) if 0 < i < IGNORE}, "sem"
+        return {int(i): int(c) for i, c in zip(ids, counts, strict=True) if 0 < i < SEM_VOID}, "sem"
     pixels: Counter[int] = Counter()
     if sample.ins is not None:
         ids, counts = np.unique(sample.ins, return_counts=True)
@@ -84,7 +84,7 @@ def _load(item: Any) -> Result:
     assert _SOURCE is not None
     try:
         sample = _SOURCE.load(item)
-        return encode(sample), class_stats(sample)[0], None
+        return encode_sample(sample), class_stats(sample)[0], None
     except SampleError as e:
         return None, {}, str(e)
     except Exception as e:  # a converter bug or an unexpected file: report it against the item, like bad data

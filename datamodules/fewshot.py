@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.evaluation import EvaluationDataModule
-from datamodules.schema import IGNORE, Sample
+from datamodules.schema import SEM_VOID, Sample
 from datamodules.shards import ShardReader
 from seggpt_lab.canvas import IGNORE_LABEL, Episode
 
@@ -94,14 +94,14 @@ def binary_label(sample: Sample, class_id: int) -> torch.Tensor:
     if sample.sem is None:
         raise ValueError(f"{sample.key}: sample has no semantic labels (sem.png)")
     label = (sample.sem == class_id).astype(np.int64)
-    label[sample.sem == IGNORE] = IGNORE_LABEL
+    label[sample.sem == SEM_VOID] = IGNORE_LABEL
     return torch.from_numpy(label)
 
 
 def objects_label(sample: Sample) -> torch.Tensor:
     """(H, W) long: 1 on every labelled object (any class but background), IGNORE_LABEL on void, 0 elsewhere."""
-    label = ((sample.sem > 0) & (sample.sem != IGNORE)).astype(np.int64)
-    label[sample.sem == IGNORE] = IGNORE_LABEL
+    label = ((sample.sem > 0) & (sample.sem != SEM_VOID)).astype(np.int64)
+    label[sample.sem == SEM_VOID] = IGNORE_LABEL
     return torch.from_numpy(label)
 
 

@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 from datamodules.evaluation import EvaluationDataModule
 from datamodules.fewshot import image_tensor
-from datamodules.schema import IGNORE, Sample
+from datamodules.schema import SEM_VOID, Sample
 from datamodules.shards import ShardReader, read_index
 from seggpt_lab.canvas import PanopticImage
 from seggpt_lab.prompts import Prompt, instance_prompt_from_examples
@@ -20,13 +20,13 @@ from seggpt_lab.prompts import Prompt, instance_prompt_from_examples
 
 def panoptic_segments(sample: Sample) -> tuple[torch.Tensor, dict[int, tuple[int, bool]]]:
     """((H, W) long segment ids, {segment id: (category, iscrowd)}): instances keep their ins.png ids, stuff
-    segments follow them in class order; 0 where sem.png is 0 or IGNORE."""
+    segments follow them in class order; 0 where sem.png is 0 or SEM_VOID."""
     if sample.sem is None:
         raise ValueError(f"{sample.key}: sample has no semantic labels (sem.png)")
     sem = sample.sem.astype(np.int64)
     ins = np.zeros_like(sem) if sample.ins is None else sample.ins.astype(np.int64)
     instances = {int(i): (int(m["category"]), bool(m["iscrowd"])) for i, m in sample.meta.get("instances", {}).items()}
-    labelled = (sem != 0) & (sem != IGNORE)
+    labelled = (sem != 0) & (sem != SEM_VOID)
     segments = np.where(labelled, ins, 0)
     unlisted = set(np.unique(segments).tolist()) - {0} - instances.keys()
     if unlisted:

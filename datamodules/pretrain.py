@@ -42,7 +42,7 @@ from datamodules.augment import PairTransform, UnfinishedBatch, check_scale, fin
 from datamodules.fewshot import FewShotEpisodes, image_classes, plan_episodes
 from datamodules.pairing import Pair, PairSampler, source_of
 from datamodules.prompt_swap import PromptSwapQueries, object_areas, plan_swaps
-from datamodules.schema import IGNORE, IMAGE_ERRORS, InvalidSample, Sample, SampleError
+from datamodules.schema import IMAGE_ERRORS, SEM_VOID, InvalidSample, Sample, SampleError
 from datamodules.shards import (
     EpochLoader,
     MixedStream,
@@ -280,7 +280,7 @@ class PretrainStream(SeededStream):
 def collate(examples: list[dict[str, np.ndarray | int]]) -> InContextBatch | UnfinishedBatch:
     """The stream's last stage: examples from `PairTransform` -> one batch of torch tensors (canvases stay uint8): an
     `InContextBatch`, or with `on_device` an `UnfinishedBatch`, whose palettes are padded to the longest with rows
-    (IGNORE, 0, 0, 0), which paint nothing (`augment.paint_batch`)."""
+    (SEM_VOID, 0, 0, 0), which paint nothing (`augment.paint_batch`)."""
     if not examples:
         raise ValueError("collate needs at least one example")
 
@@ -293,7 +293,7 @@ def collate(examples: list[dict[str, np.ndarray | int]]) -> InContextBatch | Unf
     batch["seg_type"] = torch.tensor([e["seg_type"] for e in examples], dtype=torch.long)
     if "palette" in examples[0]:
         palette = np.zeros((len(examples), max(len(e["palette"]) for e in examples), 4), np.int32)
-        palette[..., 0] = IGNORE
+        palette[..., 0] = SEM_VOID
         for row, e in zip(palette, examples, strict=True):
             row[: len(e["palette"])] = e["palette"]
         batch["palette"] = torch.from_numpy(palette)

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from datamodules.evaluation import EvaluationDataModule
 from datamodules.fewshot import image_tensor
-from datamodules.schema import IGNORE
+from datamodules.schema import SEM_VOID
 from datamodules.shards import ShardReader
 from seggpt_lab.canvas import IGNORE_LABEL, SwapQuery
 
@@ -52,7 +52,7 @@ def object_areas(reader: ShardReader, objects: Objects = "categories") -> tuple[
         if label is None:
             continue
         counts = np.bincount(label.ravel().astype(np.int64), minlength=1)
-        areas[key] = {int(i): int(counts[i]) for i in np.flatnonzero(counts) if 0 < i < IGNORE}
+        areas[key] = {int(i): int(counts[i]) for i in np.flatnonzero(counts) if 0 < i < SEM_VOID}
         groups[key] = str(meta["video"]["id"]) if objects == "video_objects" and meta.get("video") else ""
     if not areas:
         raise ValueError(f"{reader.index_file}: no sample has {'sem.png' if objects == 'categories' else 'ins.png'} "
@@ -107,7 +107,7 @@ def plan_swaps(areas: dict[str, dict[int, int]], groups: dict[str, str] | None =
 
 def _binary(label: np.ndarray, value: int) -> torch.Tensor:
     out = (label == value).astype(np.int64)
-    out[label == IGNORE] = IGNORE_LABEL
+    out[label == SEM_VOID] = IGNORE_LABEL
     return torch.from_numpy(out)
 
 
@@ -126,7 +126,7 @@ class PromptSwapQueries(Dataset):
             return sample.sem, image_tensor(sample)
         label = sample.ins.astype(np.int64)
         if sample.sem is not None:
-            label[sample.sem == IGNORE] = IGNORE  # ins holds 0 on void; sem marks it
+            label[sample.sem == SEM_VOID] = SEM_VOID  # ins holds 0 on void; sem marks it
         return label, image_tensor(sample)
 
     def __getitem__(self, i: int) -> SwapQuery:
@@ -135,7 +135,7 @@ class PromptSwapQueries(Dataset):
         prompts = [self._label(k) for k in spec.prompts]
         item = SwapQuery(key=spec.query, index=i, objects=list(spec.objects), kind=self.kinds[spec.kind],
                          query_image=image, targets=torch.stack([_binary(label, o) for o in spec.objects]),
-                         all_objects=_binary(np.where((label > 0) & (label != IGNORE), 1, label), 1),
+                         all_objects=_binary(np.where((label > 0) & (label != SEM_VOID), 1, label), 1),
                          prompt_images=[p[1] for p in prompts],
                          prompt_labels=[_binary(p[0], o) for p, o in zip(prompts, spec.objects, strict=True)])
         if spec.absent is not None:

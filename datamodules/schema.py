@@ -4,7 +4,7 @@ One sample = one annotated image, stored as tar members named `<key>.<ext>` (web
 members by the part of the name before the first dot, so keys hold no dots):
 
     <key>.jpg | <key>.png   the image: a JPEG's or RGB PNG's original bytes, otherwise an RGB PNG
-    <key>.sem.png           semantic labels, 16-bit PNG: 0 background, 1..K classes, IGNORE (65535) void
+    <key>.sem.png           semantic labels, 16-bit PNG: 0 background, 1..K classes, SEM_VOID (65535) void
                             pixels that no loss or metric may use; absent without semantic labels
     <key>.ins.png           instance ids, 16-bit PNG: 0 none, 1..N instances; absent without instances
     <key>.json              metadata, see `Meta`
@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 SCHEMA_VERSION = 1
-IGNORE = 65535  # void pixels in sem.png; the largest 16-bit value, so any class id below it is usable
+SEM_VOID = 65535  # void pixels in sem.png; the largest 16-bit value, so any class id below it is usable
 Task = Literal["semantic", "instance", "panoptic"]
 TASKS = ("semantic", "instance", "panoptic")
 IMAGE_EXTS = ("jpg", "png")
@@ -84,8 +84,9 @@ class Sample:
     meta: Meta
     sem: np.ndarray | None = None
     ins: np.ndarray | None = None
-    # label maps still PNG-encoded ({"sem": bytes, "ins": bytes}, from `decode(raw, lazy=True)`): `label` decodes one
-    # when it is used, so that a training stream decodes only the map a pair colours and buffered samples stay small
+    # label maps still PNG-encoded ({"sem": bytes, "ins": bytes}, from `decode_sample(raw, lazy=True)`): `label`
+    # decodes one when it is used, so that a training stream decodes only the map a pair colours and buffered samples
+    # stay small
     encoded: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -122,8 +123,8 @@ def encode_png16(label: np.ndarray) -> bytes:
     """(H, W) integer array with values in [0, 65535] -> 16-bit greyscale PNG bytes."""
     if label.ndim != 2:
         raise ValueError(f"label maps are 2-D, got shape {label.shape}")
-    if label.size and (label.min() < 0 or label.max() > IGNORE):
-        raise ValueError(f"label values must lie in [0, {IGNORE}], got [{label.min()}, {label.max()}]")
+    if label.size and (label.min() < 0 or label.max() > SEM_VOID):
+        raise ValueError(f"label values must lie in [0, {SEM_VOID}], got [{label.min()}, {label.max()}]")
     buf = io.BytesIO()
     Image.fromarray(label.astype(np.uint16)).save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buf.getvalue()
@@ -134,7 +135,7 @@ def decode_png16(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data))).astype(np.int32)
 
 
-def encode(sample: Sample) -> dict[str, bytes | str]:
+def encode_sample(sample: Sample) -> dict[str, bytes | str]:
     """Sample -> the tar members of one webdataset sample (`__key__` plus extension -> bytes)."""
     out: dict[str, bytes | str] = {"__key__": sample.key, sample.image_ext: sample.image,
                                    "json": json.dumps(sample.meta, sort_keys=True).encode()}
@@ -145,7 +146,7 @@ def encode(sample: Sample) -> dict[str, bytes | str]:
     return out
 
 
-def decode(raw: dict[str, bytes], lazy: bool = False) -> Sample:
+def decode_sample(raw: dict[str, bytes], lazy: bool = False) -> Sample:
     """Tar members of one sample (as webdataset yields them, undecoded) -> Sample; with `lazy` its label maps stay
     encoded until `Sample.label` asks for one."""
     ext = next((e for e in IMAGE_EXTS if e in raw), None)
@@ -205,7 +206,7 @@ def _listed_ids(sample: Sample) -> dict[LabelKind, set[int]]:
 
 
 # values a map may hold besides its listed ids: background (and void in sem.png)
-_ALWAYS_ALLOWED: dict[LabelKind, set[int]] = {"sem": {0, IGNORE}, "ins": {0}}
+_ALWAYS_ALLOWED: dict[LabelKind, set[int]] = {"sem": {0, SEM_VOID}, "ins": {0}}
 
 
 def _check_map(key: str, kind: LabelKind, label: np.ndarray, size: tuple[int, int], ids: set[int]) -> None:

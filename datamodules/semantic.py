@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 from datamodules.evaluation import EvaluationDataModule
 from datamodules.fewshot import binary_label, image_classes, image_tensor
-from datamodules.schema import IGNORE, Sample
+from datamodules.schema import SEM_VOID, Sample
 from datamodules.shards import ShardReader, read_index
 from seggpt_lab.canvas import IGNORE_LABEL, ClassPrompt, SemanticImage
 
@@ -23,9 +23,9 @@ def semantic_label(sample: Sample) -> torch.Tensor:
     """(H, W) long: the class ids of sem.png, IGNORE_LABEL on void."""
     if sample.sem is None:
         raise ValueError(f"{sample.key}: sample has no semantic labels (sem.png)")
-    if sample.sem[sample.sem != IGNORE].max(initial=0) >= IGNORE_LABEL:
+    if sample.sem[sample.sem != SEM_VOID].max(initial=0) >= IGNORE_LABEL:
         raise ValueError(f"{sample.key}: class ids reach {IGNORE_LABEL}, the evaluation void label")
-    return torch.from_numpy(np.where(sample.sem == IGNORE, IGNORE_LABEL, sample.sem).astype(np.int64))
+    return torch.from_numpy(np.where(sample.sem == SEM_VOID, IGNORE_LABEL, sample.sem).astype(np.int64))
 
 
 class SemanticImages(Dataset):

@@ -26,7 +26,7 @@ import numpy as np
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from datamodules.schema import IMAGE_ERRORS, InvalidSample, Sample, decode, validate
+from datamodules.schema import IMAGE_ERRORS, InvalidSample, Sample, decode_sample, validate
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def iter_raw(index_file: str | Path) -> Iterator[dict[str, bytes]]:
 
 def iter_samples(index_file: str | Path) -> Iterator[Sample]:
     """Every sample of one split, in shard order, decoded to Sample."""
-    return map(decode, iter_raw(index_file))
+    return map(decode_sample, iter_raw(index_file))
 
 
 # webdataset's `base_plus_ext`: the key is the name up to the first dot of its last path part
@@ -133,7 +133,7 @@ class ShardReader:
 
     def sample(self, key: str) -> Sample:
         """The whole sample, decoded."""
-        return decode(self._read(key, list(self._locations(key))))
+        return decode_sample(self._read(key, list(self._locations(key))))
 
 
 # --- streaming pipeline: per-rank shard lists, one builder, weighted mixing, fixed-length epochs ---
@@ -367,7 +367,7 @@ class SampleStream(SeededStream):
 def read_sample(raw: dict[str, bytes], lazy: bool = False) -> Sample:
     """Tar members -> a `Sample` checked against the schema (`schema.validate`), for the stream's decode stage; with
     `lazy` its label maps stay encoded until used (`Sample.label`)."""
-    return validate(decode(raw, lazy))
+    return validate(decode_sample(raw, lazy))
 
 
 def sample_stream(urls: list[str], seed: int, resampled: bool = True, shuffle: int = 1000,

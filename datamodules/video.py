@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.evaluation import EvaluationDataModule
-from datamodules.schema import IGNORE, Sample
+from datamodules.schema import SEM_VOID, Sample
 from datamodules.shards import ShardReader
 from seggpt_lab.canvas import IGNORE_LABEL, VideoSequence
 
@@ -33,7 +33,7 @@ def object_label(sample: Sample) -> torch.Tensor:
         raise ValueError(f"{sample.key}: object id {sample.ins.max()} collides with IGNORE_LABEL {IGNORE_LABEL}")
     label = sample.ins.astype(np.int64)
     if sample.sem is not None:
-        label[sample.sem == IGNORE] = IGNORE_LABEL
+        label[sample.sem == SEM_VOID] = IGNORE_LABEL
     return torch.from_numpy(label)
 
 

@@ -160,7 +160,10 @@ class VideoSequence(TypedDict):
     labels: torch.Tensor  # (T, H, W) long; frames without annotation are all IGNORE_LABEL
 
 
-IGNORE_LABEL = 255  # void in evaluation labels (the DAVIS and HSNet convention)
+# void in label maps in memory (evaluation labels, prompts) and every metric's default ignore value: the DAVIS
+# toolkit's _VOID_LABEL, HSNet's Evaluator.ignore_index and detectron2's ADE20K ignore label are all 255. The
+# shards mark void in sem.png as 65535 instead (`datamodules.schema.SEM_VOID`), so that any class id below it fits.
+IGNORE_LABEL = 255
 
 
 def clean(labels: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datamodules.schema import IGNORE, Sample, SampleError
+from datamodules.schema import SEM_VOID, Sample, SampleError
 from datamodules.sources.base import Source, read_image, read_label
 
 # The 150 classes in the order of objectInfo150.csv (CSAILVision/sceneparsing), first synonym of each, as
@@ -36,7 +36,7 @@ class ADE20K(Source):
         images/{training,validation}/ADE_{train,val}_NNNNNNNN.jpg
         annotations/{training,validation}/ADE_{train,val}_NNNNNNNN.png     L PNG, same stem
 
-    Raw 0 ("other") -> IGNORE, as the benchmark scores it (detectron2; mmsegmentation's `reduce_zero_label`);
+    Raw 0 ("other") -> SEM_VOID, as the benchmark scores it (detectron2; mmsegmentation's `reduce_zero_label`);
     1..150 unchanged; other values are errors. Splits: "train" = training/, "val" = validation/.
     """
 
@@ -63,4 +63,4 @@ class ADE20K(Source):
         if raw.ndim != 2 or raw.max() > len(ADE20K_CLASSES):
             raise SampleError(label_file, f"expected a one-channel map with values 0..150, got shape {raw.shape} "
                                           f"and values {np.unique(raw[raw > len(ADE20K_CLASSES)])[:10].tolist()}")
-        return self.sample(item, image, image_file, sem=np.where(raw == 0, IGNORE, raw), label_file=label_file)
+        return self.sample(item, image, image_file, sem=np.where(raw == 0, SEM_VOID, raw), label_file=label_file)

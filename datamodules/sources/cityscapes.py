@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.schema import IGNORE, InstanceMeta, Sample, SampleError
+from datamodules.schema import SEM_VOID, InstanceMeta, Sample, SampleError
 from datamodules.sources.base import Source, read_image, read_label
 
 # cityscapesscripts/helpers/labels.py (mcordts/cityscapesScripts): (labelId, trainId, name) of the 19 labels
@@ -19,7 +19,7 @@ _TRAIN_LABELS = (
 )
 _LABEL_IDS = 34  # labelIds 0..33 occur in the PNGs; "license plate" (-1) is never drawn into them
 _INSTANCE_LABELS = (24, 25, 26, 27, 28, 31, 32, 33)  # labels.py `hasInstances` among the 19 (caravan, trailer: 255)
-_ID_OF = np.full(_LABEL_IDS, IGNORE, dtype=np.int32)  # labelId -> class id: trainId + 1, others IGNORE
+_ID_OF = np.full(_LABEL_IDS, SEM_VOID, dtype=np.int32)  # labelId -> class id: trainId + 1, others SEM_VOID
 _ID_OF[[label for label, _, _ in _TRAIN_LABELS]] = [train + 1 for _, train, _ in _TRAIN_LABELS]
 
 
@@ -33,7 +33,7 @@ class Cityscapes(Source):
         gtFine/{train,val}/<city>/<city>_<seq>_<frame>_gtFine_instanceIds.png        16-bit, labelId * 1000 + k
 
     No test split (its labels are withheld); the key is `<city>_<seq>_<frame>`. Mapping: the 19 evaluated labelIds
-    -> trainId + 1 (labels.py), every other labelId -> IGNORE, as the benchmark ignores them. Instances of the 8
+    -> trainId + 1 (labels.py), every other labelId -> SEM_VOID, as the benchmark ignores them. Instances of the 8
     classes with instances: one per id >= 1000, and one crowd instance per class whose group region ("cargroup")
     carries the bare labelId; ids 1..N in the raw ids' order.
     """

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from datamodules.schema import IGNORE, InstanceMeta, Sample, SampleError
+from datamodules.schema import SEM_VOID, InstanceMeta, Sample, SampleError
 from datamodules.sources.base import Source, read_image, read_json, read_label
 
 # labelme2coco (wkentaro/labelme, examples/instance_segmentation) writes the first line of its label list as a
@@ -189,7 +189,7 @@ class CocoPanoptic(Source):
         annotations/panoptic_{train,val}2017/*.png         RGB PNG, segment id = R + 256 G + 256^2 B, 0 = void
         {train,val}2017/*.jpg                              the images
 
-    Mapping: category ids in ascending order -> 1..133; void -> IGNORE; thing segments -> instances 1..N in
+    Mapping: category ids in ascending order -> 1..133; void -> SEM_VOID; thing segments -> instances 1..N in
     `segments_info` order (crowd ones flagged); a PNG segment id that `segments_info` does not list is an error,
     as in panopticapi's evaluation.
     """
@@ -229,7 +229,7 @@ class CocoPanoptic(Source):
         if unknown:
             raise SampleError(png_file, f"segment ids {unknown[:10]} are not in the segments_info of image {item} "
                                         f"in {self.json_file.name}")
-        sem_of, ins_of = np.full(len(ids), IGNORE, dtype=np.int32), np.zeros(len(ids), dtype=np.int32)
+        sem_of, ins_of = np.full(len(ids), SEM_VOID, dtype=np.int32), np.zeros(len(ids), dtype=np.int32)
         instances: dict[int, InstanceMeta] = {}
         present = {int(i): n for n, i in enumerate(ids)}
         for segment in segments:
@@ -287,7 +287,7 @@ class CocoStuff(Source):
         images/{train,val}2017/*.jpg
         annotations/{train,val}2017/*.png       L PNG, one per image, same stem: 0..181 = label - 1, 255 unlabeled
 
-    Mapping: v in 0..181 -> v + 1, labels.txt's id; 255 "unlabeled" -> IGNORE (COCO-Stuff has no background
+    Mapping: v in 0..181 -> v + 1, labels.txt's id; 255 "unlabeled" -> SEM_VOID (COCO-Stuff has no background
     class: an unlabeled pixel was left out, it is not a category); other values are errors.
     """
 
@@ -313,5 +313,5 @@ class CocoStuff(Source):
         if raw.ndim != 2 or not valid.all():
             raise SampleError(png_file, f"expected a one-channel map with values 0..181 and 255, got shape "
                                         f"{raw.shape} and values {np.unique(raw[~valid])[:10].tolist()}")
-        sem = np.where(raw == COCO_STUFF_UNLABELED, IGNORE, raw + 1)
+        sem = np.where(raw == COCO_STUFF_UNLABELED, SEM_VOID, raw + 1)
         return self.sample(item, image, image_file, sem=sem, label_file=png_file)

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from datamodules.schema import IGNORE, Sample, SampleError
+from datamodules.schema import SEM_VOID, Sample, SampleError
 from datamodules.sources.base import Source, binary, list_dir, read_image, read_label, read_lines
 
 HSNET_SUBSET = {"train": "trn", "val": "val", "test": "test"}  # our split -> HSNet's split-file name
@@ -108,7 +108,7 @@ class FSS1000(Source):
 
 class _Folds(Source):
     """A benchmark of 4 class folds: split "fold<i>-val" keeps fold i's test classes, "fold<i>-train" the others;
-    kept classes keep the benchmark's ids, the others become 0, 255 becomes IGNORE, other values are errors."""
+    kept classes keep the benchmark's ids, the others become 0, 255 becomes SEM_VOID, other values are errors."""
 
     task = "semantic"
     splits = tuple(f"fold{fold}-{subset}" for fold in range(FOLDS) for subset in ("train", "val"))
@@ -144,7 +144,7 @@ class _Folds(Source):
             raise SampleError(mask_file, f"values {bad[:10].tolist()} are neither class ids 0..{known} nor 255")
         lookup = np.zeros(256, dtype=np.int32)
         lookup[list(self.classes)] = list(self.classes)
-        lookup[255] = IGNORE  # HSNet ignores 255 (VOC object boundaries) in its metric
+        lookup[255] = SEM_VOID  # HSNet ignores 255 (VOC object boundaries) in its metric
         return self.sample(image_file.stem, image, image_file, sem=lookup[raw], label_file=mask_file)
 
 
@@ -159,7 +159,7 @@ class Pascal5i(_Folds):
 
     Fold i tests VOC ids 5i+1..5i+5 (HSNet data/pascal.py `build_class_ids`). "fold<i>-val" = the names in
     `val/fold<i>.txt`, "fold<i>-train" = those of `trn/fold<j>.txt`, j != i, each once; without `splits/pascal/`
-    every mask is converted for every split. Mapping: the split's VOC ids kept, other classes -> 0, 255 -> IGNORE.
+    every mask is converted for every split. Mapping: the split's VOC ids kept, other classes -> 0, 255 -> SEM_VOID.
     """
 
     name = "pascal5i"
@@ -207,7 +207,7 @@ class Coco20i(_Folds):
     Fold i tests ids i+1, i+5, .., i+77 (HSNet data/coco.py `build_class_ids`). "fold<i>-train" reads train2014
     and `trn/fold<i>.pkl`, "fold<i>-val" val2014 and `val/fold<i>.pkl`, each listed image once (without the
     pickle: every mask). Pickles are read as plain data only, so a tampered list cannot run code. Mapping: the
-    split's ids kept, other classes -> 0, 255 -> IGNORE.
+    split's ids kept, other classes -> 0, 255 -> SEM_VOID.
     """
 
 

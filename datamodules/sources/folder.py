@@ -8,13 +8,13 @@ from typing import Literal
 
 import numpy as np
 
-from datamodules.schema import IGNORE, InstanceMeta, Sample, SampleError
+from datamodules.schema import SEM_VOID, InstanceMeta, Sample, SampleError
 from datamodules.sources.base import Source, read_image, read_json, read_label, read_lines
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 # Void values in index and instance masks: 255 is the void of 8-bit masks (PASCAL VOC's convention), 65535 the
-# schema's own IGNORE for 16-bit ones.
-VOID = (255, IGNORE)
+# schema's own SEM_VOID for 16-bit ones.
+VOID = (255, SEM_VOID)
 Mode = Literal["index", "colour", "instance"]
 
 
@@ -34,7 +34,7 @@ class Folder(Source):
     Modes, in the order they are chosen:
     - "instance", when instances/ exists: one-channel PNGs (L, P or 16-bit) of instance ids, 0 none, 255 and
       65535 void; `categories.json` maps `{"STEM": {"ID": CLASS}}` (without it every instance is class 1,
-      "object"); sem.png is painted with each instance's class; void is IGNORE in sem.png and 0 in ins.png.
+      "object"); sem.png is painted with each instance's class; void is SEM_VOID in sem.png and 0 in ins.png.
     - "colour", when palette.txt exists: RGB(A) PNGs; palette.txt holds `R G B NAME` lines in class order from 0
       (background first, e.g. `0 0 0 background`); a line named `ignore` is a void colour and takes no id. A
       colour not in the palette, and a classes.txt beside it, are errors.
@@ -60,7 +60,7 @@ class Folder(Source):
         palette_file, classes_file = self.root / "palette.txt", self.root / "classes.txt"
         self.mode: Mode = "instance" if has_instances else "colour" if palette_file.is_file() else "index"
         self.mask_dir = self.root / ("instances" if has_instances else "masks")
-        self.colour_ids: dict[int, int] = {}  # 0xRRGGBB -> class id or IGNORE, mode "colour"
+        self.colour_ids: dict[int, int] = {}  # 0xRRGGBB -> class id or SEM_VOID, mode "colour"
         self.categories: dict[str, dict[int, int]] | None = None  # stem -> {instance id: class}, mode "instance"
         self.classes = {}
         if self.mode == "colour":
@@ -105,12 +105,12 @@ class Folder(Source):
         raw = read_label(mask_file)
         if self.mode == "colour":
             return self.sample(stem, image, image_file, sem=self._colour_classes(raw, mask_file), label_file=mask_file)
-        if raw.ndim != 2 or raw.max() > IGNORE:
+        if raw.ndim != 2 or raw.max() > SEM_VOID:
             hint = "add palette.txt to map its colours to classes" if raw.ndim == 3 else "values must fit 16 bits"
             raise SampleError(mask_file, f"is not a one-channel class/instance mask ({hint})")
         void = np.isin(raw, VOID)
         if self.mode == "index":
-            return self.sample(stem, image, image_file, sem=np.where(void, IGNORE, raw), label_file=mask_file)
+            return self.sample(stem, image, image_file, sem=np.where(void, SEM_VOID, raw), label_file=mask_file)
         ins = np.where(void, 0, raw)
         ids = [int(i) for i in np.unique(ins) if i > 0]
         if self.categories is None:
@@ -123,7 +123,7 @@ class Folder(Source):
         sem = np.zeros_like(ins)
         for i, meta in instances.items():
             sem[ins == i] = meta["category"]
-        sem[void] = IGNORE
+        sem[void] = SEM_VOID
         return self.sample(stem, image, image_file, sem=sem, ins=ins, instances=instances, label_file=mask_file)
 
     def _colour_classes(self, rgb: np.ndarray, mask_file: Path) -> np.ndarray:
@@ -143,7 +143,7 @@ def _rgb_text(code: int) -> str:
 
 
 def _read_palette(path: Path) -> tuple[dict[int, int], dict[int, str]]:
-    """palette.txt -> ({0xRRGGBB: class id or IGNORE}, {class id: name} without background)."""
+    """palette.txt -> ({0xRRGGBB: class id or SEM_VOID}, {class id: name} without background)."""
     colour_ids: dict[int, int] = {}
     names: dict[int, str] = {}
     next_id = 0  # the non-ignore lines are classes 0, 1, 2...
@@ -155,7 +155,7 @@ def _read_palette(path: Path) -> tuple[dict[int, int], dict[int, str]]:
         if code in colour_ids:
             raise SampleError(path, f"colour {_rgb_text(code)} is listed twice")
         if parts[3].lower() == "ignore":
-            colour_ids[code] = IGNORE
+            colour_ids[code] = SEM_VOID
             continue
         colour_ids[code] = next_id
         if next_id:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from datamodules.schema import IGNORE, Sample, SampleError
+from datamodules.schema import SEM_VOID, Sample, SampleError
 from datamodules.sources.base import Source, list_dir, read_image, read_label
 
 # The LoveDA README: "background – 1, building – 2, road – 3, water – 4, barren – 5, forest – 6, agriculture – 7.
 # And the no-data regions were assigned 0 which should be ignored." Raw value v becomes _RAW_TO_ID[v].
-_RAW_TO_ID = np.array([IGNORE, 0, 1, 2, 3, 4, 5, 6], dtype=np.int32)
+_RAW_TO_ID = np.array([SEM_VOID, 0, 1, 2, 3, 4, 5, 6], dtype=np.int32)
 
 
 class LoveDA(Source):
@@ -23,7 +23,7 @@ class LoveDA(Source):
 
     or mmsegmentation's, as tools/dataset_converters/loveda.py writes it: `img_dir/{train,val}/N.png`,
     `ann_dir/{train,val}/N.png` (a flat `img_dir/N.png` + `ann_dir/N.png` serves any split). Tile numbers are
-    unique across the dataset, so the key is `loveda__N` in both. Mapping: 0 no-data -> IGNORE; 1 background -> 0;
+    unique across the dataset, so the key is `loveda__N` in both. Mapping: 0 no-data -> SEM_VOID; 1 background -> 0;
     2..7 building, road, water, barren, forest, agriculture -> 1..6 (SegGPT's "6 classes"; the official
     benchmark scores background as a class); other values are errors.
     """

@@ -1,7 +1,7 @@
 """Retinal vessel datasets (DRIVE, CHASE_DB1, HRF, STARE): fundus photographs with one class, 1 = "vessel".
 
 DRIVE and HRF ship a field-of-view (FOV) mask and their protocols score only pixels inside it (Staal et al.
-2004; the HRF page), so pixels outside it become IGNORE whatever the annotation says. Only DRIVE has an official
+2004; the HRF page), so pixels outside it become SEM_VOID whatever the annotation says. Only DRIVE has an official
 split; the others take mmsegmentation's (tools/dataset_converters/{chase_db1,hrf,stare}.py).
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.schema import IGNORE, Sample, SampleError
+from datamodules.schema import SEM_VOID, Sample, SampleError
 from datamodules.sources.base import Source, binary, list_dir, read_image, read_label
 
 
@@ -24,13 +24,13 @@ def _white(path: Path) -> np.ndarray:
 
 
 class _Retina(Source):
-    """What the four vessel datasets share: one class, and FOV masks turned into IGNORE."""
+    """What the four vessel datasets share: one class, and FOV masks turned into SEM_VOID."""
 
     task = "semantic"
     classes = {1: "vessel"}
 
     def vessel_sample(self, image_id: str, image_file: Path, label_file: Path, fov_file: Path | None = None) -> Sample:
-        """The Sample of one fundus image: vessels 1, background 0, and IGNORE outside `fov_file` if given."""
+        """The Sample of one fundus image: vessels 1, background 0, and SEM_VOID outside `fov_file` if given."""
         image = read_image(image_file)
         sem = _white(label_file).astype(np.int32)
         if fov_file is not None:
@@ -39,7 +39,7 @@ class _Retina(Source):
                 raise SampleError(fov_file, f"field-of-view mask is {fov.shape[1]}x{fov.shape[0]} but the image "
                                             f"{self.relative(image_file)} is {image[2][1]}x{image[2][0]}")
             if sem.shape == fov.shape:  # a label of the wrong size is reported by `sample` below
-                sem[~fov] = IGNORE
+                sem[~fov] = SEM_VOID
         return self.sample(image_id, image, image_file, sem=sem, label_file=label_file)
 
 
@@ -53,7 +53,7 @@ class DRIVE(_Retina):
         DRIVE/{training,test}/mask/NN_{training,test}_mask.gif    FOV, L {0 outside, 255 inside}
 
     The second annotator (`test/2nd_manual`) is not converted: the first is the protocol's ground truth.
-    Mapping: 255 -> 1 "vessel", 0 -> 0, outside the FOV mask -> IGNORE. Splits: "train" = training/, "test" = test/.
+    Mapping: 255 -> 1 "vessel", 0 -> 0, outside the FOV mask -> SEM_VOID. Splits: "train" = training/, "test" = test/.
     """
 
     name = "drive"
@@ -83,7 +83,7 @@ class CHASE(_Retina):
         Image_NN{L,R}_2ndHO.png       second observer, not converted (the first is the usual ground truth)
 
     No FOV mask, no official split: "train" is children 01-10, "test" 11-14 (mmsegmentation's chase_db1.py).
-    Mapping: 255 (or 1 in 1-bit files) -> 1 "vessel", 0 -> 0; no IGNORE.
+    Mapping: 255 (or 1 in 1-bit files) -> 1 "vessel", 0 -> 0; no SEM_VOID.
     """
 
     name = "chase"
@@ -113,7 +113,7 @@ class HRF(_Retina):
         mask/NN_{h,g,dr}_mask.tif         FOV mask, {0 outside, 255 inside}
 
     No official split: "train" is NN = 01-05 of each group (15 images), "test" the other 30 (mmsegmentation's
-    hrf.py; Orlando et al., IEEE TBME 2017). Mapping: 255 -> 1 "vessel", 0 -> 0, outside the FOV mask -> IGNORE.
+    hrf.py; Orlando et al., IEEE TBME 2017). Mapping: 255 -> 1 "vessel", 0 -> 0, outside the FOV mask -> SEM_VOID.
     """
 
     name = "hrf"
@@ -144,7 +144,7 @@ class STARE(_Retina):
         labels-vk/imNNNN.vk.ppm           Valentina Kouznetsova's labels, not converted
 
     No FOV mask, no official split: "train" is the first 10 of the 20 sorted labelled images, "test" the last 10
-    (mmsegmentation's stare.py). Mapping: 255 -> 1 "vessel", 0 -> 0; no IGNORE.
+    (mmsegmentation's stare.py). Mapping: 255 -> 1 "vessel", 0 -> 0; no SEM_VOID.
     """
 
 

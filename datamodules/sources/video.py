@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from datamodules.schema import IGNORE, InstanceMeta, Sample, SampleError
+from datamodules.schema import SEM_VOID, InstanceMeta, Sample, SampleError
 from datamodules.sources.base import Source, binary, list_dir, read_image, read_json, read_label, read_lines
 
 VOID = 255  # DAVIS-2017 toolkit (davis2017/davis.py): palette index 255 marks void pixels
@@ -101,7 +101,7 @@ class DAVIS(_VideoFolders):
     `ImageSets/<year>/<set>.txt` (without it, every sequence); a missing PNG is an error. Annotations are `L`
     (DAVIS-2016: 255 object, thresholded at 128 -> id 1) or `P` (DAVIS-2017: index = object id, 255 void, as
     `davis2017/davis.py`); "2016-*" splits merge all objects into id 1 (single-object task). Mapping: ins = object
-    ids (0 on void); sem = 1 "object" on objects, IGNORE on void, 0 elsewhere.
+    ids (0 on void); sem = 1 "object" on objects, SEM_VOID on void, 0 elsewhere.
     """
 
     name = "davis"
@@ -133,7 +133,7 @@ class DAVIS(_VideoFolders):
         if self.split.startswith("2016"):
             ins = (ins > 0).astype(np.int32)
         sem = (ins > 0).astype(np.int32)
-        sem[void] = IGNORE
+        sem[void] = SEM_VOID
         return sem, ins, _objects(ins, 1)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.schema import IGNORE, InstanceMeta, Sample, SampleError
+from datamodules.schema import SEM_VOID, InstanceMeta, Sample, SampleError
 from datamodules.sources.base import Source, read_image, read_label, read_lines
 
 # The 20 classes in the order of the devkit's VOCcode/VOCinit.m (VOCopts.classes), ids 1..20 in the PNGs.
@@ -32,7 +32,7 @@ class VOC(Source):
 
     Split "train_aug" reads `SegmentationClassAug` (DeepLab's and HSNet's 12,031 masks: SBD converted to VOC's
     coding, plus VOC's own; no object masks) minus val.txt: the standard 10,582 images. Mapping: 0 background,
-    1..20 unchanged, 255 void -> IGNORE; objects 1..N of SegmentationObject are the instances (border -> 0), each
+    1..20 unchanged, 255 void -> SEM_VOID; objects 1..N of SegmentationObject are the instances (border -> 0), each
     with the most frequent class under it in SegmentationClass; other class values are errors.
     """
 
@@ -68,7 +68,7 @@ class VOC(Source):
         if raw.ndim != 2 or not valid.all():
             raise SampleError(class_file, f"expected a one-channel map with values 0..20 and 255, got shape "
                                           f"{raw.shape} and values {np.unique(raw[~valid])[:10].tolist()}")
-        sem = np.where(raw == VOC_VOID, IGNORE, raw)
+        sem = np.where(raw == VOC_VOID, SEM_VOID, raw)
         if aug:
             return self.sample(item, image, image_file, sem=sem, label_file=class_file)
         object_file = self.root / "SegmentationObject" / f"{item}.png"

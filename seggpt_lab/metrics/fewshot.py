@@ -10,10 +10,10 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-IGNORE = 255  # HSNet Evaluator.ignore_index: PASCAL-5i object boundaries
+from seggpt_lab.canvas import IGNORE_LABEL
 
 
-def episode_areas(pred: Tensor, target: Tensor, ignore_index: int = IGNORE) -> tuple[Tensor, Tensor]:
+def episode_areas(pred: Tensor, target: Tensor, ignore_index: int = IGNORE_LABEL) -> tuple[Tensor, Tensor]:
     """Binary maps (B, H, W), pred {0, 1}, target {0, 1, ignore_index} -> intersection and union areas (B, 2),
     columns [background, foreground]; ignored pixels count in neither."""
     if pred.shape != target.shape or pred.dim() != 3:
@@ -46,7 +46,7 @@ class FewShotIoU(Metric):
     higher_is_better = True
     full_state_update = False
 
-    def __init__(self, class_ids: int | Sequence[int], ignore_index: int = IGNORE, **kwargs) -> None:
+    def __init__(self, class_ids: int | Sequence[int], ignore_index: int = IGNORE_LABEL, **kwargs) -> None:
         super().__init__(**kwargs)
         ids = list(range(class_ids)) if isinstance(class_ids, int) else [int(c) for c in class_ids]
         if not ids or len(set(ids)) != len(ids):

@@ -20,13 +20,13 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from seggpt_lab.metrics.fewshot import IGNORE
+from seggpt_lab.canvas import IGNORE_LABEL
 
 # columns of one episode row
 QUERY, ROLE, CLASS, KIND, INTER_T, UNION_T, INTER_D, UNION_D, AREA_T = range(9)
 
 
-def role_areas(pred: Tensor, target: Tensor, distractor: Tensor, ignore_index: int = IGNORE) -> Tensor:
+def role_areas(pred: Tensor, target: Tensor, distractor: Tensor, ignore_index: int = IGNORE_LABEL) -> Tensor:
     """(B, H, W) binary prediction, target and distractor maps (void: `ignore_index` in either) -> (B, 5) long:
     intersection and union with the target, with the distractor, and the target's area, void left out."""
     if not pred.shape == target.shape == distractor.shape or pred.dim() != 3:
@@ -64,7 +64,7 @@ class PromptSwap(Metric):
     full_state_update = False
 
     def __init__(self, class_ids: Sequence[int] | None = None, kinds: Sequence[str] = ("all",), bootstrap: int = 1000,
-                 seed: int = 0, ignore_index: int = IGNORE, **kwargs) -> None:
+                 seed: int = 0, ignore_index: int = IGNORE_LABEL, **kwargs) -> None:
         super().__init__(**kwargs)
         if not kinds or len(set(kinds)) != len(kinds):
             raise ValueError(f"kinds must be distinct names, got {list(kinds)}")

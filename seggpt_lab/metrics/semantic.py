@@ -8,10 +8,10 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-IGNORE = 255  # detectron2's ADE20K preparation: raw label 0 ("other") - 1 wraps to 255 in uint8
+from seggpt_lab.canvas import IGNORE_LABEL
 
 
-def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = IGNORE) -> Tensor:
+def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = IGNORE_LABEL) -> Tensor:
     """Label maps -> (K, K) long counts indexed [ground truth, prediction], ignored ground truth dropped."""
     if pred.shape != target.shape:
         raise ValueError(f"pred and target must have one shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
@@ -53,7 +53,7 @@ class SemanticIoU(Metric):
     higher_is_better = True
     full_state_update = False
 
-    def __init__(self, num_classes: int, ignore_index: int = IGNORE, **kwargs) -> None:
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_LABEL, **kwargs) -> None:
         super().__init__(**kwargs)
         self.num_classes = num_classes
         self.ignore_index = ignore_index

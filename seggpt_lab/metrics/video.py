@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-VOID = 255  # davis2017/evaluation.py _VOID_LABEL
+from seggpt_lab.canvas import IGNORE_LABEL
+
 BOUND_TH = 0.008  # davis2017/metrics.py f_measure default: a fraction of the diagonal (< 1) or pixels (>= 1)
 _CHUNK_PIXELS = 2**22  # a sequence is scored a few frames at a time: K x t x H x W mask bytes stay near 4 MB
 
@@ -208,7 +209,7 @@ def per_object_statistics(values: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return values.mean(-1), (values > 0.5).double().mean(-1), decay
 
 
-def sequence_j_and_f(pred: Tensor, target: Tensor, bound_th: float = BOUND_TH, void: int = VOID
+def sequence_j_and_f(pred: Tensor, target: Tensor, bound_th: float = BOUND_TH, void: int = IGNORE_LABEL
                      ) -> tuple[Tensor, Tensor]:
     """One sequence's label maps (T, H, W) -> per-object J and F of frames 1..T-2, each (K, T - 2) float64; K is the
     first ground-truth frame's largest id (void excluded); a predicted id above K raises ValueError."""
@@ -251,7 +252,7 @@ class JandF(Metric):
     full_state_update = False
     keys = ("J", "J-recall", "J-decay", "F", "F-recall", "F-decay")
 
-    def __init__(self, bound_th: float = BOUND_TH, void: int = VOID, **kwargs) -> None:
+    def __init__(self, bound_th: float = BOUND_TH, void: int = IGNORE_LABEL, **kwargs) -> None:
         super().__init__(**kwargs)
         self.bound_th = bound_th
         self.void = void

@@ -25,7 +25,7 @@ from datamodules.augment import (
 from datamodules.masking import query_half_mask
 from datamodules.pairing import Pair
 from datamodules.pretrain import collate
-from datamodules.schema import IGNORE, Sample
+from datamodules.schema import SEM_VOID, Sample
 
 RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 255, 0)
 
@@ -47,7 +47,7 @@ def _scene(h: int = 96, w: int = 80) -> tuple[np.ndarray, np.ndarray]:
     label = np.zeros((h, w), np.int32)
     image[:, : w // 2], label[:, : w // 2] = RED, 1
     image[:, w // 2 :], label[:, w // 2 :] = BLUE, 2
-    image[h // 3 : 2 * h // 3, w // 3 : 2 * w // 3], label[h // 3 : 2 * h // 3, w // 3 : 2 * w // 3] = GREEN, IGNORE
+    image[h // 3 : 2 * h // 3, w // 3 : 2 * w // 3], label[h // 3 : 2 * h // 3, w // 3 : 2 * w // 3] = GREEN, SEM_VOID
     return image, label
 
 
@@ -78,8 +78,8 @@ def test_random_resized_crop_labels_never_interpolated_and_aligned():
     for _ in range(20):
         img, lab = random_resized_crop(image, label, rng, size=(48, 64))
         assert img.shape == (48, 64, 3) and img.dtype == np.uint8 and lab.shape == (48, 64)
-        assert set(np.unique(lab)) <= {1, 60000, IGNORE}
-        for value, color in [(1, RED), (60000, BLUE), (IGNORE, GREEN)]:
+        assert set(np.unique(lab)) <= {1, 60000, SEM_VOID}
+        for value, color in [(1, RED), (60000, BLUE), (SEM_VOID, GREEN)]:
             # pixels whose 3 x 3 neighbourhood has one label sit inside a region, away from bilinear blends
             inner = np.ones_like(lab, bool)
             inner[1:-1, 1:-1] = np.all([lab[1 + dy : lab.shape[0] - 1 + dy, 1 + dx : lab.shape[1] - 1 + dx] == value
@@ -317,7 +317,7 @@ def test_mixed_on_device_is_the_worker_result():
 
 
 def test_paint_batch_pads_palettes_and_keeps_void_black():
-    labels = torch.tensor([[[[0, 1, 7], [IGNORE, 7, 1]]], [[[3, 3, IGNORE], [0, 1, 9]]]], dtype=torch.int32)
+    labels = torch.tensor([[[[0, 1, 7], [SEM_VOID, 7, 1]]], [[[3, 3, SEM_VOID], [0, 1, 9]]]], dtype=torch.int32)
     palettes = [[(7, 10, 20, 30), (1, 255, 0, 0)], [(9, 1, 2, 3)]]
     examples = [{"image_canvas": np.zeros((3, 2, 3), np.uint8), "bool_masked_pos": np.zeros(1, bool), "seg_type": 0,
                  "label_canvas": lab.numpy().astype(np.uint16).view(np.int16),  # as PairTransform stores the ids

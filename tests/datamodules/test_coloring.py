@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from datamodules.coloring import COLORS, candidate_ids, draw_mapping, mix_context, paint_planes
-from datamodules.schema import IGNORE
+from datamodules.schema import SEM_VOID
 
 
 def _labels(seed: int, size: tuple[int, int] = (32, 40), num_ids: int = 12) -> np.ndarray:
     rng = np.random.default_rng(seed)
     lab = rng.integers(0, num_ids, size).astype(np.int32)
-    lab[:3] = IGNORE
+    lab[:3] = SEM_VOID
     return lab
 
 
@@ -48,7 +48,7 @@ def test_shared_mapping_unchosen_black_and_ignore_invalid():
     for lab, tgt, val in [(prompt, tp, vp), (query, tq, vq)]:
         assert tgt.shape == (*lab.shape, 3) and tgt.dtype == np.uint8
         assert val.dtype == np.uint8 and set(np.unique(val)) <= {0, 1}
-        np.testing.assert_array_equal(val, lab != IGNORE)
+        np.testing.assert_array_equal(val, lab != SEM_VOID)
         for i, color in mapping.items():  # the same mapping paints both maps
             assert (tgt[lab == i] == color).all()
         unchosen = ~np.isin(lab, list(mapping))  # background, unchosen ids and void
@@ -80,9 +80,9 @@ def test_subset_sizes_vary_and_respect_max_ids():
 def test_candidates_come_from_query_or_ids():
     prompt = np.full((8, 8), 7, np.int32)
     query = np.zeros((8, 8), np.int32)
-    query[:4, :4], query[4:, 4:], query[0, 0] = 3, 5, IGNORE
+    query[:4, :4], query[4:, 4:], query[0, 0] = 3, 5, SEM_VOID
     np.testing.assert_array_equal(candidate_ids(query), [3, 5])
-    np.testing.assert_array_equal(candidate_ids(query, ids=[5, 0, IGNORE, 2, 5]), [2, 5])
+    np.testing.assert_array_equal(candidate_ids(query, ids=[5, 0, SEM_VOID, 2, 5]), [2, 5])
     seen = set()
     for s in range(50):
         seen |= set(_coloring([prompt, query], np.random.default_rng(s))[2])
@@ -92,7 +92,7 @@ def test_candidates_come_from_query_or_ids():
 
 def test_no_candidates_gives_black_targets():
     lab = np.zeros((4, 4), np.uint16)
-    lab[0] = IGNORE
+    lab[0] = SEM_VOID
     (tgt,), (val,), mapping = _coloring([lab], np.random.default_rng(0))
     assert mapping == {} and not tgt.any() and val.sum() == 12
 
@@ -123,7 +123,7 @@ def _group(n: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     sizes = [(30 + 7 * i, 50 - 5 * i) for i in range(n)]
     labels = [rng.integers(0, 5, s).repeat(3, 0).repeat(3, 1) for s in sizes]
-    labels[0][:3] = IGNORE
+    labels[0][:3] = SEM_VOID
     images = [rng.integers(0, 256, (*lab.shape, 3), dtype=np.uint8) for lab in labels]
     return images, labels
 
@@ -135,7 +135,7 @@ def test_mix_context_size_and_exact_ids(n, grid):
         img, lab = mix_context(images, labels, np.random.default_rng(seed), (48, 64), grid=grid)
         assert img.shape == (48, 64, 3) and img.dtype == np.uint8
         assert lab.shape == (48, 64) and lab.dtype == np.int32
-        assert set(np.unique(lab)) <= {0, 1, 2, 3, 4, IGNORE}  # nearest: no blended ids
+        assert set(np.unique(lab)) <= {0, 1, 2, 3, 4, SEM_VOID}  # nearest: no blended ids
         assert len(np.unique(lab)) >= 3
 
 

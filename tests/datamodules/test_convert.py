@@ -16,7 +16,7 @@ from PIL import Image
 from datamodules.cli import main as data_main
 from datamodules.contact_sheet import inspect
 from datamodules.convert import BadSampleError, convert
-from datamodules.schema import IGNORE, SampleError, decode, encode
+from datamodules.schema import SEM_VOID, SampleError, decode_sample, encode_sample
 from datamodules.shards import iter_samples
 from datamodules.sources.base import Source, read_image
 from tests.conftest import REPO
@@ -49,7 +49,7 @@ class Squares(Source):
         image = read_image(path)
         sem = np.zeros((20, 30), dtype=np.int32)
         sem[2:2 + i + 1, 3:3 + i + 1] = 1 + i % 3
-        sem[0, 0] = IGNORE
+        sem[0, 0] = SEM_VOID
         return self.sample(item, image, path, sem=sem)
 
 
@@ -127,10 +127,10 @@ def test_sample_size_mismatch_names_the_mask_file(tmp_path):
 def test_encode_decode_keeps_16_bit_labels(tmp_path):
     path = tmp_path / "a.png"
     Image.new("RGB", (4, 3)).save(path)
-    sem = np.array([[0, 1, 300, IGNORE]] * 3)
+    sem = np.array([[0, 1, 300, SEM_VOID]] * 3)
     sample = Squares(tmp_path, "train").sample("a", read_image(path), path, sem=sem)
-    raw = {k: v if isinstance(v, bytes) else v for k, v in encode(sample).items()}
-    back = decode(raw)
+    raw = {k: v if isinstance(v, bytes) else v for k, v in encode_sample(sample).items()}
+    back = decode_sample(raw)
     assert np.array_equal(back.sem, sem) and back.ins is None
     assert Image.open(io.BytesIO(raw["sem.png"])).mode.startswith("I;16")
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from datamodules.convert import convert
 from datamodules.fewshot import FewShotDataModule, binary_label
-from datamodules.schema import IGNORE, Sample
+from datamodules.schema import SEM_VOID, Sample
 from datamodules.shards import iter_samples
 from datamodules.sources.fewshot import FSS1000
 from datamodules.sources.synthetic import Synthetic
@@ -31,7 +31,7 @@ def plan(dm: FewShotDataModule) -> list[tuple]:
 
 
 def test_binary_label_keeps_void() -> None:
-    sem = np.array([[0, 3, 3], [5, IGNORE, 3]])
+    sem = np.array([[0, 3, 3], [5, SEM_VOID, 3]])
     sample = Sample("s__x", b"", "png", {"task": "semantic"}, sem=sem)
     assert binary_label(sample, 3).tolist() == [[0, 1, 1], [0, IGNORE_LABEL, 1]]
     assert binary_label(sample, 5).dtype == torch.long

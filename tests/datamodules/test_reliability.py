@@ -27,7 +27,7 @@ from datamodules.augment import PairTransform
 from datamodules.convert import convert
 from datamodules.pairing import PairSampler
 from datamodules.pretrain import PretrainDataModule, ShardSource
-from datamodules.schema import IGNORE, InvalidSample, Sample, decode, encode, encode_png16, validate
+from datamodules.schema import SEM_VOID, InvalidSample, Sample, decode_sample, encode_png16, encode_sample, validate
 from datamodules.shards import SkipCounter, TooManySkips, sample_stream, shard_urls, with_epoch
 from datamodules.sources.synthetic import Synthetic
 from datamodules.sources.video import DAVIS
@@ -61,14 +61,14 @@ def _write(folder: Path, split: str, shards: list[list[dict]]) -> Path:
 
 def _synthetic(n: int, split: str = "train") -> list[dict]:
     source = Synthetic(None, split, samples=n, size=32)
-    return [encode(source.load(item)) for item in source.items()]
+    return [encode_sample(source.load(item)) for item in source.items()]
 
 
 def _speck(key: str) -> dict:
     """A 32 px semantic sample whose only labelled pixel is in a corner: small crops leave it out of view."""
     sem = np.zeros((32, 32), np.int32)
     sem[0, 0] = 1
-    return encode(Sample(f"speck__{key}", _png(np.full((32, 32, 3), 90, np.uint8)), "png",
+    return encode_sample(Sample(f"speck__{key}", _png(np.full((32, 32, 3), 90, np.uint8)), "png",
                          {"source": "speck", "split": "train", "task": "semantic", "classes": {"1": "dot"},
                           "size": [32, 32]}, sem=sem))
 
@@ -117,19 +117,19 @@ def test_validate_names_the_broken_rule() -> None:
         if reason in ("image_data", "members"):
             continue  # only the header is read here; decode itself refuses a sample without json
         with pytest.raises(InvalidSample, match=raw["__key__"]) as info:
-            validate(decode(raw))
+            validate(decode_sample(raw))
         assert info.value.reason == reason
-    assert validate(decode(good[0])).key == good[0]["__key__"]
+    assert validate(decode_sample(good[0])).key == good[0]["__key__"]
     # label maps kept encoded (the pretraining stream) are checked when they are decoded, by the same rules
     broken = {raw["__key__"].rsplit("-", 1)[1]: raw for raw in _broken(good)}
     cut = {**good[0], "__key__": "cut", "sem.png": good[0]["sem.png"][:60]}  # the header reads, the pixels do not
     for reason, raw in [("labels", broken["labels"]), ("size", broken["size"]), ("label_data", cut)]:
-        sample = validate(decode(raw, lazy=True))
+        sample = validate(decode_sample(raw, lazy=True))
         assert sample.sem is None and sample.label("ins") is not None
         with pytest.raises(InvalidSample, match=raw["__key__"]) as info:
             sample.label("sem")
         assert info.value.reason == reason
-    sem = np.full((32, 32), IGNORE, np.int32)  # void is always allowed
+    sem = np.full((32, 32), SEM_VOID, np.int32)  # void is always allowed
     assert validate(Sample("x__void", good[0]["png"], "png", {"task": "semantic"}, sem=sem)).sem is sem
 
 

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from datamodules.schema import Sample, decode, encode
+from datamodules.schema import Sample, decode_sample, encode_sample
 
 
 def roundtrip(sample: Sample) -> Sample:
     """The sample as a shard reader sees it: encoded to tar members and decoded back."""
-    return decode(encode(sample))  # type: ignore[arg-type]
+    return decode_sample(encode_sample(sample))  # type: ignore[arg-type]
 
 
 def native(path: Path) -> np.ndarray:

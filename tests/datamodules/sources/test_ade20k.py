@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datamodules.schema import IGNORE, SampleError, decode, encode
+from datamodules.schema import SEM_VOID, SampleError, decode_sample, encode_sample
 from datamodules.sources import get_source
 from datamodules.sources.ade20k import ADE20K
 
@@ -33,8 +33,8 @@ def test_other_is_ignored_and_classes_keep_their_ids(tmp_path: Path) -> None:
     assert source.items() == ["ADE_val_00000001", "ADE_val_00000002"]
     assert ADE20K(tmp_path, "train").items() == ["ADE_train_00000001"]
     assert len(source.classes) == 150
-    sample = decode(encode(source.load("ADE_val_00000001")))  # type: ignore[arg-type]
-    np.testing.assert_array_equal(sample.sem, np.where(RAW == 0, IGNORE, RAW.astype(np.int32)))
+    sample = decode_sample(encode_sample(source.load("ADE_val_00000001")))  # type: ignore[arg-type]
+    np.testing.assert_array_equal(sample.sem, np.where(RAW == 0, SEM_VOID, RAW.astype(np.int32)))
     assert sample.meta["classes"] == {"1": "wall", "3": "sky", "13": "person", "21": "car", "150": "flag"}
     assert sample.meta["size"] == [3, 4] and sample.meta["file"] == "images/validation/ADE_val_00000001.jpg"
     assert sample.key == "ade20k__ADE_val_00000001" and sample.ins is None

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datamodules.schema import IGNORE, SampleError, decode, encode
+from datamodules.schema import SEM_VOID, SampleError, decode_sample, encode_sample
 from datamodules.sources import get_source
 from datamodules.sources.cityscapes import Cityscapes
 
@@ -49,9 +49,9 @@ def test_train_ids_plus_one_and_instances(tmp_path: Path) -> None:
     assert len(source.classes) == 19 and source.classes[1] == "road" and source.classes[19] == "bicycle"
     assert source.items() == ["leftImg8bit/val/frankfurt/frankfurt_000000_000294_leftImg8bit.png",
                               "leftImg8bit/val/lindau/lindau_000000_000019_leftImg8bit.png"]
-    sample = decode(encode(source.load(source.items()[1])))  # type: ignore[arg-type]
+    sample = decode_sample(encode_sample(source.load(source.items()[1])))  # type: ignore[arg-type]
     assert sample.key == "cityscapes__lindau_000000_000019" and sample.image_ext == "png"
-    i = IGNORE
+    i = SEM_VOID
     np.testing.assert_array_equal(sample.sem, [[1, 1, 11, 11, 11, 11], [14, 14, 14, 14, i, i],
                                                [12, 12, 14, 14, i, i], [i, i, 19, 19, 2, 2]])
     # raw ids in ascending order: 26 (car group, crowd), 24000, 26001, 26002, 33001; the caravan is left out

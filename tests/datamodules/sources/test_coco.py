@@ -14,7 +14,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from datamodules.schema import IGNORE, SampleError
+from datamodules.schema import SEM_VOID, SampleError
 from datamodules.sources import get_source
 from datamodules.sources.coco import CocoInstance, CocoPanoptic, CocoStuff, decode_segmentation
 from tests.datamodules.sources.native_files import roundtrip
@@ -205,7 +205,7 @@ def test_panoptic_semantic_instances_and_void(tmp_path: Path) -> None:
     assert source.classes == {1: "person", 2: "car", 3: "tree-merged", 4: "sky-other-merged"}
     assert source.items() == [139]
     sample = roundtrip(source.load(139))
-    contiguous = {0: IGNORE, 70000: 4, 300: 1, 5: 3, 2: 2, 301: 1}
+    contiguous = {0: SEM_VOID, 70000: 4, 300: 1, 5: 3, 2: 2, 301: 1}
     np.testing.assert_array_equal(sample.sem, np.vectorize(contiguous.get)(seg))
     # things numbered in segments_info order: 301 -> 1, 2 (crowd car) -> 2, 300 -> 3; stuff and void -> 0
     np.testing.assert_array_equal(sample.ins, np.vectorize({0: 0, 70000: 0, 5: 0, 301: 1, 2: 2, 300: 3}.get)(seg))
@@ -240,7 +240,7 @@ def test_stuffthingmaps_shift_by_one_and_unlabeled_is_ignored(tmp_path: Path) ->
     assert len(source.classes) == 182 and source.classes[92] == "banner" and source.classes[182] == "wood"
     assert source.items() == ["000000000139", "000000000285"]
     sample = roundtrip(source.load("000000000139"))
-    np.testing.assert_array_equal(sample.sem, [[1, 182, IGNORE, 92], [91, IGNORE, 1, 6]])
+    np.testing.assert_array_equal(sample.sem, [[1, 182, SEM_VOID, 92], [91, SEM_VOID, 1, 6]])
     assert sample.meta["classes"] == {"1": "person", "6": "bus", "91": "hair brush", "92": "banner", "182": "wood"}
     assert sample.key == "coco-stuff__000000000139" and sample.meta["file"] == "images/val2017/000000000139.jpg"
     assert sample.ins is None

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datamodules.schema import IGNORE, SampleError
+from datamodules.schema import SEM_VOID, SampleError
 from datamodules.sources import get_source
 from datamodules.sources.fewshot import FSS1000, Coco20i, Pascal5i
 from tests.datamodules.sources.native_files import native, roundtrip, write_jpeg
@@ -155,7 +155,7 @@ def test_pascal5i_folds(pascal: Path) -> None:
     assert val.items() == ["2007_000001", "2008_000002"]
     sample = roundtrip(val.load("2008_000002"))
     raw = native(pascal / "VOC2012" / "SegmentationClassAug" / "2008_000002.png")
-    assert np.array_equal(sample.sem, np.select([raw == 1, raw == 255], [1, IGNORE], 0))
+    assert np.array_equal(sample.sem, np.select([raw == 1, raw == 255], [1, SEM_VOID], 0))
     assert sample.meta["classes"] == {"1": "aeroplane"} and sample.key == "pascal5i__2008_000002"
     assert sample.meta["size"] == [10, 14] and sample.meta["file"] == "VOC2012/JPEGImages/2008_000002.jpg"
 
@@ -163,7 +163,7 @@ def test_pascal5i_folds(pascal: Path) -> None:
     assert sorted(train.classes) == list(range(6, 21))
     assert train.items() == ["2008_000002", "2009_000003"]  # the lists of folds 1, 2, 3, each image once
     sample = roundtrip(train.load("2008_000002"))
-    assert np.array_equal(sample.sem, np.select([raw == 7, raw == 15, raw == 255], [7, 15, IGNORE], 0))
+    assert np.array_equal(sample.sem, np.select([raw == 7, raw == 15, raw == 255], [7, 15, SEM_VOID], 0))
     assert sample.meta["classes"] == {"7": "car", "15": "person"}
     assert Pascal5i(pascal, "fold3-val").classes == {16: "pottedplant", 17: "sheep", 18: "sofa", 19: "train",
                                                       20: "tvmonitor"}
@@ -224,7 +224,7 @@ def test_coco20i_interleaved_folds(coco: Path) -> None:
     assert val.items() == ["val2014/COCO_val2014_000000000042"]  # listed under two classes, converted once
     sample = roundtrip(val.load("val2014/COCO_val2014_000000000042"))
     raw = native(coco / "COCO2014" / "annotations" / "val2014" / "COCO_val2014_000000000042.png")
-    assert np.array_equal(sample.sem, np.select([raw == 1, raw == 5, raw == 255], [1, 5, IGNORE], 0))
+    assert np.array_equal(sample.sem, np.select([raw == 1, raw == 5, raw == 255], [1, 5, SEM_VOID], 0))
     assert sample.meta["classes"] == {"1": "person", "5": "airplane"}
     assert sample.key == "coco20i__COCO_val2014_000000000042"
 
@@ -233,7 +233,7 @@ def test_coco20i_interleaved_folds(coco: Path) -> None:
     items = train.items()
     assert items == ["train2014/COCO_train2014_000000000009", "train2014/COCO_train2014_000000000025"]
     sample = roundtrip(train.load(items[1]))
-    assert np.array_equal(sample.sem, np.select([raw == 2, raw == 255], [2, IGNORE], 0))
+    assert np.array_equal(sample.sem, np.select([raw == 2, raw == 255], [2, SEM_VOID], 0))
     assert sample.meta["file"] == "COCO2014/train2014/COCO_train2014_000000000025.jpg"
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datamodules.schema import IGNORE, SampleError
+from datamodules.schema import SEM_VOID, SampleError
 from datamodules.sources.folder import Folder
 from tests.datamodules.sources.native_files import native, roundtrip
 
@@ -110,7 +110,7 @@ def test_index_mode_void_and_explicit_class_ids(fixtures: Path, tmp_path: Path) 
     source = Folder(tmp_path, "train")
     assert source.classes == {2: "building", 5: "car"}
     sample = roundtrip(source.load("area1.png"))
-    np.testing.assert_array_equal(sample.sem, np.where(raw == 255, IGNORE, raw))
+    np.testing.assert_array_equal(sample.sem, np.where(raw == 255, SEM_VOID, raw))
     assert sample.meta["classes"] == {"1": "1", "2": "building", "3": "3", "4": "4", "5": "car"}
 
 
@@ -154,7 +154,7 @@ def test_colour_mode_with_palette_on_isprs_tiles(fixtures: Path, tmp_path: Path)
     for name, label in labels.items():
         assert set(np.unique(label)) == {0, 1, 2, 3, 4, 5}
         sample = roundtrip(source.load(f"{name}.png"))
-        np.testing.assert_array_equal(sample.sem, np.where(label == 0, IGNORE, label))
+        np.testing.assert_array_equal(sample.sem, np.where(label == 0, SEM_VOID, label))
         assert sample.meta["classes"] == {str(k): v for k, v in source.classes.items()}
         assert sample.meta["size"] == [512, 512]
 
@@ -210,7 +210,7 @@ def test_instance_mode_with_categories(perseg: Path, tmp_path: Path) -> None:
 
     sample = roundtrip(source.load("duck_toy_01.jpg"))
     np.testing.assert_array_equal(sample.ins, np.where(ids == 255, 0, ids))
-    expected_sem = np.select([ids == 255, ids == 1, ids == 7], [IGNORE, 3, 4], 0)
+    expected_sem = np.select([ids == 255, ids == 1, ids == 7], [SEM_VOID, 3, 4], 0)
     np.testing.assert_array_equal(sample.sem, expected_sem)
     assert sample.meta["instances"] == {"1": {"category": 3, "iscrowd": False},
                                         "7": {"category": 4, "iscrowd": False}}

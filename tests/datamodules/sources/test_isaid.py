@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datamodules.schema import SampleError, decode, encode
+from datamodules.schema import SampleError, decode_sample, encode_sample
 from datamodules.sources import get_source
 from datamodules.sources.isaid import ISAID
 
@@ -51,7 +51,7 @@ def test_official_layout_maps_categories_by_name(tmp_path: Path) -> None:
     assert get_source("isaid") is ISAID
     assert len(source.classes) == 15 and source.classes[1] == "ship" and source.classes[15] == "harbor"
     assert source.items() == [0]
-    sample = decode(encode(source.load(0)))  # type: ignore[arg-type]
+    sample = decode_sample(encode_sample(source.load(0)))  # type: ignore[arg-type]
     sem, ins = expected_maps(8, 14)  # large_vehicle, plane
     np.testing.assert_array_equal(sample.sem, sem)
     np.testing.assert_array_equal(sample.ins, ins)

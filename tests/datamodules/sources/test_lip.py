@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datamodules.schema import SampleError, decode, encode
+from datamodules.schema import SampleError, decode_sample, encode_sample
 from datamodules.sources import get_source
 from datamodules.sources.lip import LIP
 
@@ -31,7 +31,7 @@ def test_fixture_roundtrips_pixel_for_pixel(fixture_root: Path, split: str, stem
     assert get_source("lip") is LIP
     assert source.items() == [stem]
     assert len(source.items()) == len(list((fixture_root / f"{split}_images").glob("*.jpg")))
-    sample = decode(encode(source.load(stem)))  # type: ignore[arg-type]
+    sample = decode_sample(encode_sample(source.load(stem)))  # type: ignore[arg-type]
     native = np.asarray(Image.open(fixture_root / f"{split}_segmentations" / f"{stem}.png")).astype(np.int32)
     np.testing.assert_array_equal(sample.sem, native)  # values are kept as they are
     assert sample.meta["classes"] == {str(k): v for k, v in parts.items()}

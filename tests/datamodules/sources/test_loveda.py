@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datamodules.schema import IGNORE, SampleError, decode, encode
+from datamodules.schema import SEM_VOID, SampleError, decode_sample, encode_sample
 from datamodules.sources.loveda import LoveDA
 
 NAMES = {1: "building", 2: "road", 3: "water", 4: "barren", 5: "forest", 6: "agriculture"}
@@ -23,9 +23,9 @@ def fixture_root(shared_data: Path) -> Path:
 
 
 def expected_sem(mask: Path) -> np.ndarray:
-    """The README's values 0 no-data, 1 background, 2..7 classes -> IGNORE, 0, 1..6."""
+    """The README's values 0 no-data, 1 background, 2..7 classes -> SEM_VOID, 0, 1..6."""
     raw = np.asarray(Image.open(mask)).astype(np.int32)
-    return np.where(raw == 0, IGNORE, raw - 1)
+    return np.where(raw == 0, SEM_VOID, raw - 1)
 
 
 def test_flat_fixture_roundtrips_pixel_for_pixel(fixture_root: Path) -> None:
@@ -35,10 +35,10 @@ def test_flat_fixture_roundtrips_pixel_for_pixel(fixture_root: Path) -> None:
     assert len(items) == len(list((fixture_root / "img_dir").glob("*.png")))
     seen: set[int] = set()
     for image, mask in items:
-        sample = decode(encode(source.load((image, mask))))  # type: ignore[arg-type]
+        sample = decode_sample(encode_sample(source.load((image, mask))))  # type: ignore[arg-type]
         sem = expected_sem(fixture_root / mask)
         np.testing.assert_array_equal(sample.sem, sem)
-        present = sorted(int(c) for c in np.unique(sem) if 0 < c < IGNORE)
+        present = sorted(int(c) for c in np.unique(sem) if 0 < c < SEM_VOID)
         seen.update(present)
         assert sample.meta["classes"] == {str(c): NAMES[c] for c in present}
         assert sample.meta["size"] == [1024, 1024] and sample.meta["file"] == image

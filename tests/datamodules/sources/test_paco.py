@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from datamodules.schema import SampleError, decode, encode
+from datamodules.schema import SampleError, decode_sample, encode_sample
 from datamodules.sources import get_source
 from datamodules.sources.paco import PACO
 
@@ -62,7 +62,7 @@ def test_parts_are_semantic_classes_objects_are_instances(tmp_path: Path) -> Non
     assert get_source("paco") is PACO
     assert source.classes == {1: "mug", 2: "cup", 3: "mug:handle", 4: "mug:body", 5: "cup:rim"}
     assert source.items() == [9]
-    sample = decode(encode(source.load(9)))  # type: ignore[arg-type]
+    sample = decode_sample(encode_sample(source.load(9)))  # type: ignore[arg-type]
     assert sample.key == "paco__9" and sample.meta["file"] == "val2017/000000000009.jpg"
     expected_ins = np.zeros((H, W), dtype=np.int32)
     expected_ins[0:6, 0:5] = 1  # mug

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datamodules.schema import IGNORE, SampleError
+from datamodules.schema import SEM_VOID, SampleError
 from datamodules.sources.retina import CHASE, DRIVE, HRF, STARE
 from tests.datamodules.sources.native_files import roundtrip
 
@@ -56,7 +56,7 @@ def test_drive_real_masks_roundtrip_with_fov_as_ignore(drive_root: Path, split: 
         manual = np.asarray(Image.open(drive_root / folder / "1st_manual" / f"{number}_manual1.gif"))
         fov = np.asarray(Image.open(drive_root / folder / "mask" / f"{stem}_mask.gif"))
         assert set(np.unique(manual)) == {0, 255} and set(np.unique(fov)) == {0, 255}
-        expected = np.where(fov == 0, IGNORE, manual.astype(np.int32) // 255)
+        expected = np.where(fov == 0, SEM_VOID, manual.astype(np.int32) // 255)
         np.testing.assert_array_equal(sample.sem, expected)
         assert sample.ins is None
         assert sample.key == f"drive__{stem}"
@@ -75,7 +75,7 @@ def test_drive_vessels_outside_fov_become_ignore(drive_root: Path) -> None:
     outside = manual & ~fov
     assert outside.sum() == 8
     sem = source.load("21_training.tif").sem
-    assert (sem[outside] == IGNORE).all()
+    assert (sem[outside] == SEM_VOID).all()
     assert (sem == 1).sum() == (manual & fov).sum()
 
 
@@ -145,7 +145,7 @@ def test_chase_split_convention_and_masks(tmp_path: Path) -> None:
         for item in source.items():
             stem = item[:-4]
             sample = roundtrip(source.load(item))
-            np.testing.assert_array_equal(sample.sem, labels[stem] // 255)  # no FOV: no IGNORE
+            np.testing.assert_array_equal(sample.sem, labels[stem] // 255)  # no FOV: no SEM_VOID
             assert sample.image == (tmp_path / item).read_bytes() and sample.image_ext == "jpg"
             assert sample.meta["size"] == [30, 40] and sample.meta["classes"] == {"1": "vessel"}
             assert sample.key == f"chase__{stem}" and sample.meta["split"] == split
@@ -180,7 +180,7 @@ def test_hrf_split_convention_fov_and_masks(tmp_path: Path) -> None:
         for item in source.items():
             stem = item[:-4]
             sample = roundtrip(source.load(item))
-            expected = np.where(fov == 0, IGNORE, labels[stem].astype(np.int32) // 255)
+            expected = np.where(fov == 0, SEM_VOID, labels[stem].astype(np.int32) // 255)
             np.testing.assert_array_equal(sample.sem, expected)
             assert sample.meta["file"] == f"images/{item}" and sample.meta["size"] == [36, 54]
             assert sample.key == f"hrf__{stem}"

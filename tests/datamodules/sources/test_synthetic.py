@@ -17,7 +17,7 @@ from datamodules.synthetic import CATEGORIES, HELD_OUT, SEEN, SyntheticScenes
 
 
 def encoded(source: Synthetic, item: int) -> dict[str, bytes | str]:
-    return schema.encode(source.load(item))
+    return schema.encode_sample(source.load(item))
 
 
 def test_registered_and_needs_no_root():
@@ -32,7 +32,7 @@ def test_samples_round_trip_through_the_schema_pixel_for_pixel():
     source = Synthetic(split="val", samples=4, size=96)
     scenes = SyntheticScenes(size=96, categories=SEEN, seed=Synthetic.SEEDS["val"])
     for item in source.items():
-        back = schema.decode(encoded(source, item))  # type: ignore[arg-type]
+        back = schema.decode_sample(encoded(source, item))  # type: ignore[arg-type]
         rgb, sem, ins, instances = scenes.scene(item)
         assert back.key == f"synthetic__val-{item:06d}" and back.image_ext == "png"
         np.testing.assert_array_equal(back.rgb(), rgb)  # PNG: lossless

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datamodules.schema import IGNORE, SampleError
+from datamodules.schema import SEM_VOID, SampleError
 from datamodules.sources import get_source
 from datamodules.sources.video import DAVIS, MOSE, YouTubeVOS
 from tests.datamodules.sources.native_files import native, roundtrip, write_jpeg
@@ -113,12 +113,12 @@ def test_davis2017_palette_ids_and_void(davis2017: Path) -> None:
         ids = native(davis2017 / "Annotations" / "480p" / seq / f"{frame}.png")
         objects = (ids > 0) & (ids != 255)
         assert np.array_equal(sample.ins, np.where(ids == 255, 0, ids))
-        assert np.array_equal(sample.sem, np.where(ids == 255, IGNORE, objects.astype(np.int64)))
+        assert np.array_equal(sample.sem, np.where(ids == 255, SEM_VOID, objects.astype(np.int64)))
         present = sorted(int(i) for i in np.unique(ids) if 0 < i < 255)
         assert sorted(int(i) for i in sample.meta["instances"]) == present
         assert all(v == {"category": 1, "iscrowd": False} for v in sample.meta["instances"].values())
         assert sample.meta["video"] == {"id": seq, "frame": int(frame)} and sample.meta["classes"] == {"1": "object"}
-        void_pixels += int((sample.sem == IGNORE).sum())
+        void_pixels += int((sample.sem == SEM_VOID).sum())
     assert void_pixels == 40 * 80
     gold_fish = roundtrip(pickle.loads(pickle.dumps(source)).load(("gold-fish", "00000")))  # workers get a pickled copy
     assert len(gold_fish.meta["instances"]) == 5  # gold-fish is a five-object sequence
@@ -128,7 +128,7 @@ def test_davis_2016_split_merges_objects(davis2017: Path) -> None:
     sample = roundtrip(DAVIS(davis2017, "2016-val").load(("judo", "00001")))
     ids = native(davis2017 / "Annotations" / "480p" / "judo" / "00001.png")
     assert np.array_equal(sample.ins, ((ids > 0) & (ids != 255)).astype(np.int64))
-    assert int((sample.sem == IGNORE).sum()) == 40 * 80
+    assert int((sample.sem == SEM_VOID).sum()) == 40 * 80
     assert sample.meta["instances"] == {"1": {"category": 1, "iscrowd": False}}
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datamodules.schema import IGNORE, SampleError, decode, encode
+from datamodules.schema import SEM_VOID, SampleError, decode_sample, encode_sample
 from datamodules.sources import get_source
 from datamodules.sources.voc import VOC
 
@@ -69,8 +69,8 @@ def test_class_and_object_masks_roundtrip(voc_root: Path) -> None:
     source = VOC(voc_root, "train")
     assert get_source("voc") is VOC
     assert source.items() == ["2007_000032"] and VOC(voc_root, "val").items() == ["2007_000033"]
-    sample = decode(encode(source.load("2007_000032")))  # type: ignore[arg-type]
-    np.testing.assert_array_equal(sample.sem, np.where(classes == VOID, IGNORE, classes))
+    sample = decode_sample(encode_sample(source.load("2007_000032")))  # type: ignore[arg-type]
+    np.testing.assert_array_equal(sample.sem, np.where(classes == VOID, SEM_VOID, classes))
     np.testing.assert_array_equal(sample.ins, np.where(objects == VOID, 0, objects))
     assert sample.meta["instances"] == {str(k): {"category": int(c), "iscrowd": False}
                                        for k, c in enumerate(labels, 1)}
@@ -93,8 +93,8 @@ def test_train_aug_is_every_aug_mask_outside_val(voc_root: Path) -> None:
     shutil.copy(PHOTO, base / "JPEGImages" / "2008_000002.jpg")
     source = VOC(voc_root, "train_aug")
     assert source.items() == ["2007_000032", "2008_000002"]
-    sample = decode(encode(source.load("2008_000002")))  # type: ignore[arg-type]
-    np.testing.assert_array_equal(sample.sem, np.where(classes == VOID, IGNORE, classes))
+    sample = decode_sample(encode_sample(source.load("2008_000002")))  # type: ignore[arg-type]
+    np.testing.assert_array_equal(sample.sem, np.where(classes == VOID, SEM_VOID, classes))
     assert sample.ins is None and sample.meta["task"] == "semantic"
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from seggpt_lab.canvas import IGNORE_LABEL
 from seggpt_lab.metrics import PromptSwap, role_areas
-from seggpt_lab.metrics.fewshot import IGNORE
 
 
 def scenes(n: int, seed: int = 0, size: int = 24) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -21,7 +21,7 @@ def scenes(n: int, seed: int = 0, size: int = 24) -> list[tuple[torch.Tensor, to
         y, x = torch.randint(size // 2, size - 6, (2,), generator=gen).tolist()
         b[y : y + 5, x : x + 6] = 1
         void = torch.rand(size, size, generator=gen) < 0.02
-        a[void], b[void] = IGNORE, IGNORE
+        a[void], b[void] = IGNORE_LABEL, IGNORE_LABEL
         out.append((a, b))
     return out
 
@@ -33,13 +33,13 @@ def run(metric: PromptSwap, queries, predict, absent=None) -> dict[str, float]:
         metric.update(preds, targets, targets.flip(0), torch.tensor([q, q]), torch.tensor([0, 1]),
                       torch.tensor([1, 2]), torch.tensor([q % len(metric.kinds)] * 2))
         if absent is not None:
-            both = torch.where((a == 1) | (b == 1), 1, torch.where(a == IGNORE, IGNORE, 0))
+            both = torch.where((a == 1) | (b == 1), 1, torch.where(a == IGNORE_LABEL, IGNORE_LABEL, 0))
             metric.update_absent(absent(a, b)[None], both[None])
     return {k: float(v) for k, v in metric.compute().items()}
 
 
 def clean(x: torch.Tensor) -> torch.Tensor:
-    return torch.where(x == IGNORE, 0, x)
+    return torch.where(x == IGNORE_LABEL, 0, x)
 
 
 @pytest.mark.parametrize("blind", ["both_objects", "all_foreground", "all_background", "noise", "first_object"])
@@ -79,8 +79,8 @@ def test_a_perfect_predictor_and_one_that_paints_the_other_object() -> None:
 
 def test_scores_against_hand_counts() -> None:
     # one 1 x 8 query: object 0 on pixels 0-2, object 1 on 4-6, pixel 7 void
-    a = torch.tensor([[1, 1, 1, 0, 0, 0, 0, IGNORE]])
-    b = torch.tensor([[0, 0, 0, 0, 1, 1, 1, IGNORE]])
+    a = torch.tensor([[1, 1, 1, 0, 0, 0, 0, IGNORE_LABEL]])
+    b = torch.tensor([[0, 0, 0, 0, 1, 1, 1, IGNORE_LABEL]])
     p0 = torch.tensor([[1, 1, 0, 0, 1, 0, 0, 1]])  # role 0: IoU_t 2/4 (the void pixel left out), IoU_d 1/5
     p1 = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 0]])  # role 1: IoU_t 3/4, IoU_d 0
     assert role_areas(p0[None], a[None], b[None]).tolist() == [[2, 4, 1, 5, 3]]

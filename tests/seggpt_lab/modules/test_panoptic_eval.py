@@ -15,7 +15,7 @@ from PIL import Image
 
 from datamodules.convert import convert
 from datamodules.panoptic import PanopticDataModule, instance_prompt
-from datamodules.schema import IGNORE
+from datamodules.schema import SEM_VOID
 from datamodules.shards import ShardReader, read_index
 from seggpt_lab.canvas import PanopticImage, resize_labels
 from seggpt_lab.modules.evaluate import PanopticEvaluation
@@ -152,7 +152,7 @@ def test_coco_panoptic_shards_give_things_stuff_crowd_and_void(coco_panoptic_ind
     assert sorted(info.values()) == sorted([(15, True), (15, False), (5, False), (21, False)])
     assert set(segments.unique().tolist()) == {0, *info}
     sample = ShardReader(coco_panoptic_index).sample(ShardReader(coco_panoptic_index).keys()[0])
-    assert (sample.sem[:3] == IGNORE).all()
+    assert (sample.sem[:3] == SEM_VOID).all()
     oracle = run("eval_coco_panoptic.yaml", coco_panoptic_index, tmp_path / "oracle", "oracle")
     assert oracle["PQ"] == 100 and oracle["PQ_th"] == 100 and oracle["PQ_st"] == 100
     empty = run("eval_coco_panoptic.yaml", coco_panoptic_index, tmp_path / "empty", "empty")
