@@ -290,7 +290,8 @@ class PretrainDataModule(LightningDataModule):
         shuffle: sample shuffle buffer per source and worker.
         mix_prob: probability that a semantic pair goes into a mix-context example instead of its own.
         mix_pairs: pairs per mix-context example (the paper: "several"; 2 is our choice).
-        val_episodes: validation episodes; val_min_pixels: smallest class area for an episode.
+        val_episodes: validation episodes.
+        val_min_pixels: smallest class area for an episode.
         val_classes: class ids to validate on; None: every class in `val`.
         val_swap_queries: prompt-swap queries (`datamodules.prompt_swap`: `val/S`, `val/A`...) from the `val` images
             holding two classes; 0: none; None: every usable image.

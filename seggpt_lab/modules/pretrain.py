@@ -108,7 +108,8 @@ class PretrainModule(LightningModule):
         loss_beta: the smooth-l1 threshold in normalised units (official: 0.01, nearly l1). A larger one
             (1: nearly l2) rewards hedged colours early on, which nearest-colour decoding reads correctly.
         val_seg_type: task token for validation episodes.
-        picture_every_n_steps: prediction grid interval (0: never); num_pictures: pairs per grid.
+        picture_every_n_steps: prediction grid interval (0: never).
+        num_pictures: pairs per grid.
         output_dir: where the pictures go; None: the trainer's log_dir or default_root_dir.
         compile: torch.compile the model's blocks before training (`SegGPT.compile_blocks`): faster on GPUs after
             minutes of compiling per batch shape (BENCHMARKS.md §5).
