@@ -371,7 +371,7 @@ def main() -> None:
     for size in args.sweep:
         if clock.left() > 60:
             train_stage(clock, device, config, best, size)
-    # regional compilation took 130-200 s per new batch shape on the H200's 16 cores: only where time is left
+    # regional compilation takes minutes per new batch shape (BENCHMARKS.md, section 5): only where time is left
     for size in args.compiled:
         if clock.left() > args.compile_seconds:
             train_stage(clock, device, config, best, size, compiled=True)

@@ -1,52 +1,11 @@
-"""Pair augmentation: two views -> one training example on the canvas (SegGPT section 4.1).
+"""Pair augmentation: a `Pair` -> one training example, its two views on the canvas (SegGPT, Wang et al. 2023,
+§4.2: random resized crop, colour jitter, random horizontal flip, 448 x 448 inputs).
 
-The paper's augmentations are random resized crop, colour jitter and random horizontal flip, with a
-single input image of 448 x 448. Each view of a `Pair` gets its own draws, so two views of one image
-(`pair.same_image`) are two different crops; image and label always share a view's crop and flip.
-
-    transform = PairTransform(size=(448, 448))
-    example = transform(pair, rng)          # one example, numpy, channels first
-    batch = collate([example, ...])         # (datamodules.pretrain) InContextBatch; UnfinishedBatch with on_device
-    batch = finish_batch(batch)             # with on_device=True: jitter and paint, after the transfer
-
-Shapes: h, w = `size`; a canvas is (3, 2h, w), the prompt view on top and the query view below.
-
-Choices the paper leaves open, made here:
-
-- Crop: torchvision's `RandomResizedCrop` rule (area fraction uniform in `scale`, aspect ratio
-  log-uniform in `ratio`, 10 tries, then the largest centred crop within `ratio`). The crop box is drawn
-  from the header's size before decoding, so a JPEG is decoded at the smallest DCT scale (1/2, 1/4,
-  1/8) that still gives the crop at least the output's resolution (PIL `Image.draft`), once per image
-  even when both views come from it; on a reduced image the box snaps to the nearest whole pixels.
-- Resampling: the image's crop (whole pixels) is resized bilinearly, antialiased when shrinking, by torch's
-  uint8 kernel (PIL's filter, about 2.5x faster than PIL's `resize` here; like torchvision, and unlike
-  PIL's `resize` with a box, no tap reaches outside the crop); the label takes the source pixel under each
-  output pixel centre, on the same sampling grid, so label values are never interpolated.
-- Colour jitter: torchvision's `ColorJitter(brightness, contrast, saturation, hue)` factors (uniform in
-  [1 - x, 1 + x], the hue shift uniform in [-hue, hue], in a random order), applied to a view with
-  probability `jitter_prob` (images only: targets are painted after), composed into one affine colour map
-  applied as one float matrix product per view, rounded to uint8. Unlike torchvision, intermediate results
-  are not clipped, only the final one, and the hue step is not torchvision's HSV shift (not affine) but the
-  rotation of RGB about the grey axis by the same fraction of a turn (`_hue_rotation`; equal to
-  torchvision's at multiples of 120 degrees, our choice). The default, 0.4 for brightness, contrast and
-  saturation, no hue, always applied, is our choice (the paper names colour jitter only); Painter's
-  training, which SegGPT keeps, uses `ColorJitter(0.4, 0.4, 0.2, 0.1)` with p = 0.8 (Painter
-  `main_train.py:234-236`), which recipes/pretrain_vit_l.yaml sets. With `on_device` the maps travel with the batch
-  and `finish_batch` applies them on the accelerator (the same maps, so the same distribution); the
-  contrast step's mean colour is then taken there too (`_jitter_map` keeps it apart), and the flips
-  are done there as well.
-- Colouring: one `draw_mapping` mapping for both halves. Candidates are the pair's `ids` present in
-  both cropped views; if none is, those present in the query view; if none is, all of the pair's ids
-  (the target is then black, which is still a valid example: nothing of the task is in view).
-- Mix-context (`PairTransform.mixed`) takes several pairs of one semantic source, so that an id names
-  one category in all of them, and stitches their images and label maps; the data module groups them
-  (datamodules/pretrain.py).
-
-Canvases are built channels first in place: each view is written into its half of the (3, 2h, w) image
-canvas and its labels into the (1, 2h, w) label canvas, which is painted in one go (`coloring.paint_planes`,
-or `paint_batch` on the accelerator with `on_device`), so no transposed copy is made and `pretrain.collate` stacks
-contiguous arrays. Everything is torch, PIL or numpy on uint8 (the jitter in float) with no per-pixel Python;
-`benchmarks/pretrain_data_speed.py` measures the whole pipeline.
+Shapes: h, w = `size`; a canvas is (3, 2h, w), the prompt view on top, the query view below. Each view has its own
+crop, flip and jitter, shared by its image and label, so two views of one image are two crops. Where the paper is
+silent: torchvision's `RandomResizedCrop` and `ColorJitter` rules (`crop_box`, `_jitter_map`), one colour mapping for
+both halves (`coloring`, candidates by `PairTransform._candidates`), Painter's patch masks (`masking`). With
+`on_device`, the jitter, the flips and the painting are left to `finish_batch`, after the transfer to the accelerator.
 """
 
 from __future__ import annotations
@@ -70,8 +29,8 @@ from seggpt_lab.canvas import InContextBatch
 GRAY = np.array([0.2989, 0.587, 0.114])  # torchvision rgb_to_grayscale weights (ITU-R 601-2 luma)
 Box = tuple[float, float, float, float]  # (top, left, height, width) in source pixels
 IDENTITY = np.eye(3, 7, dtype=np.float32)[None]  # (1, 3, 7): the colour map of a view without jitter
-# up to this many ids, presence in a view is one comparison per id (0.03 ms each at 448 x 448), not one count over
-# all 65536 label values (0.6 ms)
+# up to this many ids, presence in a view is one comparison per id, not one count over all 65536 label values: cheaper
+# (BENCHMARKS.md §7)
 SCAN_IDS = 8
 
 
@@ -88,11 +47,8 @@ def crop_box(
     scale: tuple[float, float] = (0.3, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
 ) -> Box:
-    """A random crop (top, left, height, width) of a height x width image, torchvision `RandomResizedCrop` rule.
-
-    Area fraction uniform in `scale`, aspect ratio (width / height) log-uniform in `ratio`; after 10 misses,
-    the largest centred crop whose ratio is clamped to `ratio`.
-    """
+    """A random crop (top, left, height, width) by torchvision's `RandomResizedCrop` rule: area fraction uniform in
+    `scale`, width / height log-uniform in `ratio`; after 10 misses, the largest centred crop within `ratio`."""
     area = height * width
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
     for _ in range(10):
@@ -131,10 +87,9 @@ def _reduce_box(box: Box, factor: float, shape: tuple[int, int]) -> tuple[tuple[
 
 def _resize_image(image: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:
     """(H, W, 3) uint8 -> (h, w, 3) uint8: the whole-pixel `box` (top, left, height, width), bilinear, antialiased
-    when shrinking (torch's uint8 kernel, PIL's filter; taps outside the box are not read).
-
-    Channels last in and out: torch's vectorised uint8 path, about twice its channels-first one.
-    """
+    when shrinking (torch's uint8 kernel, PIL's filter), reading no tap outside the box as torchvision does."""
+    # channels last in and out: torch's vectorised uint8 path, faster than channels first and than PIL's `resize`
+    # (BENCHMARKS.md §7)
     top, left, h, w = box
     crop = _as_tensor(image)[:, :, top : top + h, left : left + w]
     resized = F.interpolate(crop, size=size, mode="bilinear", antialias=True, align_corners=False)
@@ -142,8 +97,7 @@ def _resize_image(image: np.ndarray, box: tuple[int, int, int, int], size: tuple
 
 
 def _resize_label(label: np.ndarray, box: Box, size: tuple[int, int], mirror: bool = False) -> np.ndarray:
-    """Nearest neighbour on the image's sampling grid: the source pixel under each output pixel centre
-    (left-right mirrored when `mirror`)."""
+    """The label's pixel under each output pixel centre, on the image's sampling grid (mirrored when `mirror`)."""
     top, left, h, w = box
     rows = np.floor(top + (np.arange(size[0]) + 0.5) * (h / size[0])).astype(np.intp)
     cols = np.floor(left + (np.arange(size[1]) + 0.5) * (w / size[1])).astype(np.intp)
@@ -160,10 +114,7 @@ def random_resized_crop(
     scale: tuple[float, float] = (0.3, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(H, W, 3) uint8 image and (H, W) int label -> (h, w, 3) and (h, w), one random crop of both.
-
-    The image is resampled bilinearly (antialiased), the label by nearest neighbour on the same grid.
-    """
+    """(H, W, 3) uint8 image, (H, W) int label -> (h, w, 3), (h, w): one crop, the label nearest on the same grid."""
     if image.shape[:2] != label.shape:
         raise ValueError(f"image {image.shape[:2]} and label {label.shape} sizes differ")
     box = crop_box(*label.shape, rng, scale, ratio)
@@ -179,13 +130,9 @@ def flip(image: np.ndarray, label: np.ndarray, rng: np.random.Generator, p: floa
 
 
 def _hue_rotation(shift: float) -> np.ndarray:
-    """(3, 3) rotation of RGB about the grey axis (1, 1, 1) by `shift` turns: a hue shift that is linear.
-
-    Positive shifts turn red towards yellow and green, as torchvision's `adjust_hue` (HSV hue + shift) does, and
-    a third of a turn maps red to green exactly as it does; in between the two differ (this one keeps each
-    pixel's mean level and its distance from grey, HSV keeps its largest and smallest channel), by about 0.005
-    turn of hue (median over saturated pixels) at Painter's 0.1 (tests/datamodules/test_augment.py).
-    """
+    """(3, 3) rotation of RGB about the grey axis by `shift` turns: a linear hue shift (our choice), which keeps each
+    pixel's mean and distance from grey. It equals torchvision's `adjust_hue` (HSV) at a third of a turn and stays
+    within 0.01 turn of it at Painter's 0.1 (median over saturated pixels, tests/datamodules/test_augment.py)."""
     theta = 2 * math.pi * shift
     k = np.full(3, 1 / math.sqrt(3))
     cross = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])  # cross @ x = k x x
@@ -194,19 +141,12 @@ def _hue_rotation(shift: float) -> np.ndarray:
 
 def _jitter_map(rng: np.random.Generator, brightness: float, contrast: float, saturation: float, hue: float = 0.0
                 ) -> np.ndarray:
-    """One torchvision-style jitter draw as a (3, 7) float64 map [M | o | K] of an RGB pixel x of a view whose mean
-    colour is mu: x -> M x + o + K mu.
-
-    Every step is affine in the pixel, so the composition is too: brightness scales, saturation blends with each
-    pixel's own grey level, contrast blends with the view's mean grey level, which is linear in mu (the mean
-    colour pushed through the steps so far), and the hue step rotates about the grey axis (`_hue_rotation`).
-    Keeping mu apart lets the map be drawn before the mean is known, so that the accelerator can take the mean
-    where it is nearly free (`finish_batch`). Without hue the order is drawn over the three other steps only, so
-    the draws are those of the three-step jitter.
-    """
+    """One `ColorJitter` draw (torchvision's factors and random order) as a (3, 7) float64 map [M | o | K] of a pixel
+    x of a view of mean colour mu: x -> M x + o + K mu. Every step is affine in x (contrast through mu), so the
+    composition is, clipped only at the end (torchvision clips each step); mu is kept apart for `finish_batch`."""
     stacked = np.zeros((3, 7))
     stacked[:, :3] = np.eye(3)
-    for step in rng.permutation(4 if hue > 0 else 3):
+    for step in rng.permutation(4 if hue > 0 else 3):  # without hue, the draws of the three-step jitter
         if step == 3:
             stacked = _hue_rotation(rng.uniform(-hue, hue)) @ stacked
             continue
@@ -225,8 +165,7 @@ def _jitter_map(rng: np.random.Generator, brightness: float, contrast: float, sa
 
 
 def _recolor_map(stacked: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A (3, 7) colour map followed by a random recolouring: the RGB channels permuted (one of 6 orders) and each
-    inverted (v -> 255 - v) with probability 1/2, one of 48 colour transforms that keep shapes and textures."""
+    """`stacked` then one of 48 recolourings: the channels permuted and each inverted (v -> 255 - v) with p 1/2."""
     signs = np.where(rng.random(3) < 0.5, -1.0, 1.0)
     out = (signs[:, None] * np.eye(3)[rng.permutation(3)]) @ stacked
     out[:, 3] += np.where(signs < 0, 255.0, 0.0)
@@ -234,11 +173,8 @@ def _recolor_map(stacked: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _jitter(image: np.ndarray, stacked: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """(h, w, 3) uint8 -> `out` (3, h, w) uint8: a (3, 7) colour map (`_jitter_map`) as one float matrix product,
-    rounded and clipped.
-
-    Channels first for the product: (3, 3) @ (3, h * w) is a fast matrix product, (h * w, 3) @ (3, 3) a slow one.
-    """
+    """(h, w, 3) uint8 -> `out` (3, h, w) uint8: a `_jitter_map` as one matrix product, rounded and clipped."""
+    # channels first: (3, 3) @ (3, h * w) is a fast matrix product, (h * w, 3) @ (3, 3) a slow one
     x = np.empty(out.shape, np.float32)
     np.copyto(x, image.transpose(2, 0, 1))  # cast and transpose in one pass
     x = torch.from_numpy(x).view(3, -1)  # (3, h * w)
@@ -265,8 +201,8 @@ def _label_map(sample: Sample, label: Literal["sem", "ins"]) -> np.ndarray:
 
 def _decode(sample: Sample, shape: tuple[int, int], boxes: list[Box], size: tuple[int, int]
             ) -> tuple[np.ndarray, float]:
-    """The sample's image as (H', W', 3) uint8 at the smallest JPEG scale that keeps every box at `size` or more,
-    and the factor H / H' it is reduced by. `shape` is the label's (H, W), which the image must match."""
+    """The image as (H', W', 3) uint8 at the smallest JPEG DCT scale (PIL `Image.draft`) that keeps every box at
+    `size` or more, once per image, and the factor H / H' it is reduced by; `shape`: the label's (H, W)."""
     image = Image.open(io.BytesIO(sample.image))
     width, height = image.size
     if (height, width) != shape:
@@ -284,28 +220,19 @@ class PairTransform:
     Args:
         size: (h, w) of one view; the canvas is (2h, w). Paper: 448 x 448.
         scale: range of the crop's area as a fraction of the image's.
-        jitter: brightness, contrast and saturation jitter strength (0 turns jitter off), or (brightness, contrast,
-            saturation, hue) as torchvision's `ColorJitter` takes them (hue in [0, 0.5]; Painter: (0.4, 0.4, 0.2,
-            0.1)). The default, 0.4 for all three and no hue, is our choice.
-        jitter_prob: probability that a view is colour-jittered at all, as torchvision's `RandomApply` (Painter:
-            0.8); 1 (the default, our choice) draws no coin.
+        jitter: brightness, contrast and saturation strength (0: off), or (brightness, contrast, saturation, hue) as
+            torchvision's `ColorJitter` takes them, hue <= 0.5 (Painter main_train.py: (0.4, 0.4, 0.2, 0.1)); the
+            default is ours.
+        jitter_prob: probability that a view is jittered at all, as `RandomApply` (Painter: 0.8; 1, ours, no coin).
         flip: mirror each view left-right with probability 0.5.
-        mask: "painter" for Painter's block-wise masking (the query half with probability
-            `query_half_prob`), "query" to always mask the query half (the inference setting).
+        mask: "painter" (Painter's block-wise masking) or "query" (always the query half, the inference setting).
         query_half_prob: probability of masking the query half in "painter" mode (Painter: 0.1).
         patch_size: the model's patch size; both sides of `size` must be multiples of it.
-        max_ids: at most this many ids are coloured per example (default: no cap).
-        recolor: probability that a view's colours are also remapped at random after the jitter (`_recolor_map`:
-            channels permuted, some inverted), each view on its own. For worlds where colour never names a
-            category (the synthetic scenes): two views of one image then no longer match by colour, so even
-            same-image pairs must be solved by shape and texture, the cues that carry over to other images.
-        on_device: leave each view's colour jitter and the painting of the target to `finish_batch`, which runs
-            after the batch reaches the accelerator (`PretrainDataModule.on_after_batch_transfer`). The example
-            then carries, instead of `target_canvas` and `valid`, the views' label maps (`label_canvas`, (1, 2h, w)
-            int16 holding the 16-bit ids) and the colour mapping (`palette`, (K, 4) int32 rows id, r, g, b), and
-            the views' colour maps (`jitter`, (2, 3, 7), see `_jitter_map`) and left-right flips (`flip`, (2,)
-            bool), with canvases not yet jittered or flipped. Mix-context examples are jittered and flipped here
-            (their halves mix several views) and carry identity maps and no flips.
+        max_ids: at most this many ids coloured per example; None: no cap.
+        recolor: probability that a view's colours are also remapped at random (channels permuted, some inverted),
+            for worlds where colour never names a category (README, "Pretraining").
+        on_device: leave the jitter, the flips and the painting to `finish_batch` on the accelerator; examples then
+            carry the `UnfinishedBatch` keys. Mix-context examples are jittered and flipped here (a half mixes views).
     """
 
     def __init__(
@@ -343,10 +270,9 @@ class PairTransform:
 
     def __call__(self, pair: Pair, rng: np.random.Generator, scale: tuple[float, float] | None = None
                  ) -> dict[str, np.ndarray | int]:
-        """One example: image_canvas and target_canvas (3, 2h, w) uint8, valid (1, 2h, w) uint8,
-        bool_masked_pos (L,) bool with L = 2h * w / patch_size^2, seg_type 0 (semantic) or 1 (instance), and
-        `coloured`: whether any coloured id is in view (else the target is black). With `on_device`, see the
-        class docstring. `scale` replaces the crop area range for this pair (a source's own, `ShardSource.scale`)."""
+        """One example: image_canvas, target_canvas (3, 2h, w) uint8, valid (1, 2h, w) uint8, bool_masked_pos (L,)
+        bool, seg_type (0 semantic, 1 instance) and `coloured` (a coloured id in view), or with `on_device` the
+        `UnfinishedBatch` keys. `scale`: this pair's crop area range (`ShardSource.scale`), if not the transform's."""
         deferred = self._deferred()
         image, labels = self.views(pair, rng, deferred, scale)
         candidates, present = self._candidates(pair.ids, labels)
@@ -355,12 +281,9 @@ class PairTransform:
 
     def mixed(self, pairs: list[Pair], rng: np.random.Generator, scale: tuple[float, float] | None = None
               ) -> dict[str, np.ndarray | int]:
-        """Mix-context (paper section 3.1): several pairs painted with one colour mapping, their prompt views
-        stitched into the prompt half and their query views into the query half (`coloring.mix_context`:
-        a grid, then one random crop resized to a view's size). The pairs must share one label space (one
-        semantic source): an id means the same category in all of them. Candidates are the union of each
-        pair's candidates (`_candidates`), so every pair can contribute a coloured category. `scale` replaces the
-        views' crop area range, as in `__call__`."""
+        """Mix-context (SegGPT §3.1): pairs of one label space (one semantic source) painted with one mapping, their
+        prompt and query views stitched into each half (`coloring.mix_context`); candidates: the union of each
+        pair's (`_candidates`), so every pair can contribute a category. `scale` as in `__call__`."""
         if not pairs or any(p.label != pairs[0].label or p.task != pairs[0].task for p in pairs):
             raise ValueError("mix-context needs one or more pairs of one label kind and task")
         h = self.size[0]
@@ -383,10 +306,8 @@ class PairTransform:
 
     def views(self, pair: Pair, rng: np.random.Generator, deferred: dict[str, np.ndarray] | None = None,
               scale: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The two augmented views of a pair: a (3, 2h, w) uint8 image canvas (prompt view on top) and the (1, 2h, w)
-        uint16 canvas of their label maps; each view has its own crop, flip and jitter, shared by its image and
-        label. With `deferred` (`_deferred`), each view's jitter (a `_jitter_map`) and flip are written there
-        instead of being applied. `scale`: the crop area range, if not the transform's."""
+        """A pair's views, each written into its half of a (3, 2h, w) uint8 image and a (1, 2h, w) uint16 label
+        canvas; with `deferred` (`_deferred`) their jitter maps and flips are recorded there, not applied."""
         samples = (pair.prompt, pair.query)
         labels = [_label_map(pair.prompt, pair.label)]
         labels.append(labels[0] if pair.query is pair.prompt else _label_map(pair.query, pair.label))
@@ -403,7 +324,7 @@ class PairTransform:
             img = _resize_image(image, reduced, self.size)
             mirror = self.flip and rng.random() < 0.5
             if deferred is not None:
-                deferred["flip"][half], mirror = mirror, False  # a mirrored copy costs a worker 6% of its rate
+                deferred["flip"][half], mirror = mirror, False  # a mirrored copy costs a worker time (BENCHMARKS.md §3)
             if mirror:
                 img = img[:, ::-1]  # a view: the copy into the canvas mirrors it
             view = canvas[:, half * h : (half + 1) * h]
@@ -425,8 +346,7 @@ class PairTransform:
     def _example(self, image: np.ndarray, labels: np.ndarray, mapping: Mapping, present: set[int], task: str,
                  rng: np.random.Generator, deferred: dict[str, np.ndarray] | None = None
                  ) -> dict[str, np.ndarray | int]:
-        """The image canvas (3, 2h, w), the label canvas (1, 2h, w) and its colour mapping -> the example dict, with
-        this example's patch mask; painted here, or left to `finish_batch` (`on_device`)."""
+        """Image canvas, label canvas and mapping -> the example with its patch mask (painted unless `on_device`)."""
         if self.mask == "painter":
             masked = painter_mask(self.grid, rng, query_half_prob=self.query_half_prob)
         else:
@@ -452,8 +372,8 @@ class PairTransform:
 
     @classmethod
     def _candidates(cls, ids: list[int], labels: np.ndarray) -> tuple[list[int], set[int]]:
-        """The pair's ids in both views of the (1, 2h, w) label canvas, else in the query view, else all of them (see
-        the module docstring), and the ids in view (in either view)."""
+        """The pair's ids in both views of the (1, 2h, w) label canvas, else in the query view, else all of them (the
+        target is then black, still a valid example), and the ids in either view."""
         h = labels.shape[1] // 2
         prompt, query = (cls._present(v, ids) for v in (labels[0, :h], labels[0, h:]))
         in_query = [i for i in ids if i in query]
@@ -461,9 +381,8 @@ class PairTransform:
 
 
 class UnfinishedBatch(TypedDict):
-    """What `pretrain.collate` makes of `PairTransform(on_device=True)` examples, and so what the training loader
-    yields: views neither colour-jittered nor flipped, targets not painted. `finish_batch` makes it an
-    `InContextBatch` after the transfer to the accelerator (the data module's `on_after_batch_transfer`)."""
+    """What the training loader yields with `PairTransform(on_device=True)` (`pretrain.collate`); `finish_batch`
+    makes it an `InContextBatch` on the accelerator (`PretrainDataModule.on_after_batch_transfer`)."""
 
     image_canvas: torch.Tensor  # (B, 3, H, W) uint8, not yet jittered or flipped
     label_canvas: torch.Tensor  # (B, 1, H, W) int16: the views' 16-bit label ids, to paint
@@ -477,9 +396,8 @@ class UnfinishedBatch(TypedDict):
 
 
 def paint_batch(label_canvas: torch.Tensor, palette: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Label canvases (B, 1, H, W) int16 (16-bit ids) and palettes (B, K, 4) (id, r, g, b) -> target (B, 3, H, W)
-    uint8 and valid (B, 1, H, W) uint8, on their device: `paint_planes` for a batch, through one (B, 65536, 3) colour
-    table (3 MB for 16 examples)."""
+    """`coloring.paint_planes` for a batch, on its device: label canvases (B, 1, H, W) int16 and palettes (B, K, 4)
+    (id, r, g, b) -> target (B, 3, H, W) and valid (B, 1, H, W) uint8, through one (B, 65536, 3) colour table."""
     b = len(label_canvas)
     ids = label_canvas[:, 0].int() & 0xFFFF  # (B, H, W): int16 back to 16-bit ids
     table = torch.zeros(b, NUM_LABELS, 3, dtype=torch.uint8, device=label_canvas.device)
@@ -491,20 +409,15 @@ def paint_batch(label_canvas: torch.Tensor, palette: torch.Tensor) -> tuple[torc
 
 
 def _flip_views(canvas: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
-    """(B, C, 2h, w) canvases with the prompt (top) and query (bottom) views mirrored left-right where `flips`
-    (B, 2) is set."""
+    """(B, C, 2h, w) canvases with their prompt and query views mirrored left-right where `flips` (B, 2) is set."""
     b, c, height, w = canvas.shape
     views = canvas.view(b, c, 2, height // 2, w)
     return torch.where(flips.to(canvas.device)[:, None, :, None, None], views.flip(-1), views).view(b, c, height, w)
 
 
 def finish_batch(batch: InContextBatch | UnfinishedBatch) -> InContextBatch:
-    """What `PairTransform(on_device=True)` leaves to the accelerator, done on the image canvas's device: apply and
-    remove the views' colour maps (`jitter`, (B, 2, 3, 7)), each with its view's mean colour, rounded and clipped to
-    uint8 as `PairTransform` does on the CPU; mirror the views `flip` (B, 2) marks, image and labels; paint
-    `target_canvas` and `valid` from `label_canvas` and `palette` (`paint_batch`). A batch without them is returned
-    as it is. On an accelerator this is nearly free; in a DataLoader worker it takes about a quarter of the worker's
-    time at 448 x 448 (benchmarks/pretrain_data_speed.py)."""
+    """`UnfinishedBatch` -> `InContextBatch` on its device: the views' colour maps applied as on the CPU, the flips,
+    the painting (`paint_batch`); a finished batch is returned as it is. Nearly free there (BENCHMARKS.md §7)."""
     maps = batch.pop("jitter", None)
     if maps is not None:
         image = batch["image_canvas"]

@@ -1,33 +1,9 @@
-"""Random colouring and mix-context stitching: SegGPT's two data-side ideas (seggpt_paper_facts.md §3).
+"""Random colouring and mix-context, SegGPT's two data-side ideas (SegGPT, Wang et al. 2023, §3.1).
 
-Random colouring turns label maps into the colour targets of one in-context pair (or one mix-context
-group): a random subset of the query's ids is chosen, each chosen id gets a random colour, and every
-map of the group is painted with that one mapping, so colours carry no class identity and the model
-has to read the task from the prompt.
-
-    mapping = draw_mapping(candidate_ids(query_sem), rng)           # {id: (r, g, b)}
-    target, valid = paint_planes([prompt_sem, query_sem], mapping)  # (3, 2h, w), (1, 2h, w)
-    image, label = mix_context(images, label_maps, rng, out_size=(448, 448))  # then paint_planes([label], mapping)
-
-Choices the paper leaves open, made here:
-
-- Candidates are the ids > 0 present in the query (the last map), or the caller's `ids` (for example
-  the categories that pairing found in both images). The subset size is uniform in 1..len(candidates)
-  (capped by `max_ids` and by the number of colours), then the subset is uniform among those of that
-  size: small and large subsets are equally likely, however many ids an image holds.
-- Colours come from `COLORS`, an 8-level RGB lattice without the points within two levels of black
-  (8^3 - 2^3 = 504 colours). Any two differ by at least one lattice step (36 of 255) in some channel
-  and every one is at least 73 from black in its largest channel, so nearest-colour decoding over
-  the mapping's colours plus black is unambiguous for any error below 18 per channel.
-- Unchosen ids and background are black and count in the loss (the model must learn not to paint
-  them); void pixels (`schema.SEM_VOID`) are black with valid weight 0.
-- Mix-context: the paper stitches "several" images, then crops and resizes at random, with no numbers. How
-  many (`PretrainDataModule(mix_pairs=2)`), the most square grid, and a crop side fraction uniform in
-  [0.5, 1] per axis (`mix_context(scale=...)`) are our choice (no source gives one).
-
-Everything is array arithmetic: painting is one lookup table `np.take` per map (or one gather for a
-batch on the accelerator, `augment.paint_batch`), the candidate ids come from one `np.bincount`.
-"""
+One mapping {id: (r, g, b)} over a random subset of the query's ids paints every label map of a pair or mix-context
+group, so colours carry no class identity. Our choices (the paper gives none): a subset size uniform in
+1..len(candidates) (at most `max_ids`), then a subset uniform among those of that size, so small and large subsets are
+equally likely; other ids and background are black and count in the loss; void (`schema.SEM_VOID`) is weighted 0."""
 
 from __future__ import annotations
 
@@ -41,6 +17,8 @@ from datamodules.schema import SEM_VOID
 LEVELS = 8  # lattice levels per channel: step 255 / 7 ~ 36, enough colours for COCO's ~100 instances
 _AXIS = np.round(np.linspace(0, 255, LEVELS)).astype(np.uint8)  # 0, 36, 73, 109, 146, 182, 219, 255
 _LATTICE = np.stack(np.meshgrid(_AXIS, _AXIS, _AXIS, indexing="ij"), -1).reshape(-1, 3)
+# any two colours differ by a lattice step (36) in some channel, and each is 73 or more from black in its largest:
+# nearest-colour decoding over a mapping's colours and black is unambiguous for errors below 18 per channel
 COLORS: np.ndarray = _LATTICE[_LATTICE.max(1) >= _AXIS[2]]  # (504, 3) uint8: two levels or more from black
 NUM_LABELS = SEM_VOID + 1  # label maps hold values 0..SEM_VOID (16-bit PNG)
 
@@ -60,8 +38,7 @@ def candidate_ids(query: np.ndarray, ids: Sequence[int] | None = None) -> np.nda
 
 
 def draw_mapping(candidates: Sequence[int], rng: np.random.Generator, max_ids: int | None = None) -> Mapping:
-    """A random colour mapping {id: (r, g, b)} over a subset of `candidates` (see the module docstring); empty when
-    there is no candidate."""
+    """A random mapping {id: (r, g, b)} of a subset of `candidates` (module docstring); {} without candidates."""
     cap = min(len(candidates), len(COLORS), len(candidates) if max_ids is None else max_ids)
     if cap <= 0:
         return {}
@@ -71,9 +48,7 @@ def draw_mapping(candidates: Sequence[int], rng: np.random.Generator, max_ids: i
 
 
 def _color_words(mapping: Mapping) -> np.ndarray:
-    """(NUM_LABELS,) uint32: each id's colour as one little-endian 32-bit word (r, g, b, 0), black if unmapped.
-
-    Gathering words is 2-4x faster than gathering 3-byte rows."""
+    """(NUM_LABELS,) uint32: each id's colour as one little-endian word (r, g, b, 0), black if unmapped."""
     lut = np.zeros((NUM_LABELS, 4), np.uint8)
     if mapping:
         lut[list(mapping), :3] = list(mapping.values())
@@ -81,12 +56,8 @@ def _color_words(mapping: Mapping) -> np.ndarray:
 
 
 def paint_planes(labels: Sequence[np.ndarray], mapping: Mapping) -> tuple[np.ndarray, np.ndarray]:
-    """Label maps of one width, stacked top to bottom and painted with `mapping` as a channels-first canvas.
-
-    Returns target (3, sum H_i, W) uint8 (unmapped ids, background and void black) and valid (1, sum H_i, W)
-    uint8 (0 on void). Each map is one gather of 32-bit colour words, then one strided copy into the three
-    planes (1.5x three per-plane gathers); the canvas is written in place, with no transposed copy after.
-    """
+    """Label maps of one width, stacked top to bottom and painted with `mapping`: target (3, sum H_i, W) uint8 (black
+    where unmapped, background or void) and valid (1, sum H_i, W) uint8 (0 on void)."""
     width = labels[0].shape[1]
     if any(lab.shape[1] != width for lab in labels):
         raise ValueError(f"label maps to stack must share one width, got {[lab.shape for lab in labels]}")
@@ -97,6 +68,8 @@ def paint_planes(labels: Sequence[np.ndarray], mapping: Mapping) -> tuple[np.nda
     top = 0
     for lab in labels:
         rows = slice(top, top + lab.shape[0])
+        # one gather of 32-bit colour words, then one strided copy into the three planes: faster than gathering
+        # 3-byte rows or each plane on its own (BENCHMARKS.md §7)
         painted = words.take(lab, mode="clip")  # mode="clip": unbuffered; values lie in [0, SEM_VOID] already
         target[:, rows] = painted.view(np.uint8).reshape(*lab.shape, 4).transpose(2, 0, 1)[:3]
         np.not_equal(lab, SEM_VOID, out=valid[0, rows].view(bool))
@@ -118,26 +91,15 @@ def mix_context(
     grid: tuple[int, int] | None = None,
     scale: tuple[float, float] = (0.5, 1.0),  # U(0.5, 1) of each side: our choice (no source gives one)
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Stitch images and their label maps into a grid, then randomly crop and resize (mix-context).
-
-    The grid is virtual: every cell has the output's aspect ratio and each image is stretched to fill
-    its cell (row-major, in the given order). A crop whose height and width are each a uniform
-    fraction in `scale` of the grid's, at a uniform position, is resized to `out_size`; each image's
-    part of the crop is resampled once, straight from the source pixels into its part of the output
-    (PIL `resize` with a float box). Images are bilinear (antialiased when shrinking); label maps are
-    nearest on the same sampling grid, so ids stay exact and stay aligned with the image. The maps must
-    share one label space (paint the result with one mapping: `paint_planes`).
+    """Images and label maps stitched into a grid, cropped at random, resized -> (H, W, 3) uint8, (H, W) int32.
 
     Args:
-        images: n (H_i, W_i, 3) uint8 images.
-        labels: n (H_i, W_i) integer label maps with values in [0, SEM_VOID].
+        images: n (H_i, W_i, 3) uint8 images, each stretched to fill its cell (row-major).
+        labels: n (H_i, W_i) label maps in [0, SEM_VOID], of one label space (to paint with one mapping).
         rng: the only source of randomness.
         out_size: (H, W) of the result.
-        grid: (rows, cols) with rows * cols = n; default: the most square factorisation, random orientation.
-        scale: range of the crop's side as a fraction of the grid's side, drawn per axis.
-
-    Returns:
-        image (H, W, 3) uint8, label (H, W) int32.
+        grid: (rows, cols) with rows * cols = n; default: the most square, in a random orientation.
+        scale: range of the crop's side as a fraction of the grid's, drawn per axis.
     """
     n = len(images)
     if n == 0 or len(labels) != n:
@@ -146,7 +108,7 @@ def mix_context(
     if rows * cols != n:
         raise ValueError(f"grid {rows} x {cols} does not hold {n} images")
     out_h, out_w = out_size
-    # crop in grid units: the grid spans [0, rows] x [0, cols], one unit per cell
+    # crop in grid units: the grid spans [0, rows] x [0, cols], one unit per cell of the output's aspect ratio
     frac_h, frac_w = rng.uniform(scale[0], scale[1], size=2)
     y0, x0 = rng.uniform(0, 1 - frac_h) * rows, rng.uniform(0, 1 - frac_w) * cols
     y1, x1 = y0 + frac_h * rows, x0 + frac_w * cols
@@ -169,6 +131,8 @@ def mix_context(
         left, right = ((x0 + np.array([la, lb]) * (x1 - x0) / out_w) - c) * w
         box = (max(left, 0.0), max(top, 0.0), min(right, w), min(bottom, h))
         size = (int(lb - la), int(tb - ta))
+        # each image's part of the crop resampled once, from its source pixels (a float box): the image bilinear,
+        # antialiased when shrinking, the labels nearest on the same grid, so ids stay exact and aligned
         image[ta:tb, la:lb] = Image.fromarray(img).resize(size, Image.Resampling.BILINEAR, box=box)
         # PIL mode "I" (32-bit): nearest keeps every id exactly
         label[ta:tb, la:lb] = Image.fromarray(lab.astype(np.int32)).resize(size, Image.Resampling.NEAREST, box=box)

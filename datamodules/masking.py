@@ -1,23 +1,6 @@
-"""Which target patches the model must paint: Painter's block-wise masking (seggpt_reference.md §13).
-
-Painter masks 784 of the 1568 patches of a 896 x 448 target canvas (grid 56 x 28, patch 16) with
-BEiT-style rectangular blocks of 16 to 392 patches, and with probability 0.1 masks the whole bottom
-half (the query) instead, which is exactly the inference setting.
-
-    mask = painter_mask((56, 28), rng)        # (1568,) bool, row-major like the patch sequence
-
-Written from the published description of BEiT's block-wise masking, not from its code. Differences,
-chosen so that the count is always exact:
-
-- A block's area is drawn uniform in [min_block, min(max_block, what is still to mask)] and its
-  aspect ratio log-uniform in [min_aspect, 1 / min_aspect]; rounded sides whose area leaves
-  [min_block, max_block], or that do not fit, are redrawn. Overlaps with earlier blocks are allowed.
-- A block that would mask more new patches than remain keeps only its first new patches in raster
-  order (its top rows), so the last block may be smaller than `min_block`.
-- After `MAX_FAILURES` consecutive blocks that add nothing (the grid is nearly full), the rest is
-  drawn as single patches uniformly among the unmasked ones. With Painter's settings this happened
-  in none of 3000 draws; it is for grids that are nearly all masked. About 0.2 ms per Painter mask.
-"""
+"""Which target patches the model must paint: Painter's masking (baaivision/Painter main_train.py: `MaskingGenerator`,
+784 of 1568 patches in blocks of at most 392; `--half_mask_ratio 0.1`): half the patches in BEiT-style blocks or, with
+probability 0.1, the query half (the inference setting). From BEiT's description, not its code; counts are exact."""
 
 from __future__ import annotations
 
@@ -25,7 +8,7 @@ import math
 
 import numpy as np
 
-MAX_FAILURES = 50  # consecutive useless blocks before topping up with single patches; draws are cheap
+MAX_FAILURES = 50  # useless blocks in a row before topping up with single patches; draws are cheap (BENCHMARKS.md §7)
 
 
 def sample_block(
@@ -36,12 +19,8 @@ def sample_block(
     min_aspect: float = 0.3,
     max_area: float | None = None,
 ) -> tuple[int, int, int, int] | None:
-    """One random rectangle (top, left, height, width) inside `grid`, or None when the draw misses the bounds.
-
-    Area drawn uniform in [min_block, max_area] (default `max_block`, default the whole grid), aspect
-    ratio (height / width) log-uniform in [min_aspect, 1 / min_aspect]; None when the rounded sides
-    give an area outside [min_block, max_block] or do not fit in the grid.
-    """
+    """A random block (top, left, height, width) in `grid`, area uniform in [min_block, max_area or max_block];
+    None when its rounded sides leave the grid or [min_block, max_block] (default max_block: the whole grid)."""
     h, w = grid
     max_block = h * w if max_block is None else max_block
     area = rng.uniform(min_block, max(min_block, max_block if max_area is None else max_area))
@@ -60,15 +39,15 @@ def block_mask(
     max_block: int | None = None,
     min_aspect: float = 0.3,
 ) -> np.ndarray:
-    """(h, w) bool with exactly `num_masked` True patches, placed as random rectangular blocks.
+    """(h, w) bool with exactly `num_masked` True patches in random, possibly overlapping, rectangular blocks.
 
     Args:
         grid: (h, w) patches.
-        num_masked: how many patches to mask, in [0, h * w].
+        num_masked: patches to mask, in [0, h * w].
         rng: the only source of randomness.
-        min_block: smallest block area in patches (the last, trimmed block may be smaller).
-        max_block: largest block area in patches; default `num_masked` (at least `min_block`).
-        min_aspect: blocks' height / width lies in [min_aspect, 1 / min_aspect].
+        min_block: smallest block area in patches (the last block, trimmed to fit the count, may be smaller).
+        max_block: largest block area; default `num_masked` (at least `min_block`).
+        min_aspect: a block's height / width is log-uniform in [min_aspect, 1 / min_aspect].
     """
     h, w = grid
     if not 0 <= num_masked <= h * w:
@@ -89,11 +68,11 @@ def block_mask(
         if len(new) == 0:
             failures += 1
             continue
-        rows, cols = np.divmod(new[:remaining], bw)  # the first new patches in raster order
+        rows, cols = np.divmod(new[:remaining], bw)  # the first new patches in raster order: the count stays exact
         region[rows, cols] = True
         remaining -= min(len(new), remaining)
         failures = 0
-    if remaining > 0:
+    if remaining > 0:  # the grid is nearly full: the rest as single patches, so that the count is exact
         free = np.flatnonzero(~mask.ravel())
         mask.ravel()[rng.choice(free, remaining, replace=False)] = True
     return mask
@@ -111,11 +90,7 @@ def query_half_mask(grid: tuple[int, int]) -> np.ndarray:
 
 def painter_mask(grid: tuple[int, int], rng: np.random.Generator, ratio: float = 0.5,
                  query_half_prob: float = 0.1) -> np.ndarray:
-    """(h * w,) bool, row-major: the bottom half with probability `query_half_prob`, else block-wise.
-
-    Block-wise: round(ratio * h * w) patches in blocks of 16 to h * w // 4 patches (Painter: 784 of
-    1568 in blocks of at most 392, `half_mask_ratio` 0.1).
-    """
+    """(h * w,) bool, row-major: the query half with probability `query_half_prob`, else Painter's blocks."""
     h, w = grid
     if rng.random() < query_half_prob:
         return query_half_mask(grid)

@@ -1,35 +1,9 @@
-"""In-context pair sampling from a stream of samples (SegGPT section 4.1, appendix A).
+"""In-context pairs from a stream of samples (SegGPT, Wang et al. 2023, §4.1 and appendix A).
 
-Each sample becomes at most one `Pair`: the sample is the query, and the prompt is either another view
-of the same image (`same_image`, to be cropped differently by the augmentation step) or another image
-sharing a category with it (a partner). The rules, per the sample's `meta["task"]`:
-
-    semantic   with probability `self_prob` two views of the sample; otherwise one of its present
-               categories is drawn uniformly and a partner holding it is drawn from a buffer of recent
-               samples of the same source, keyed by class. With no partner in the buffer yet (a cold
-               buffer, or a rare class), two views of the sample instead, counted as a fallback.
-               label "sem", task "semantic".
-    instance   always two views; ids = the non-crowd instance ids present. label "ins", task "instance".
-    panoptic   with probability `instance_prob` paired as instance data on ins.png, otherwise as semantic
-               data on sem.png, so one panoptic source serves both type tokens. A panoptic sample that
-               has only one kind of label is paired by that kind without a draw. The default 0.5 is our
-               choice (no source gives one): the paper trains on COCO panoptic as semantic data and on COCO
-               instance as its own source (appendix A), with no mixed rule.
-
-Category presence is read from `meta["classes"]` and instances from `meta["instances"]`, so no label map
-is decoded here. A sample with nothing to colour (no classes for semantic data, no non-crowd instance
-for instance data) is skipped and counted. Crowd instances are left out of `ids`: one crowd region is
-several objects, so it cannot be one instance colour.
-
-The sampler is one pass over a stream in bounded memory, deterministic given its seed and the input
-order, and picklable: each DataLoader worker carries its own copy, made with `fresh` and its worker's seed
-(`shards.worker_seed`).
-Buffered samples are shared between pairs, so later stages must not modify a Sample in place.
-
-The bounded buffer is our choice (no source gives one), as are its sizes (256 samples, 16 per class): the paper
-draws "another image" sharing a category, presumably from the whole dataset; a streaming reader holds only
-recent samples, so partners come from the last few hundred samples of the source.
-"""
+Each sample is the query of at most one `Pair`, whose prompt is a second view of it or a partner image sharing a
+category, by the sample's `meta["task"]` (`PairSampler.pair`). Partners come from a bounded buffer of the source's
+recent samples (our choice: the paper draws "another image", but a stream holds no whole dataset). Buffered samples
+are shared between pairs: later stages must not modify a Sample in place."""
 
 from __future__ import annotations
 
@@ -42,11 +16,7 @@ from datamodules.schema import Sample
 
 
 class Pair(NamedTuple):
-    """A prompt and a query to colour alike.
-
-    `ids` are the label ids, in the map named by `label`, that the colouring step may choose from: for
-    two views of one image every id present, for a semantic partner pair the categories both images hold.
-    """
+    """A prompt and a query to colour alike; `ids`: the ids of their `label` maps that colouring may choose from."""
 
     prompt: Sample
     query: Sample
@@ -67,26 +37,21 @@ def class_ids(sample: Sample) -> list[int]:
 
 
 def instance_ids(sample: Sample) -> list[int]:
-    """The non-crowd instance ids present in the sample, from its metadata."""
+    """The non-crowd instance ids present, from the metadata (a crowd region is several objects, not one)."""
     return sorted(int(i) for i, inst in sample.meta.get("instances", {}).items() if not inst["iscrowd"])
 
 
 class PairSampler:
-    """Turns a stream of samples into a stream of pairs; see the module docstring for the rules.
+    """Samples -> pairs in one pass, in bounded memory, deterministic given its seed and the input order; picklable.
 
     Args:
         self_prob: probability that a semantic sample is paired with a view of itself (paper: 0.5).
-        buffer_size: most samples held for partner search, counted once per class that holds them (default 256:
-            our choice, no source gives one).
-        seed: seeds every draw of this sampler used on its own; `PretrainDataModule` gives each DataLoader worker a
-            `fresh` copy seeded from its own `seed`, so there this one is not read.
-        instance_prob: probability that a panoptic sample is paired as instance data rather than semantic (default
-            0.5: our choice, no source gives one).
-        per_class: most samples held for one class, so frequent classes do not crowd out the rest (default 16: our
-            choice, no source gives one).
+        buffer_size: most samples held for partner search, counted once per class holding them (our choice).
+        seed: seeds this sampler used alone; `PretrainDataModule` seeds each worker's `fresh` copy from data.seed.
+        instance_prob: probability that a panoptic sample is paired as instance data, else semantic (our choice).
+        per_class: most samples held for one class, so frequent classes do not crowd out the rest (our choice).
     """
 
-    # buffer_size 256, instance_prob 0.5 and per_class 16: our choice (no source gives one)
     def __init__(self, self_prob: float = 0.5, buffer_size: int = 256, seed: int = 0, instance_prob: float = 0.5,
                  per_class: int = 16) -> None:
         for name, p in (("self_prob", self_prob), ("instance_prob", instance_prob)):
@@ -115,8 +80,10 @@ class PairSampler:
                 yield pair
 
     def pair(self, sample: Sample) -> Pair | None:
-        """The pair for one sample (None when it has nothing to colour, counted as skipped); the sample then joins
-        the buffer."""
+        """The pair of one sample, which then joins the buffer; None (counted) when it has nothing to colour."""
+        # instance data: always two views (paper: probability 1.0); semantic data: `_semantic`; panoptic data, with
+        # both kinds, as instance data with probability instance_prob (the paper pairs COCO panoptic as semantic data
+        # and COCO instance as its own source, with no mixed rule), and by its one kind of label when it has only one
         task = sample.meta["task"]
         classes = class_ids(sample) if task != "instance" else []
         instances = instance_ids(sample) if task != "semantic" else []
@@ -145,6 +112,8 @@ class PairSampler:
                 del self.buffer[c]
 
     def _semantic(self, sample: Sample, classes: list[int]) -> Pair:
+        # a view of itself with probability self_prob (paper: 0.5), else a partner holding one of its categories
+        # drawn uniformly; a second view (a fallback) while the buffer has none, cold or for a rare class
         if self.rng.random() < self.self_prob:
             self.counts["self"] += 1
             return Pair(sample, sample, classes, "sem", True, "semantic")
@@ -177,8 +146,7 @@ class PairSampler:
                 del self.buffer[fullest]
 
     def stats(self) -> dict[str, float]:
-        """Counts so far, for logging, plus `partner_rate`: partner pairs / semantic pairs (self + partner +
-        fallback), which approaches 1 - self_prob once the buffer is warm; 0.0 before any semantic pair."""
+        """Counts so far, and `partner_rate`: partner / semantic pairs, near 1 - self_prob once warm."""
         semantic = self.counts["self"] + self.counts["partner"] + self.counts["fallback"]
         return {**self.counts, "buffered": self.buffered,
                 "partner_rate": self.counts["partner"] / semantic if semantic else 0.0}

@@ -1,25 +1,10 @@
-"""The pretraining data: a weighted mixture of shard sets -> in-context pairs -> coloured, augmented canvases.
+"""The pretraining data: a weighted mixture of shard sets -> in-context pairs -> coloured, augmented canvases (SegGPT,
+Wang et al. 2023, §3.1 and §4), as `PretrainDataModule`; in each DataLoader worker `PretrainStream.stream` reads
+samples -> pairs -> groups -> examples -> batches.
 
-    data = PretrainDataModule(sources=[ShardSource("shards/ade20k", weight=0.25, task="semantic"), ...],
-                              transform=PairTransform(size=(448, 448), on_device=True), sampler=PairSampler())
-
-Per rank and DataLoader worker (seggpt_paper_facts.md §3-4, DESIGN.md "data flow"), `PretrainStream.stream` lists
-the stages in order:
-
-    shards of source i (rank_shards: this rank's share, resampled forever, shuffled)
-      --MixedStream(weights)--> samples --PairSampler--> pairs
-      --with probability `mix_prob` a semantic pair waits for `mix_pairs` - 1 others of its source--> groups
-      --PairTransform (crops, flip, jitter, random colouring, patch mask), or PairTransform.mixed for a group
-        (mix-context)--> examples
-      --collate--> batches: `UnfinishedBatch` (uint8 canvases; views not jittered or flipped, targets not painted)
-      --on_after_batch_transfer--> `InContextBatch`: the views' colour jitter and flips, and the targets' painting,
-        done on the accelerator (`finish_batch`); normalised there by the module
-
-Everything random in a worker is seeded by `worker_seed(seed, rank, worker, epoch)`, where the epoch is the
-loader's pass counter; it is part of the loader's state, so `--ckpt_path last` goes on with fresh passes
-instead of replaying the first. Every rank yields exactly `batches_per_epoch` batches per epoch, whatever its
-shard count (no DDP hang). Each batch carries its worker's running counts (`stats`): pairs by kind (the
-realised partner rate), mix-context examples, and skipped samples per source, which the module logs.
+Everything random in a worker is seeded by (seed, rank, worker, pass) (`shards.SeededStream`); the pass counter is the
+loader's state, so `--ckpt_path last` goes on with fresh passes. Every rank yields `batches_per_epoch` batches per
+epoch whatever its shard count (no DDP hang); each batch carries its worker's running counts (`stats`).
 """
 
 from __future__ import annotations
@@ -69,21 +54,16 @@ class ShardSource:
     """One shard set of the mixture.
 
     Args:
-        path: a folder written by `seggpt-lab-data convert` (DIR/SOURCE, read through its
-            `<split>-index.json`), an index file, or a webdataset URL pattern such as
-            `https://host/ade20k/train-{000000..000099}.tar` or `pipe:aws s3 cp s3://.../x.tar -`.
-        weight: relative sampling weight (> 0); the mixture draws source i with probability w_i / sum(w).
-        task: pair the samples as this task (for example "instance" for a panoptic source); None: the
-            task in each sample's metadata.
-        split: the split to read from a folder.
+        path: a folder written by `seggpt-lab-data convert` (DIR/SOURCE, read through `<split>-index.json`), an index
+            file, or a webdataset URL pattern (`https://host/ade20k/train-{000000..000099}.tar`, `pipe:...`).
+        weight: relative sampling weight (> 0): source i is drawn with probability w_i / sum(w).
+        task: pair the samples as this task (e.g. "instance" for a panoptic source); None: each sample's own.
+        split: the split read from a folder.
         name: for logs; default: the folder's name.
-        convert: when `path` is a folder without the split's index, convert it first (rank 0, in
-            `prepare_data`): `{"source": NAME, "root": ..., **source arguments}`, e.g.
-            `{"source": "synthetic", "samples": 4000, "size": 64}`.
-        scale: this source's random resized crop area range, instead of the transform's `scale`; None: that
-            one. For high-resolution images, which the paper augments with extra random cropping (section 4.1:
-            the retinal vessel sets): smaller crops keep thin structures at a resolution a 448 px view can show.
-            A mix-context example takes the scale of the source whose pair completes its group.
+        convert: convert a folder without the split's index first (rank 0, `prepare_data`): `{"source": NAME,
+            "root": ..., **source arguments}`, e.g. `{"source": "synthetic", "samples": 4000, "size": 64}`.
+        scale: this source's crop area range instead of the transform's, for high-resolution images (SegGPT §4.1
+            crops the retinal sets more); a mix-context example takes that of the pair completing its group.
     """
 
     path: str
@@ -134,17 +114,12 @@ class ShardSource:
         return urls
 
     def sizes(self) -> dict[str, int]:
-        """{shard: sample count} from the index, so that samples a damaged shard loses are counted; {} for a URL
-        pattern, which has no index."""
+        """{shard: sample count} from the index, to count what a damaged shard loses; {} for a URL pattern."""
         return {} if self.is_url() else shard_sizes(self.index_file())
 
     def ensure_converted(self) -> None:
-        """Run the configured conversion when the split's index is missing (a no-op otherwise).
-
-        The `convert` spec is recorded beside the index (`<split>-convert.json`); shards made with another
-        spec are refused with a one-line error instead of being trained on (a changed generator setting
-        would otherwise go unnoticed, and a re-run keeps finished shards whose items match).
-        """
+        """Run the `convert` spec when the split's index is missing; shards made with another spec (recorded in
+        `<split>-convert.json`) are refused with a one-line error, so a changed setting cannot go unnoticed."""
         if self.convert is None or self.is_url():
             return
         record = Path(self.path) / f"{self.split}-convert.json"
@@ -260,8 +235,7 @@ class PretrainStream(SeededStream):
 
     def _batches(self, examples: Iterator[dict], sampler: PairSampler, worker: int, counts: dict[str, int]
                  ) -> Iterator[InContextBatch | UnfinishedBatch]:
-        """`batch_size` examples a batch (fewer in the last, should the stream end), with the worker's running counts
-        when the batch was complete."""
+        """`batch_size` examples a batch (fewer in the last, should the stream end), with the worker's counts."""
         while chunk := list(islice(examples, self.batch_size)):
             batch = collate(chunk)
             batch["stats"] = self._stats(worker, sampler, counts)
@@ -278,9 +252,8 @@ class PretrainStream(SeededStream):
 
 
 def collate(examples: list[dict[str, np.ndarray | int]]) -> InContextBatch | UnfinishedBatch:
-    """The stream's last stage: examples from `PairTransform` -> one batch of torch tensors (canvases stay uint8): an
-    `InContextBatch`, or with `on_device` an `UnfinishedBatch`, whose palettes are padded to the longest with rows
-    (SEM_VOID, 0, 0, 0), which paint nothing (`augment.paint_batch`)."""
+    """The stream's last stage: `PairTransform` examples -> an `InContextBatch` of uint8 canvases, or with `on_device`
+    an `UnfinishedBatch`, its palettes padded with rows (SEM_VOID, 0, 0, 0), which paint nothing."""
     if not examples:
         raise ValueError("collate needs at least one example")
 
@@ -301,41 +274,31 @@ def collate(examples: list[dict[str, np.ndarray | int]]) -> InContextBatch | Unf
 
 
 class PretrainDataModule(LightningDataModule):
-    """SegGPT's pretraining data (paper §3-4) from shard sets, and one-shot episodes for validation.
+    """SegGPT's pretraining data from shard sets, and one-shot episodes for validation.
 
     Args:
-        sources: the mixture; see `ShardSource`. The paper's weights are in recipes/pretrain_vit_l.yaml.
-        transform: a pair -> one example: views, colouring and patch mask (`PairTransform`). Its `size` and
-            `patch_size` must tile the model's canvas (checked at setup); `on_device: true` leaves the views' colour
-            jitter and flips and the targets' painting to the accelerator (`on_after_batch_transfer`), where it is
-            nearly free, instead of the DataLoader workers (a third of their time at 448 x 448); the distribution
-            is the same. A source's `ShardSource.scale` replaces the transform's `scale` for that source.
-        sampler: samples -> in-context pairs (`PairSampler`: `self_prob`, `instance_prob`, the partner buffer); each
-            worker pairs with a fresh copy seeded from `seed` below.
-        val: a shard set for validation episodes (one-shot, classes drawn uniformly); None: no validation.
+        sources: the mixture (`ShardSource`); the paper's weights are in recipes/pretrain_vit_l.yaml.
+        transform: a pair -> one example (`PairTransform`), its `size` and `patch_size` fitting the model (checked at
+            setup). With `on_device: true`, `train_dataloader()` yields `UnfinishedBatch`es, finished on the
+            accelerator by `on_after_batch_transfer` (the same distribution; BENCHMARKS.md §7).
+        sampler: samples -> pairs (`PairSampler`); each worker pairs with a `fresh` copy seeded from `seed`.
+        val: a shard set for one-shot validation episodes (classes drawn uniformly); None: no validation.
         batch_size: pairs per batch per rank (before gradient accumulation).
         num_workers: DataLoader processes per rank; each reads every source's shards of this rank.
-        batches_per_epoch: batches every rank yields per epoch (an epoch is a logging and validation unit).
+        batches_per_epoch: batches every rank yields per epoch (the logging and validation unit).
         seed: seeds every worker's stream as (seed, rank, worker, pass).
         shuffle: sample shuffle buffer per source and worker.
         mix_prob: probability that a semantic pair goes into a mix-context example instead of its own.
-        mix_pairs: pairs per mix-context example (2 is our choice (no source gives one): the paper says "several").
-        val_episodes: validation episodes; val_min_pixels: smallest class area for an episode.
+        mix_pairs: pairs per mix-context example (the paper: "several"; 2 is our choice).
+        val_episodes: validation episodes.
+        val_min_pixels: smallest class area for an episode.
         val_classes: class ids to validate on; None: every class in `val`.
-        val_swap_queries: prompt-swap queries (`datamodules.prompt_swap`) from the images of `val` that hold two
-            classes, validated beside the one-shot episodes (`val/S`, `val/A`...: whether the model segments what
-            the prompt shows, which one-shot mIoU cannot tell from finding objects); 0: none; None: every usable
-            image.
+        val_swap_queries: prompt-swap queries (`datamodules.prompt_swap`: `val/S`, `val/A`...) from the `val` images
+            holding two classes; 0: none; None: every usable image.
         pin_memory: page-locked batches, for GPU training.
-        max_skip_rate: stop with an error naming the source when more than this share of a source's samples
-            is corrupt (unreadable, invalid, or an image that does not decode); fewer are skipped and counted
-            (logged as `skipped/<source>`). Samples with nothing to colour are skipped without counting here.
-        skip_rate_min_samples: samples a DataLoader worker reads from a source before its skip rate is judged,
-            so that one early bad sample does not stop a run.
-
-    Batches taken from `train_dataloader()` directly are `UnfinishedBatch`es with `on_device` (un-jittered,
-    un-flipped image canvases, the colour maps, the flips, label canvases and palettes); `augment.finish_batch`
-    finishes them.
+        max_skip_rate: stop with an error naming the source when more than this share of its samples is corrupt;
+            fewer are skipped and counted (`skipped/<source>`); samples with nothing to colour are not judged.
+        skip_rate_min_samples: samples a worker reads from a source before its skip rate is judged.
     """
 
     def __init__(

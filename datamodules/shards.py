@@ -1,9 +1,7 @@
 """Reading shard sets written by `seggpt-lab-data convert`: their index, their URLs, their samples.
 
-Streams (`iter_raw`, `iter_samples`) go through webdataset and so read any URL it opens; `ShardReader`
-gives random access by key to a local shard set, for evaluation loaders that pick samples by key. The training
-streams (`SampleStream`, `MixedStream` and the pretraining stream built on them) are `SeededStream`s: functions of
-(seed, rank, DataLoader worker, pass) alone, seeded by `worker_seed`.
+Streams go through webdataset and so read any URL it opens; `ShardReader` gives evaluation loaders random access by
+key. The training streams (`SampleStream`, `MixedStream`, `pretrain.PretrainStream`) are `SeededStream`s.
 """
 
 from __future__ import annotations
@@ -73,11 +71,8 @@ Location = tuple[str, int, int]  # (shard path, payload offset, payload size)
 
 
 class ShardReader:
-    """Random access by key to a local shard set, from its `<split>-index.json`.
-
-    The tar headers are scanned once (no payload is read); each read then opens the shard, seeks and
-    reads only the members it needs, so a reader is cheap to pickle into DataLoader workers.
-    """
+    """Random access by key to a local shard set (`<split>-index.json`): tar headers scanned once, then each read
+    seeks to the members it needs, so a reader is cheap to pickle into DataLoader workers."""
 
     def __init__(self, index_file: str | Path) -> None:
         self.index_file = Path(index_file)
@@ -140,13 +135,9 @@ class ShardReader:
 
 
 def rank_shards(urls: list[str], rank: int, world_size: int) -> list[str]:
-    """The shards rank `rank` of `world_size` reads: `urls[rank::world_size]`.
-
-    With at least `world_size` shards every shard goes to exactly one rank (counts differ by at most one).
-    With fewer shards than ranks, rank r reads the one shard `urls[r % len(urls)]`: shards repeat across ranks
-    so that no rank is empty (an empty rank hangs DDP, webdataset#188). That is harmless for resampled
-    training streams; a fixed (evaluation) stream then reads some samples on several ranks.
-    """
+    """`urls[rank::world_size]`; with fewer shards than ranks, the one shard `urls[rank % len(urls)]`, so that no
+    rank is empty (an empty rank hangs DDP: webdataset/webdataset#188); a fixed stream then reads some samples on
+    several ranks."""
     if not urls:
         raise ValueError("rank_shards: no shard URLs")
     if world_size < 1 or not 0 <= rank < world_size:
@@ -184,16 +175,11 @@ UNUSABLE = ("unpaired", "empty")
 
 
 class SkipCounter:
-    """Counts what one source reads and skips, and stops the run when it skips too much.
+    """Counts what one source reads and skips (`counts` by reason), per process: each worker judges its own.
 
-    One per source; pass it as `handler=` to every stage that can fail (tar reading, decoding), and call
-    `read()` for each sample that got through and `skip(reason)` for one dropped later (pairing,
-    augmentation), right after its `read()`. `counts` holds skips by reason; `str(counter)` is a one-line
-    summary for logs. Once `min_samples` have been seen (read, or lost before they could be read),
-    `TooManySkips` names the source when the share of corrupt samples passes `max_rate`; and whatever
-    `max_rate`, when `min_samples` samples in a row were skipped (a source that became unreadable, or holds
-    nothing usable), so that a broken source stops the run instead of starving it in an endless loop.
-    Counts live in the process that ran the stage: each DataLoader worker counts (and judges) its own.
+    Pass it as `handler=` to every stage that can fail; call `read()` for each sample through and `skip(reason)` for
+    one dropped later. Once `min_samples` are seen it raises `TooManySkips` when the corrupt share passes
+    `max_rate`, or when `min_samples` in a row were skipped, so a broken source stops the run instead of starving it.
     """
 
     def __init__(self, source: str = "", max_rate: float = 1.0, min_samples: int = 100) -> None:
@@ -262,24 +248,17 @@ def worker_id() -> int:
 
 
 def worker_seed(seed: int, rank: int, worker: int, epoch: int = 0) -> int:
-    """A 64-bit seed for one DataLoader worker of one rank in one epoch.
-
-    The four numbers go through numpy's `SeedSequence` hash, so nearby tuples (rank 0 worker 1 vs rank 1
-    worker 0) give unrelated streams rather than the overlapping ones that `seed + rank + worker` would.
-    """
+    """A 64-bit seed for one worker of one rank in one epoch, by numpy's `SeedSequence` hash: nearby tuples give
+    unrelated streams, where `seed + rank + worker` would overlap."""
     if min(seed, rank, worker, epoch) < 0:
         raise ValueError(f"seed, rank, worker and epoch must be non-negative, got {(seed, rank, worker, epoch)}")
     return int(np.random.SeedSequence([seed, rank, worker, epoch]).generate_state(1, np.uint64)[0])
 
 
 class SeededStream(IterableDataset):
-    """A stream that is a function of (seed, rank, DataLoader worker, pass) alone.
-
-    `EpochLoader` sets the pass (`set_epoch`) before it starts the workers; iterating the stream in a worker reads
-    `iterate(worker, pass)`: the items of `stream`, which a subclass implements, given the one seed it may draw
-    with, `worker_seed(seed, rank, worker, pass)`. A stream that wraps others reads them with `iterate` for the same
-    worker and pass.
-    """
+    """A stream that is a function of (seed, rank, DataLoader worker, pass) alone: a subclass implements `stream`,
+    given the one seed it may draw with, `worker_seed(seed, rank, worker, pass)`; `EpochLoader` sets the pass. A
+    stream that wraps others reads them with `iterate` for the same worker and pass."""
 
     def __init__(self, seed: int, rank: int = 0) -> None:
         super().__init__()
@@ -302,11 +281,7 @@ class SeededStream(IterableDataset):
 
 
 class SampleStream(SeededStream):
-    """Decoded `Sample`s from one rank's shards; build it with `sample_stream`.
-
-    Each iteration builds the webdataset pipeline for the current DataLoader worker, seeded by
-    `worker_seed(seed, rank, worker, epoch)` (`SeededStream`), so the stream depends only on those four numbers.
-    """
+    """Decoded `Sample`s from one rank's shards, a webdataset pipeline built per worker and pass (`sample_stream`)."""
 
     def __init__(self, urls: list[str], seed: int, rank: int, resampled: bool, shuffle: int,
                  handler: SkipCounter, sizes: dict[str, int] | None = None, lazy_labels: bool = False) -> None:
@@ -333,8 +308,8 @@ class SampleStream(SeededStream):
         )
 
     def _tar_samples(self, shards: Iterator[dict[str, str]]) -> Iterator[dict[str, Any]]:
-        """webdataset's tar stage, one shard at a time, so that samples a shard lost are counted: a tar garbled or
-        cut at a member boundary just ends, silently, and only its index (`sizes`) knows what is missing."""
+        """webdataset's tar stage, shard by shard, counting what a shard lost: a tar cut at a member boundary just
+        ends, and only its index (`sizes`) knows what is missing."""
         for shard in shards:
             read, errors = 0, 0
 
@@ -380,27 +355,19 @@ def sample_stream(urls: list[str], seed: int, resampled: bool = True, shuffle: i
         seed: base seed; the stream is a function of (seed, rank, DataLoader worker, epoch).
         resampled: draw shards with replacement forever (training); False reads `urls` once, split by worker.
         shuffle: sample shuffle buffer size; 0 or 1 keeps shard order.
-        handler: the `SkipCounter` called on tar, decode and validation errors (it logs, counts and skips, and
-            stops the run past its rate); default one that never stops.
+        handler: the `SkipCounter` for tar, decode and validation errors; default one that never stops.
         rank: the global rank, for seeding only.
-        sizes: {shard: sample count} (`shard_sizes`), to count the samples of a damaged shard that never came out
-            of its tar as skipped ("lost"); without it such losses go uncounted.
-        lazy_labels: keep the label maps PNG-encoded until `Sample.label` decodes one (and checks it then); the
-            pretraining stream decodes only the map each pair colours.
+        sizes: {shard: sample count} (`shard_sizes`), to count a damaged shard's samples that never came out ("lost").
+        lazy_labels: keep label maps PNG-encoded until `Sample.label` decodes (and checks) one.
     """
     return SampleStream(urls, seed, rank, resampled, shuffle, handler or SkipCounter(Path(urls[0]).parent.name),
                         sizes, lazy_labels)
 
 
 class MixedStream(SeededStream):
-    """Weighted random mixing of several streams; build it with `mixed_stream`.
-
-    Yields `(i, item)`: each item with the index of the stream it was drawn from, so that a consumer can count,
-    configure or skip by source. Not `wds.RandomMix`: that draws with the global `random.random()`, unseeded per
-    worker, so the mixture would not be reproducible. Here each worker draws from a `numpy` generator seeded by
-    `worker_seed(seed, rank, worker, epoch)`, and reads every stream for the same worker and pass. Stops when the
-    drawn stream runs dry (never, when resampled).
-    """
+    """Weighted random mixing of several streams (`mixed_stream`): `(i, item)`, the index of the stream drawn from
+    with each item; stops when the drawn stream runs dry. Not `wds.RandomMix`, which draws with the global
+    `random.random()`, unseeded per worker (webdataset's `mix.py`): here each worker's draws are its seed's."""
 
     def __init__(self, streams: list[SeededStream], weights: list[float], seed: int, rank: int = 0) -> None:
         super().__init__(seed, rank)
@@ -436,15 +403,10 @@ def mixed_stream(streams: list[SeededStream], weights: list[float], seed: int, r
 
 
 class EpochLoader:
-    """Exactly `batches` batches per iteration from `loader`, on every rank: the loader-level epoch.
-
-    Runs in the main process (webdataset's `with_epoch` on the dataset would count per worker, #250). When
-    the stream runs dry (a fixed stream) the loader restarts; a stream that yields nothing raises instead of
-    hanging. Each restart is a new pass: `set_epoch(pass)` is called on the dataset before its workers
-    start, so resampled streams differ from epoch to epoch (use `persistent_workers=False`: persistent
-    workers keep the dataset copy of their first pass). The pass counter is the loader's state
-    (`state_dict`), which Lightning saves with checkpoints.
-    """
+    """Exactly `batches` batches per iteration from `loader` on every rank, counted in the main process (webdataset's
+    `with_epoch` on the dataset counts per worker: webdataset/webdataset#250). A dry stream restarts the loader as a
+    new pass, `set_epoch(pass)` before its workers start (so no `persistent_workers`); one that yields nothing raises.
+    The pass counter is the loader's state, which Lightning saves with checkpoints."""
 
     def __init__(self, loader: DataLoader, batches: int) -> None:
         if batches < 1:
@@ -483,8 +445,5 @@ class EpochLoader:
 
 
 def with_epoch(dataset: IterableDataset, batches_per_rank: int, batch_size: int, **loader_kw: Any) -> EpochLoader:
-    """A DataLoader over `dataset` that yields exactly `batches_per_rank` batches per epoch on every rank.
-
-    `loader_kw` go to `DataLoader` (num_workers, collate_fn, ...); `Sample`s need a `collate_fn`.
-    """
+    """An `EpochLoader` over `DataLoader(dataset, batch_size, **loader_kw)`; `Sample`s need a `collate_fn`."""
     return EpochLoader(DataLoader(dataset, batch_size=batch_size, **loader_kw), batches_per_rank)

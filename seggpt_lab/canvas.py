@@ -1,8 +1,7 @@
-"""Canvases: two same-sized images stacked vertically, prompt on top, query below, ImageNet-normalised; the
-resizing of images, labels and predictions to and from the half-canvas size (seggpt_engine.py's).
+"""Canvases: prompt on top of query, ImageNet-normalised; resizing to and from the half-canvas as the official
+baaivision/Painter SegGPT/SegGPT_inference/seggpt_engine.py does; the item types that loaders yield.
 
-Shapes: images (B, 3, h, w) in [0, 1]; canvases (B, 3, 2h, w).
-"""
+Shapes: images (B, 3, h, w) in [0, 1]; canvases (B, 3, 2h, w)."""
 
 from __future__ import annotations
 
@@ -51,11 +50,8 @@ def split_canvas(canvas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def spatial_ensemble(examples: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
-    """(N, C, h, w) examples -> (C, h, w): an n x n grid of them (n = ceil(sqrt(N)), empty cells zero),
-    sub-sampled to the size of one example (the paper's spatial ensemble, section 3.3).
-
-    Use mode "bilinear" (anti-aliased) for images and "nearest" for label maps or painted masks.
-    """
+    """(N, C, h, w) -> (C, h, w): an n x n grid (n = ceil(sqrt(N)), empty cells zero) sub-sampled to one example's
+    size, SegGPT's spatial ensemble (§3.2); mode "bilinear" (antialiased) for images, "nearest" for labels."""
     n_examples, channels, h, w = examples.shape
     n = math.ceil(math.sqrt(n_examples))
     cells = torch.zeros(n * n, channels, h, w, dtype=examples.dtype, device=examples.device)
@@ -69,12 +65,9 @@ def spatial_ensemble(examples: torch.Tensor, mode: str = "bilinear") -> torch.Te
 
 
 def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(3, H, W) uint8 or float in [0, 1] -> (3, h, w) float in [0, 1], bicubic.
-
-    uint8 images are resized by PIL, as seggpt_engine.py resizes every image (`Image.resize((448, 448))`, PIL's
-    bicubic, which rounds to 8 bits between its two passes). Float images (tuned prompts) have no 8-bit form: they
-    are resized by torch's anti-aliased bicubic, within a few levels of PIL's.
-    """
+    """(3, H, W) uint8 or float in [0, 1] -> (3, h, w) float in [0, 1], bicubic: uint8 by PIL, as seggpt_engine.py
+    (`Image.resize((448, 448))`, 8-bit rounding between its passes); float (tuned prompts) by torch's antialiased
+    bicubic, within a few levels of PIL's."""
     if tuple(image.shape[-2:]) == tuple(size):
         return image.float() / 255 if image.dtype == torch.uint8 else image.float()
     if image.dtype == torch.uint8:
@@ -95,10 +88,8 @@ def resize_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def resize_prediction(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(..., h, w) labels decoded from a prediction -> (..., H, W), by torch's nearest neighbour, as
-    seggpt_engine.py resizes its float64 output back to the query's size (`F.interpolate(..., mode="nearest")`).
-    In float64 as there: torch computes the source pixels in the input's precision, and float32 picks others
-    (1.5% of the pixels from 448 to 854 columns)."""
+    """(..., h, w) labels decoded from a prediction -> (..., H, W), by torch's nearest neighbour in float64, as
+    seggpt_engine.py resizes its output (float32 picks other source pixels: BENCHMARKS.md §7)."""
     if tuple(labels.shape[-2:]) == tuple(size):
         return labels
     flat = labels.reshape(-1, 1, *labels.shape[-2:]).double()
@@ -114,10 +105,7 @@ def resize_output(output: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 class Episode(TypedDict):
-    """One few-shot episode, at native image sizes (evaluation loaders yield these one at a time).
-
-    Labels: 0 background, 1 the episode's class, IGNORE_LABEL (255) void.
-    """
+    """One few-shot episode at native image sizes. Labels: 0 background, 1 the episode's class, IGNORE_LABEL void."""
 
     key: str  # the query sample's key
     class_id: int  # the class being segmented, in the source's class ids
@@ -129,9 +117,8 @@ class Episode(TypedDict):
 
 
 class SwapQuery(TypedDict):
-    """One prompt-swap query (`datamodules.prompt_swap`): a query holding two objects, each prompted in turn, and an
-    absent-object control. Labels: 1 the object, 0 elsewhere, IGNORE_LABEL (255) void; index r of `targets`,
-    `prompt_images` and `prompt_labels` belongs to `objects[r]`.
+    """One prompt-swap query (`datamodules.prompt_swap`): two objects, each prompted in turn (index r of `targets` and
+    the prompts is `objects[r]`'s), and an absent-object control. Labels: 1 the object, 0 elsewhere, IGNORE_LABEL void.
     """
 
     key: str  # the query sample's key
@@ -149,10 +136,7 @@ class SwapQuery(TypedDict):
 
 
 class VideoSequence(TypedDict):
-    """One video, frames in order; the first frame's label is the prompt (semi-supervised protocol).
-
-    Labels: 0 background, 1..K objects, IGNORE_LABEL (255) void.
-    """
+    """One video, its first frame's label the prompt (semi-supervised). Labels: 0, objects 1..K, IGNORE_LABEL void."""
 
     key: str  # the video id
     frames: list[int]  # frame numbers, as in the source
@@ -185,10 +169,7 @@ class ClassPrompt(TypedDict):
 
 
 class SemanticImage(TypedDict):
-    """One image to segment into every class, with the per-class example prompts.
-
-    Labels: class ids (0 background where the source has one), IGNORE_LABEL (255) void.
-    """
+    """One image to segment into every class, with per-class prompts. Labels: class ids, IGNORE_LABEL void."""
 
     key: str
     image: torch.Tensor  # (3, H, W) uint8
@@ -197,10 +178,7 @@ class SemanticImage(TypedDict):
 
 
 class PanopticImage(TypedDict):
-    """One image with its ground-truth panoptic segments (COCO panoptic's form: a segment id map and a list).
-
-    Segment ids: 0 void or unlabelled, 1..N segments; `segment_info` holds every segment of the map.
-    """
+    """One image and its panoptic truth as COCO panoptic has it: segment ids (0 void, 1..N) and every segment's info."""
 
     key: str
     image: torch.Tensor  # (3, H, W) uint8
@@ -209,11 +187,8 @@ class PanopticImage(TypedDict):
 
 
 class InContextBatch(TypedDict):
-    """A training batch of B in-context pairs, as the model consumes it.
-
-    Canvases stay uint8 (prompt on top, query below) until `model_inputs` runs on the accelerator, so the
-    loader moves a quarter of the bytes and normalisation happens where it is nearly free.
-    """
+    """A training batch of B pairs; canvases stay uint8 until `model_inputs` on the accelerator (a quarter of float32's
+    bytes to move)."""
 
     image_canvas: torch.Tensor  # (B, 3, H, W) uint8
     target_canvas: torch.Tensor  # (B, 3, H, W) uint8: painted masks

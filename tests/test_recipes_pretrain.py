@@ -29,7 +29,7 @@ COMPOSITIONS = {
     "pretrain_vit_l_fsdp.yaml": ["pretrain_vit_l.yaml", "pretrain_vit_l_fsdp.yaml"],
 }
 PRETRAIN = [name for name in COMPOSITIONS if name.startswith("pretrain")]
-# seggpt_paper_facts.md "Training" (appendix A): sampling weight of each dataset or group of datasets
+# SegGPT, Wang et al. 2023, appendix A: sampling weight of each dataset or group of datasets
 PAPER_WEIGHTS = {
     ("coco-instance",): 0.22,
     ("ade20k",): 0.15,

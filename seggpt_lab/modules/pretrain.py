@@ -1,16 +1,11 @@
-"""In-context colouring pretraining (SegGPT §3-4): `seggpt-lab fit --config recipes/pretrain_vit_l.yaml`.
+"""In-context colouring pretraining (SegGPT, Wang et al. 2023, §3-4): `seggpt-lab fit --config RECIPE`.
 
-The module owns the optimisation: AdamW with no weight decay on norms, biases and (`no_decay`) tokens and
-position tables, optional layer-wise learning-rate decay, and a linear warm-up then cosine schedule stepped per
-optimiser step. Everything else is the Trainer's, set in the recipe: gradient clipping
-(`gradient_clip_val`), bf16 (`precision: bf16-mixed`), accumulation (`accumulate_grad_batches`, so the
-paper's batch of 2048 is one setting), DDP/FSDP (`strategy`), checkpoints (`ModelCheckpoint`).
-
-Per step it logs the loss, the learning rate, pairs/s and the data workers' running counts (realised
-partner rate, mix-context rate, skipped samples per source); every `picture_every_n_steps` it writes a
-prediction grid (prompt | query | prediction | target), to disk and to the logger; validation is one-shot
-few-shot mIoU on held-out episodes (`PretrainDataModule(val=...)`) and, with `val_swap_queries`, the prompt-following
-scores of prompt-swap queries (`val/S`, `val/A`, `val/absent_painted`: the figures to select checkpoints by).
+The module owns the optimisation: AdamW without weight decay on norms, biases and (`no_decay`) tokens and position
+tables, optional layer-wise lr decay, linear warm-up then cosine per optimiser step. Clipping, bf16, accumulation
+(for the paper's batch of 2048), DDP/FSDP and checkpoints are Trainer settings in the recipe. It logs the loss, the
+lr, pairs/s and the workers' running counts, a prediction grid every `picture_every_n_steps`, and validates by one-shot
+mIoU and, with the data module's `val_swap_queries`, the prompt-swap scores (`val/S`, `val/A`...) to select
+checkpoints by.
 """
 
 from __future__ import annotations
@@ -102,23 +97,22 @@ class PretrainModule(LightningModule):
         weight_decay: AdamW decay on matrices (paper: 0.05).
         betas: AdamW betas (Painter: 0.9, 0.999).
         layer_decay: layer-wise lr decay factor (None: off); block i gets lr * decay^(depth - i).
-        no_decay: which parameters, besides 1-D ones (norms, biases), get no weight decay: "ours" (every learned
-            token and the relative-position tables; our choice) or "painter" (only pos_embed, as Painter's trainer:
-            models_painter.py `no_weight_decay`, util/lr_decay.py); with `layer_decay`, also where the tokens sit
-            (`layer_id`).
+        no_decay: what escapes weight decay besides 1-D parameters: "ours" (every learned token and the
+            relative-position tables) or "painter" (only pos_embed, Painter models_painter.py `no_weight_decay`);
+            with `layer_decay`, also the tokens' layer (`layer_id`).
         warmup_steps: linear warm-up, in optimiser steps (paper: 1.8K of 9K).
         total_steps: the schedule's length; None: the trainer's `estimated_stepping_batches` (max_steps).
         min_lr_ratio: the cosine's floor as a fraction of `lr`.
-        foreground_weight: loss weight of pixels painted in a colour relative to black ones (1: the paper's
-            plain loss). Above 1 it counteracts the collapse to all-black targets on small budgets
-            (cpu_demo_feasibility.md).
+        foreground_weight: loss weight of pixels painted in a colour relative to black ones (1: the paper's plain
+            loss); above 1 it counteracts the collapse to all-black predictions on small budgets.
         loss_beta: the smooth-l1 threshold in normalised units (official: 0.01, nearly l1). A larger one
             (1: nearly l2) rewards hedged colours early on, which nearest-colour decoding reads correctly.
         val_seg_type: task token for validation episodes.
-        picture_every_n_steps: prediction grid interval (0: never); num_pictures: pairs per grid.
+        picture_every_n_steps: prediction grid interval (0: never).
+        num_pictures: pairs per grid.
         output_dir: where the pictures go; None: the trainer's log_dir or default_root_dir.
-        compile: torch.compile the model's blocks before training (`SegGPT.compile_blocks`; worth it on GPUs:
-            17-20% more pairs/s for ViT-L on an H200, after 2-3 minutes of compiling per batch shape).
+        compile: torch.compile the model's blocks before training (`SegGPT.compile_blocks`): faster on GPUs after
+            minutes of compiling per batch shape (BENCHMARKS.md §5).
     """
 
     def __init__(
@@ -278,7 +272,7 @@ class PretrainModule(LightningModule):
 
     @rank_zero_only
     def _picture(self, batch: InContextBatch, pred: torch.Tensor) -> None:
-        """prompt | query | prediction | target for the first pairs; masked target patches shown grey."""
+        """prompt | prompt target | query | query target seen | prediction | truth, masked target patches grey."""
         n = min(self.hparams.num_pictures, pred.shape[0])
         h = pred.shape[-2] // 2
         shown = patch_mask_to_pixels(batch["bool_masked_pos"][:n], self.model.grid_size, self.model.patch_size)

@@ -1,5 +1,5 @@
 """FewShotDataModule on the real FSS-1000 example and on synthetic shards: episodes of the HSNet protocols
-(ecosystem.md §4b), labels against the native masks, supports, determinism."""
+(juhongm999/hsnet data/pascal.py, coco.py, fss.py), labels against the native masks, supports, determinism."""
 
 from __future__ import annotations
 

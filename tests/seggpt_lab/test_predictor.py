@@ -272,7 +272,8 @@ def test_identical_prompts_give_the_one_prompt_prediction():
 
 
 def test_official_preprocessing_matches_the_published_numbers(shared_data):
-    # transformers SegGptImageProcessor reference values for the official demo images (seggpt_reference.md §11)
+    # transformers' SegGptImageProcessor values for the official demo images (its test_image_processing_seggpt.py
+    # test_pixel_values and convert_seggpt_to_hf.py)
     examples = shared_data / "painter_examples" / "SegGPT" / "SegGPT_inference" / "examples"
     query = normalize(to_tensor(Image.open(examples / "hmbb_2.jpg"), (448, 448), Image.Resampling.BICUBIC))
     torch.testing.assert_close(query[0, 0, :3], torch.tensor([1.6324, 1.6153, 1.5810]), atol=2e-3, rtol=0)
