@@ -444,6 +444,8 @@ class EpochLoader:
                 raise RuntimeError("EpochLoader: the stream yielded no batch; this rank has no readable samples")
 
 
-def with_epoch(dataset: IterableDataset, batches_per_rank: int, batch_size: int, **loader_kw: Any) -> EpochLoader:
-    """An `EpochLoader` over `DataLoader(dataset, batch_size, **loader_kw)`; `Sample`s need a `collate_fn`."""
+def with_epoch(dataset: IterableDataset, batches_per_rank: int, batch_size: int | None,
+               **loader_kw: Any) -> EpochLoader:
+    """An `EpochLoader` over `DataLoader(dataset, batch_size, **loader_kw)`; `Sample`s need a `collate_fn`; None: the
+    dataset yields whole batches."""
     return EpochLoader(DataLoader(dataset, batch_size=batch_size, **loader_kw), batches_per_rank)
