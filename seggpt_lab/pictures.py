@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from seggpt_lab.canvas import SwapQuery, clean, resize_output
+from seggpt_lab.canvas import Episode, SwapQuery, clean, resize_output
 from seggpt_lab.palette import build_palette, colorize, decode
 from seggpt_lab.prompts import Prompt
 
@@ -55,6 +55,13 @@ def dense(segments: torch.Tensor) -> torch.Tensor:
     """Segment ids -> 0..M in ascending order (0 stays 0), so that a picture's palette covers them."""
     values = torch.unique(torch.cat([segments.new_zeros(1), segments.flatten()]))
     return torch.searchsorted(values, segments)
+
+
+def episode_picture(episode: Episode, pred: torch.Tensor) -> Image.Image:
+    """The prompts with their masks | the query | the prediction | the truth, of one few-shot episode."""
+    image, truth = episode["query_image"], episode["query_label"]
+    return picture([*episode["prompt_images"], image, image, image],
+                   [*episode["prompt_labels"], torch.zeros_like(truth), pred, truth], 1)
 
 
 def swap_picture(query: SwapQuery, preds: torch.Tensor) -> Image.Image:

@@ -26,11 +26,19 @@ from seggpt_lab.canvas import (
     clean,
 )
 from seggpt_lab.checkpoint import load_pretrained
-from seggpt_lab.metrics import FewShotIoU, JandF, PanopticQuality, PromptSwap, SemanticIoU, role_areas
+from seggpt_lab.metrics import (
+    FewShotIoU,
+    JandF,
+    PanopticQuality,
+    PromptSwap,
+    SemanticIoU,
+    episode_areas,
+    role_areas,
+)
 from seggpt_lab.model import SegGPT
 from seggpt_lab.modules.contracts import FewShotData, PanopticData, PromptSwapData, SemanticData, require
 from seggpt_lab.palette import VIDEO_THRESHOLD, build_palette
-from seggpt_lab.pictures import dense, picture, prompt_tile, swap_picture
+from seggpt_lab.pictures import dense, episode_picture, picture, prompt_tile, swap_picture
 from seggpt_lab.prediction import Ensemble, predict_foreground, predict_labels, predict_with_prompt, propagate
 from seggpt_lab.prompts import load_prompt
 from seggpt_lab.references import reference_labels
@@ -70,6 +78,32 @@ def update_swap(metric: PromptSwap, query: SwapQuery, preds: torch.Tensor, absen
     if absent is not None:
         both = torch.where((targets == 1).any(0), 1, torch.where((targets == IGNORE_LABEL).any(0), IGNORE_LABEL, 0))
         metric.update_absent(absent[None], both[None])
+
+
+def episode_row(episode: Episode, index: int, pred: torch.Tensor) -> dict:
+    """One episode's CSV row: its query, class, shots and the prediction's foreground IoU (x100; 100 when both the
+    prediction and the truth are empty)."""
+    inter, union = (a[0, 1].item() for a in episode_areas(pred[None], episode["query_label"][None]))
+    return {"episode": index, "query": episode["key"], "class_id": episode["class_id"],
+            "shots": len(episode["prompt_images"]), "iou": 100 * inter / union if union else 100.0}
+
+
+def swap_rows(query: SwapQuery, preds: torch.Tensor, absent: torch.Tensor | None) -> list[dict]:
+    """One prompt-swap query's CSV rows: per role the IoU with the target and with the other object (x100), and the
+    absent control's share of the two objects' pixels painted."""
+    targets = query["targets"]
+    areas = role_areas(preds, targets, targets.flip(0)).tolist()  # per role: I, U with target, with the other
+    rows = [{"query": query["key"], "index": query["index"], "role": r, "target": query["objects"][r],
+             "distractor": query["objects"][1 - r], "kind": query["kind"],
+             "iou_target": 100 * inter_t / max(union_t, 1), "iou_distractor": 100 * inter_d / max(union_d, 1),
+             "absent_painted": ""}
+            for r, (inter_t, union_t, inter_d, union_d, _) in enumerate(areas)]
+    if absent is not None:
+        on = (targets == 1).any(0)
+        rows.append({"query": query["key"], "index": query["index"], "role": "absent", "target": query["absent_object"],
+                     "distractor": "", "kind": query["kind"], "iou_target": "", "iou_distractor": "",
+                     "absent_painted": 100 * float(((absent == 1) & on).sum() / on.sum().clamp(min=1))})
+    return rows
 
 
 class Evaluation(LightningModule):
@@ -180,15 +214,9 @@ class FewShotEvaluation(Evaluation):
         truth = episode["query_label"]
         pred = self.predict_one(episode["prompt_images"], episode["prompt_labels"], episode["query_image"], truth, 1)
         self.metric.update(pred[None], truth[None], torch.tensor([episode["class_id"]], device=truth.device))
-        valid = truth != IGNORE_LABEL
-        inter = ((pred == 1) & (truth == 1) & valid).sum().item()
-        union = (((pred == 1) | (truth == 1)) & valid).sum().item()
-        self.rows.append({"episode": index, "query": episode["key"], "class_id": episode["class_id"],
-                          "shots": len(episode["prompt_images"]), "iou": 100 * inter / union if union else 100.0})
+        self.rows.append(episode_row(episode, index, pred))
         if index < self.hparams.num_pictures:
-            images = [*episode["prompt_images"], episode["query_image"], episode["query_image"], episode["query_image"]]
-            labels = [*episode["prompt_labels"], torch.zeros_like(truth), pred, truth]
-            self.save_picture(f"episode-{index:05d}", picture(images, labels, 1))
+            self.save_picture(f"episode-{index:05d}", episode_picture(episode, pred))
 
     def on_test_epoch_end(self) -> None:
         self.finish(self.metric.compute(), "episodes")
@@ -455,19 +483,7 @@ class PromptSwapEvaluation(Evaluation):
         update_swap(self.blind, query, *predict_swap(
             lambda *a: self.predict_one(*a, num_labels=1, predictor="all_objects", all_objects=query["all_objects"]),
             query))
-        targets = query["targets"]
-        areas = role_areas(preds, targets, targets.flip(0)).tolist()  # per role: I, U with target, with the other
-        for r, (inter_t, union_t, inter_d, union_d, _) in enumerate(areas):
-            self.rows.append({"query": query["key"], "index": query["index"], "role": r,
-                              "target": query["objects"][r], "distractor": query["objects"][1 - r],
-                              "kind": query["kind"], "iou_target": 100 * inter_t / max(union_t, 1),
-                              "iou_distractor": 100 * inter_d / max(union_d, 1), "absent_painted": ""})
-        if absent is not None:
-            on = (targets == 1).any(0)
-            self.rows.append({"query": query["key"], "index": query["index"], "role": "absent",
-                              "target": query["absent_object"], "distractor": "", "kind": query["kind"],
-                              "iou_target": "", "iou_distractor": "",
-                              "absent_painted": 100 * float(((absent == 1) & on).sum() / on.sum().clamp(min=1))})
+        self.rows += swap_rows(query, preds, absent)
         if index < self.hparams.num_pictures:
             self.save_picture(f"query-{index:05d}", swap_picture(query, preds))
 

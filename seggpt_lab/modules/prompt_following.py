@@ -14,12 +14,12 @@ from typing import Literal
 import torch
 from torch import nn
 
-from seggpt_lab.canvas import IGNORE_LABEL, Episode, SwapQuery
-from seggpt_lab.metrics import FewShotIoU, PromptSwap, role_areas
+from seggpt_lab.canvas import Episode, SwapQuery
+from seggpt_lab.metrics import FewShotIoU, PromptSwap
 from seggpt_lab.model import SegGPT
 from seggpt_lab.modules.contracts import PromptFollowingData, require
-from seggpt_lab.modules.evaluate import Evaluation, PredictorName, predict_swap, update_swap
-from seggpt_lab.pictures import picture, swap_picture
+from seggpt_lab.modules.evaluate import Evaluation, PredictorName, episode_row, predict_swap, swap_rows, update_swap
+from seggpt_lab.pictures import episode_picture, swap_picture
 from seggpt_lab.prediction import Ensemble
 from seggpt_lab.references import ReferenceName
 
@@ -72,14 +72,8 @@ class PromptFollowingEvaluation(Evaluation):
                 *a, num_labels=1, predictor=p, all_objects=query["all_objects"]), query)
             update_swap(self.metrics[f"{name}|swap|{p}"], query, preds, absent)
             if p == self.predictors[0]:
-                model_preds = preds
-        targets = query["targets"]
-        for r, (inter_t, union_t, inter_d, union_d, _) in enumerate(
-                role_areas(model_preds, targets, targets.flip(0)).tolist()):
-            self.swap_rows.append({"set": name, "query": query["key"], "index": query["index"], "role": r,
-                                   "target": query["objects"][r], "distractor": query["objects"][1 - r],
-                                   "kind": query["kind"], "iou_target": 100 * inter_t / max(union_t, 1),
-                                   "iou_distractor": 100 * inter_d / max(union_d, 1)})
+                model_preds, model_absent = preds, absent
+        self.swap_rows += [{"set": name, **row} for row in swap_rows(query, model_preds, model_absent)]
         if index < self.hparams.num_pictures:
             self.save_picture(f"swap-{name}-{index:03d}", swap_picture(query, model_preds))
 
@@ -92,16 +86,9 @@ class PromptFollowingEvaluation(Evaluation):
             self.metrics[f"{name}|one_shot|{p}"].update(pred[None], truth[None], class_id)
             if p == self.predictors[0]:
                 model_pred = pred
-        valid = truth != IGNORE_LABEL
-        inter = ((model_pred == 1) & (truth == 1) & valid).sum().item()
-        union = (((model_pred == 1) | (truth == 1)) & valid).sum().item()
-        self.rows.append({"set": name, "episode": index, "query": episode["key"], "class_id": episode["class_id"],
-                          "iou": 100 * inter / union if union else 100.0})
+        self.rows.append({"set": name, **episode_row(episode, index, model_pred)})
         if index < self.hparams.num_pictures:
-            image = episode["query_image"]
-            self.save_picture(f"{name}-{index:03d}", picture(
-                [episode["prompt_images"][0], image, image, image],
-                [episode["prompt_labels"][0], torch.zeros_like(truth), model_pred, truth], 1))
+            self.save_picture(f"{name}-{index:03d}", episode_picture(episode, model_pred))
 
     def on_test_epoch_end(self) -> None:
         sets: dict[str, dict] = {}

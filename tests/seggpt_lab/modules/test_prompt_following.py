@@ -91,7 +91,10 @@ def test_make_demos_two_runs_train_then_score_the_model_beside_the_references(tm
     assert {int(r["class_id"]) for r in rows if r["set"] == "heldout"} <= {4, 7, 10, 13, 20, 23}
     with open(out / "swap_episodes.csv") as f:
         swap_rows = list(csv.DictReader(f))
-    assert len(swap_rows) == 2 * sum(e["prompt_following"]["model"]["queries"] for e in results["sets"].values())
+    queries = sum(e["prompt_following"]["model"]["queries"] for e in results["sets"].values())
+    assert len([r for r in swap_rows if r["role"] != "absent"]) == 2 * queries
+    absent = [float(r["absent_painted"]) for r in swap_rows if r["role"] == "absent"]
+    assert 0 < len(absent) <= queries and all(0 <= a <= 100 for a in absent)
 
     # the oracle as the predictor: every figure of a perfect prompt-follower
     oracle = tmp_path / "oracle"
