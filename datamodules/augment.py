@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from datamodules.coloring import NUM_LABELS, Mapping, candidate_ids, draw_mapping, mix_context, paint_planes
+from datamodules.coloring import NUM_LABELS, Mapping, candidate_ids, draw_mapping, fix_colors, mix_context, paint_planes
 from datamodules.masking import painter_mask, query_half_mask
 from datamodules.pairing import Pair
 from datamodules.schema import SEM_VOID, Sample
@@ -231,6 +231,9 @@ class PairTransform:
         max_ids: at most this many ids coloured per example; None: no cap.
         recolor: probability that a view's colours are also remapped at random (channels permuted, some inverted),
             for worlds where colour never names a category (README, "Pretraining").
+        coloring: "random" (SegGPT: every example draws its ids' colours afresh, so a colour names nothing) or "fixed"
+            (Painter: each category id, and each instance id, always has one colour, `palette.fixed_color`); the
+            ids coloured are drawn alike. README, "Ablations".
         on_device: leave the jitter, the flips and the painting to `finish_batch` on the accelerator; examples then
             carry the `UnfinishedBatch` keys. Mix-context examples are jittered and flipped here (a half mixes views).
     """
@@ -248,6 +251,7 @@ class PairTransform:
         on_device: bool = False,
         recolor: float = 0.0,
         jitter_prob: float = 1.0,
+        coloring: Literal["random", "fixed"] = "random",
     ) -> None:
         if size[0] % patch_size or size[1] % patch_size:
             raise ValueError(f"size {size} must be a multiple of patch_size {patch_size}")
@@ -266,6 +270,9 @@ class PairTransform:
         if not 0 <= recolor <= 1:
             raise ValueError(f"recolor must lie in [0, 1], got {recolor}")
         self.on_device, self.recolor = on_device, recolor
+        if coloring not in ("random", "fixed"):
+            raise ValueError(f"coloring must be 'random' or 'fixed', got {coloring!r}")
+        self.coloring = coloring
         self.patch_size, self.grid = patch_size, (2 * size[0] // patch_size, size[1] // patch_size)  # whole canvas
 
     def __call__(self, pair: Pair, rng: np.random.Generator, scale: tuple[float, float] | None = None
@@ -276,7 +283,7 @@ class PairTransform:
         deferred = self._deferred()
         image, labels = self.views(pair, rng, deferred, scale)
         candidates, present = self._candidates(pair.ids, labels)
-        mapping = draw_mapping(candidates, rng, self.max_ids)
+        mapping = self._colors(draw_mapping(candidates, rng, self.max_ids), pair.label)
         return self._example(image, labels, mapping, present, pair.task, rng, deferred)
 
     def mixed(self, pairs: list[Pair], rng: np.random.Generator, scale: tuple[float, float] | None = None
@@ -296,9 +303,14 @@ class PairTransform:
             stitched, labels[0, rows] = mix_context([canvas[:, rows].transpose(1, 2, 0) for canvas, _ in views],
                                                     [lab[0, rows] for _, lab in views], rng, self.size)
             image[:, rows] = stitched.transpose(2, 0, 1)
-        mapping = draw_mapping(candidate_ids(labels[0, h:], ids), rng, self.max_ids)
+        mapping = self._colors(draw_mapping(candidate_ids(labels[0, h:], ids), rng, self.max_ids), pairs[0].label)
         present = self._present(labels[0], list(mapping))
         return self._example(image, labels, mapping, present, pairs[0].task, rng, self._deferred())
+
+    def _colors(self, mapping: Mapping, kind: str) -> Mapping:
+        """The drawn mapping, its colours replaced by the fixed ones with `coloring="fixed"` (drawn all the same, so
+        the other random choices stay those of random colouring)."""
+        return fix_colors(mapping, kind) if self.coloring == "fixed" else mapping
 
     def _deferred(self) -> dict[str, np.ndarray] | None:
         """What `finish_batch` will do to an example (`on_device`): nothing yet (identity colour maps, no flips)."""

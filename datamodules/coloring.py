@@ -13,13 +13,12 @@ import numpy as np
 from PIL import Image
 
 from datamodules.schema import SEM_VOID
+from seggpt_lab.palette import LATTICE_COLORS, fixed_color
 
-LEVELS = 8  # lattice levels per channel: step 255 / 7 ~ 36, enough colours for COCO's ~100 instances
-_AXIS = np.round(np.linspace(0, 255, LEVELS)).astype(np.uint8)  # 0, 36, 73, 109, 146, 182, 219, 255
-_LATTICE = np.stack(np.meshgrid(_AXIS, _AXIS, _AXIS, indexing="ij"), -1).reshape(-1, 3)
-# any two colours differ by a lattice step (36) in some channel, and each is 73 or more from black in its largest:
-# nearest-colour decoding over a mapping's colours and black is unambiguous for errors below 18 per channel
-COLORS: np.ndarray = _LATTICE[_LATTICE.max(1) >= _AXIS[2]]  # (504, 3) uint8: two levels or more from black
+# 8 lattice levels per channel (step 255 / 7 ~ 36), enough colours for COCO's ~100 instances: any two colours differ
+# by a step in some channel, and each is 73 or more from black in its largest, so nearest-colour decoding over a
+# mapping's colours and black is unambiguous for errors below 18 per channel
+COLORS: np.ndarray = LATTICE_COLORS  # (504, 3) uint8
 NUM_LABELS = SEM_VOID + 1  # label maps hold values 0..SEM_VOID (16-bit PNG)
 
 Mapping = dict[int, tuple[int, int, int]]
@@ -45,6 +44,12 @@ def draw_mapping(candidates: Sequence[int], rng: np.random.Generator, max_ids: i
     chosen = rng.choice(np.asarray(candidates), int(rng.integers(1, cap + 1)), replace=False)
     colors = COLORS[rng.choice(len(COLORS), len(chosen), replace=False)]
     return {int(i): (int(r), int(g), int(b)) for i, (r, g, b) in zip(chosen, colors, strict=True)}
+
+
+def fix_colors(mapping: Mapping, kind: str) -> Mapping:
+    """`mapping`'s ids with their fixed colours (`palette.fixed_color`) instead of random ones: Painter's colouring,
+    where a colour names a category, for the ablation of SegGPT's random colouring."""
+    return {i: fixed_color(i, kind) for i in mapping}
 
 
 def _color_words(mapping: Mapping) -> np.ndarray:

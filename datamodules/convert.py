@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from datamodules.schema import SCHEMA_VERSION, SEM_VOID, Sample, SampleError, encode_sample
 from datamodules.sources.base import Source
+from seggpt_lab.atomic import write_atomic
 
 # tar member times: fixed for byte-identical shards; an int, because a float gives every member a pax header,
 # which doubles the time a reader spends parsing headers
@@ -42,12 +43,6 @@ def shard_name(split: str, index: int) -> str:
 
 def index_path(folder: Path, split: str) -> Path:
     return folder / f"{split}-index.json"
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _dumps(obj: Any) -> bytes:
@@ -150,7 +145,7 @@ def convert(source: Source, out: str | Path, shard_size: int = 1000, workers: in
         results.close()
 
     index = _index(source, [s for s in stats if s is not None])
-    _write_atomic(index_path(folder, source.split), _dumps(index))
+    write_atomic(index_path(folder, source.split), _dumps(index))
     return index
 
 
@@ -184,7 +179,7 @@ def _write_shard(folder: Path, split: str, k: int, chunk: Sequence[Any], results
         raise
     shard = {"name": path.name, "samples": len(keys), "items": _fingerprint(chunk), "skipped": skipped,
              "class_images": dict(sorted(images.items())), "class_pixels": dict(sorted(pixels.items()))}
-    _write_atomic(path.with_suffix(".json"), _dumps(shard))  # stats first: a tar never exists without them
+    write_atomic(path.with_suffix(".json"), _dumps(shard))  # stats first: a tar never exists without them
     os.replace(tmp, path)
     return json.loads(_dumps(shard))  # as a later run will read it back (string class ids)
 

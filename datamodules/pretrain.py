@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
@@ -286,7 +287,8 @@ class PretrainDataModule(LightningDataModule):
         batch_size: pairs per batch per rank (before gradient accumulation).
         num_workers: DataLoader processes per rank; each reads every source's shards of this rank.
         batches_per_epoch: batches every rank yields per epoch (the logging and validation unit).
-        seed: seeds every worker's stream as (seed, rank, worker, pass).
+        seed: seeds every worker's stream as (seed, rank, worker, pass) and the validation episodes; None: the run's
+            seed_everything (0 without one).
         shuffle: sample shuffle buffer per source and worker.
         mix_prob: probability that a semantic pair goes into a mix-context example instead of its own.
         mix_pairs: pairs per mix-context example (the paper: "several"; 2 is our choice).
@@ -310,7 +312,7 @@ class PretrainDataModule(LightningDataModule):
         batch_size: int = 8,
         num_workers: int = 4,
         batches_per_epoch: int = 1000,
-        seed: int = 0,
+        seed: int | None = None,
         shuffle: int = 500,
         mix_prob: float = 0.0,
         mix_pairs: int = 2,  # our choice (no source gives one)
@@ -336,6 +338,8 @@ class PretrainDataModule(LightningDataModule):
             raise ValueError(f"data: need 0 <= max_skip_rate <= 1 and skip_rate_min_samples >= 1, got {max_skip_rate} "
                              f"and {skip_rate_min_samples}")
         self.save_hyperparameters()
+        if seed is None:  # Lightning's global seed (seed_everything), as its own worker seeding takes it
+            self.hparams.seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
         self.sources, self.val = list(sources), val
         self.transform, self.sampler = transform, sampler
         self.dataset: PretrainStream | None = None

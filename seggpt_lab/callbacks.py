@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import torch
 import yaml
 from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -19,6 +23,7 @@ from seggpt_lab.checkpoint import load_weights_only, save_atomic
 from seggpt_lab.pictures import line_plot
 
 CONFIG_FILE = "seggpt-lab-config.yaml"
+TRIAL_ENV = "SEGGPT_LAB_SWEEP_TRIAL"  # set by `seggpt-lab sweep` for its trials: the trial's folder
 
 
 class SaveConfig(SaveConfigCallback):
@@ -63,12 +68,12 @@ class LossCurve(Callback):
     """A PNG of a logged training figure against the step, written when training ends (rank 0) and logged to W&B.
 
     Args:
-        path: the PNG to write.
+        path: the PNG to write; None: `loss.png` in the trainer's default_root_dir (each sweep trial its own).
         key: the logged figure, sampled every `log_every_n_steps` steps.
     """
 
-    def __init__(self, path: str = "loss.png", key: str = "train/loss") -> None:
-        self.path, self.key = Path(path), key
+    def __init__(self, path: str | None = None, key: str = "train/loss") -> None:
+        self.path, self.key = path, key
         self.points: list[tuple[int, float]] = []
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
@@ -81,8 +86,9 @@ class LossCurve(Callback):
         if not trainer.is_global_zero or len(self.points) < 2:
             return
         image = line_plot(self.points, self.key)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        image.save(self.path)
+        path = Path(self.path or Path(trainer.default_root_dir) / "loss.png")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image(key=f"{self.key} curve", images=[image])
@@ -92,6 +98,81 @@ class LossCurve(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.points = [tuple(p) for p in state_dict["points"]]
+
+
+class TestAfterFit(Callback):
+    """When training ends, `seggpt-lab test --config CONFIG` on the checkpoint it wrote, and the evaluation's metrics
+    (results.json's `metrics`: what a `seggpt-lab test` run logs) logged to this run at its last step, so that one
+    `seggpt-lab fit` (a sweep's trial) reports held-out figures too. The test runs in a process of its own.
+
+    Args:
+        config: the evaluation recipe; its `model.init_args.checkpoint` and `output_dir` are set here.
+        checkpoint: which of ModelCheckpoint's files: "last" (needs save_last) or "best" (its monitor's).
+        args: more `seggpt-lab test` arguments, such as `--model.init_args.references=[]` (given before the
+            checkpoint and output_dir, which stay this callback's).
+        output_dir: where the evaluation writes; None: `test/` in the trainer's default_root_dir.
+    """
+
+    def __init__(self, config: str, checkpoint: Literal["last", "best"] = "last", args: list[str] | None = None,
+                 output_dir: str | None = None) -> None:
+        if not Path(config).is_file():
+            raise FileNotFoundError(f"TestAfterFit: {config}: no such evaluation recipe")
+        self.config, self.checkpoint, self.args, self.output_dir = config, checkpoint, list(args or []), output_dir
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.interrupted:
+            return
+        saver = trainer.checkpoint_callback
+        path = getattr(saver, f"{self.checkpoint}_model_path", "") if saver else ""
+        if not path:
+            raise ValueError(f"TestAfterFit: this run wrote no {self.checkpoint} checkpoint (a ModelCheckpoint with "
+                             f"{'save_last: true' if self.checkpoint == 'last' else 'a monitor'})")
+        out = Path(self.output_dir or Path(trainer.default_root_dir) / "test")
+        command = [sys.executable, "-m", "seggpt_lab.cli", "test", *self.run_args(vars(self)),
+                   f"--model.init_args.checkpoint={path}", f"--model.init_args.output_dir={out}",
+                   f"--trainer.default_root_dir={out}"]
+        env = {k: v for k, v in os.environ.items() if k != TRIAL_ENV}  # the test reports through this run
+        if subprocess.run(command, env=env).returncode != 0:
+            raise RuntimeError(f"TestAfterFit: `{' '.join(command)}` failed (its output is above)")
+        metrics = json.loads((out / "results.json").read_text()).get("metrics", {})
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+            logger.save()
+        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
+
+    @staticmethod
+    def run_args(init_args: dict) -> list[str]:
+        """The `seggpt-lab test` arguments of the run whose metrics this callback logs (`cli.logged_metrics`)."""
+        return ["--config", init_args["config"], *(init_args.get("args") or [])]
+
+
+class TrialReport(Callback):
+    """What a `seggpt-lab sweep` trial tells its sweep (`seggpt_lab.sweep`): every figure after each validation and
+    when training ends, as lines of `metrics.jsonl` in `folder`; and a `stop` file there (early termination) ends
+    training after the validation that finds it. The CLI adds it to `fit` when SEGGPT_LAB_SWEEP_TRIAL names folder.
+    """
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+
+    def _report(self, trainer: Trainer) -> None:
+        if not trainer.is_global_zero:
+            return
+        row = {"_step": trainer.global_step, **{k: float(v) for k, v in trainer.callback_metrics.items()
+                                                 if v.numel() == 1}}
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        self._report(trainer)
+        if (self.folder / "stop").exists():
+            trainer.should_stop = True
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._report(trainer)
 
 
 class PredictionWriter(BasePredictionWriter):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import pickle
 import re
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from seggpt_lab.atomic import replacing
 from seggpt_lab.model import SegGPT
 
 log = logging.getLogger(__name__)
@@ -185,25 +185,9 @@ def load_weights_only(path: str | Path, what: str = "checkpoint", map_location: 
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
-    """`torch.save` to `PATH.tmp` in the same folder, fsync, then `os.replace`: whoever reads `path` (or resumes
-    from it after a crash or a SIGKILL mid-save) finds the old file or the new one, never a partial one."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")  # same folder, so the rename is atomic; not *.ckpt, so never "last"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if os.name == "posix":  # the rename is durable once the folder's entry is on disk
-        folder = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+    """`torch.save` to `path`, atomically (`atomic.replacing`)."""
+    with replacing(Path(path)) as f:
+        torch.save(obj, f)
 
 
 def _read_hf_dir(path: Path) -> tuple[dict, dict]:

@@ -1,4 +1,4 @@
-"""Entry point `seggpt-lab` (LightningCLI: fit / validate / test / predict).
+"""`seggpt-lab fit / validate / test / predict`: LightningCLI (`seggpt-lab sweep`: `seggpt_lab.sweep`).
 
 It owns nothing but wiring and imports no `datamodules`: recipes name the data modules by class_path.
 `seggpt-lab-data` (convert, inspect) is the data package's own, in `datamodules.cli`.
@@ -6,16 +6,20 @@ It owns nothing but wiring and imports no `datamodules`: recipes name the data m
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 import os
 import re
 import sys
 from pathlib import Path
 
+import yaml
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from seggpt_lab.callbacks import SafeCheckpointIO, SaveConfig
+from seggpt_lab.callbacks import TRIAL_ENV, SafeCheckpointIO, SaveConfig, TrialReport
 from seggpt_lab.checkpoint import load_weights_only
 
 # jsonargparse's report around the reason: which union member failed, and the given value
@@ -72,6 +76,8 @@ class CLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default; a chosen plugin stays
             trainer.strategy.checkpoint_io = SafeCheckpointIO()
+        if self.subcommand == "fit" and os.environ.get(TRIAL_ENV):  # a sweep's trial (`seggpt_lab.sweep`)
+            trainer.callbacks.append(TrialReport(os.environ[TRIAL_ENV]))
         return trainer
 
 
@@ -93,6 +99,45 @@ def main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
     if run and wandb is not None and wandb.run is not None:
         wandb.finish()  # one W&B run per command, also when main() runs again in one process (notebooks, tests)
     return cli
+
+
+def resolved_config(args: list[str]) -> dict:
+    """The configuration that `seggpt-lab SUBCOMMAND ARGS...` would run, resolved as --print_config prints it (no
+    class is instantiated); a configuration error raises ValueError with the CLI's one line."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([*args, "--print_config"])  # printed and ended while parsing: nothing runs
+        except SystemExit as e:
+            if e.code:
+                line = next((x for x in err.getvalue().splitlines() if x.startswith("seggpt-lab: error:")),
+                            err.getvalue().strip() or f"exit status {e.code}")
+                raise ValueError(line.removeprefix("seggpt-lab: error: ")) from None
+    return yaml.safe_load(out.getvalue())
+
+
+def class_of(entry: dict) -> type:
+    """The class a resolved config's `{class_path: ...}` entry names."""
+    module, _, name = entry["class_path"].rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def logged_metrics(config: dict) -> list[str] | None:
+    """The metric names a run of the resolved `config` logs, as its classes declare them: the model class and any
+    callback by a classmethod `logged_metrics(init_args, config)`, a callback that logs another run's metrics
+    (`TestAfterFit`) by `run_args(init_args)`, the arguments of that `seggpt-lab test`. None when the model class
+    declares none."""
+    model = class_of(config["model"])
+    if not hasattr(model, "logged_metrics"):
+        return None
+    names = list(model.logged_metrics(config["model"].get("init_args") or {}, config))
+    for callback in (config.get("trainer") or {}).get("callbacks") or []:
+        cls, init_args = class_of(callback), callback.get("init_args") or {}
+        if hasattr(cls, "logged_metrics"):
+            names += cls.logged_metrics(init_args, config)
+        if hasattr(cls, "run_args"):
+            names += logged_metrics(resolved_config(["test", *cls.run_args(init_args)])) or []
+    return names
 
 
 def entry() -> None:
@@ -118,4 +163,4 @@ def entry() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry()

@@ -12,6 +12,24 @@ import torch
 
 VIDEO_THRESHOLD = 128  # seggpt_engine.py inference_video: output.mean(-1).gt(128) on the 0..255 output
 
+# The colours that training's random colouring draws from (`datamodules.coloring`): 8 levels per channel (0, 36, 73,
+# ... 255), less those within one level of black. Any two differ by a level (36) in some channel.
+_AXIS = np.round(np.linspace(0, 255, 8)).astype(np.uint8)
+_LATTICE = np.stack(np.meshgrid(_AXIS, _AXIS, _AXIS, indexing="ij"), -1).reshape(-1, 3)
+LATTICE_COLORS: np.ndarray = _LATTICE[_LATTICE.max(1) >= _AXIS[2]]  # (504, 3) uint8
+# Painter-style fixed colours (one per category id, and one per instance id, from two shuffles of the lattice): what
+# `PairTransform(coloring="fixed")` paints and what `PromptFollowingEvaluation(prompt_colors="fixed")` prompts with
+_FIXED = {kind: LATTICE_COLORS[np.random.default_rng(seed).permutation(len(LATTICE_COLORS))]
+          for kind, seed in (("sem", 0), ("ins", 1))}
+
+
+def fixed_color(label_id: int, kind: str = "sem") -> tuple[int, int, int]:
+    """The fixed colour of category (kind "sem") or instance ("ins") `label_id` >= 1: a lattice colour, the same in
+    every image, so that colour names the category as in Painter (the ablation of random colouring)."""
+    colors = _FIXED[kind]
+    r, g, b = colors[(label_id - 1) % len(colors)]
+    return int(r), int(g), int(b)
+
 
 def build_palette(num_labels: int) -> torch.Tensor:
     """(num_labels + 1, 3) uint8, class 0 black (Painter gen_color_coco_panoptic_segm.py, HF build_palette)."""

@@ -94,3 +94,48 @@ def line_plot(points: list[tuple[int, float]], label: str, size: tuple[int, int]
     draw.text((4, pad - 12), f"{hi:.3f}", fill="black")
     draw.text((4, h - pad), f"{lo:.3f}", fill="black")
     return image
+
+
+def sweep_plot(params: list[dict], values: list[float], metric: str, panel: tuple[int, int] = (320, 240)
+               ) -> Image.Image:
+    """A sweep's metric against each parameter, one panel each: a dot per trial; a parameter with few distinct or
+    non-numeric values is drawn as categories, each with its mean (a bar); numbers spanning 10x or more on a log axis.
+    PIL only, as `line_plot`."""
+    keys = list(params[0]) if params else []
+    w, h = panel
+    pad, cols = 36, min(3, max(len(keys), 1))
+    image = Image.new("RGB", (w * cols, h * max(1, -(-len(keys) // cols))), "white")
+    draw = ImageDraw.Draw(image)
+    lo, hi = min(values), max(values)
+    span = (hi - lo) or 1.0
+    for n, key in enumerate(keys):
+        x0, y0 = (n % cols) * w, (n // cols) * h
+        xs = [p[key] for p in params]
+        numeric = all(isinstance(x, int | float) and not isinstance(x, bool) for x in xs) and len(set(xs)) > 3
+        if numeric:
+            log = min(xs) > 0 and max(xs) >= 10 * min(xs)
+            pos = [float(np.log10(x)) if log else float(x) for x in xs]
+            left, right = min(pos), max(pos)
+            where = [(p - left) / ((right - left) or 1.0) for p in pos]
+            ticks = [(0.0, f"{min(xs):.3g}"), (1.0, f"{max(xs):.3g}")]
+        else:
+            names = sorted({str(x) for x in xs})
+            where = [(names.index(str(x)) + 0.5) / len(names) for x in xs]
+            ticks = [((i + 0.5) / len(names), name[:14]) for i, name in enumerate(names)]
+        px = [x0 + pad + f * (w - 2 * pad) for f in where]
+        py = [y0 + h - pad - (v - lo) / span * (h - 2 * pad) for v in values]
+        draw.rectangle([x0 + pad, y0 + pad, x0 + w - pad, y0 + h - pad], outline="gray")
+        if not numeric:
+            for f, _ in ticks:
+                group = [v for g, v in zip(where, values, strict=True) if g == f]
+                cy = y0 + h - pad - (sum(group) / len(group) - lo) / span * (h - 2 * pad)
+                cx = x0 + pad + f * (w - 2 * pad)
+                draw.line([(cx - 18, cy), (cx + 18, cy)], fill=(214, 39, 40), width=2)
+        for x, y in zip(px, py, strict=True):
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=(31, 119, 180))
+        for f, text in ticks:
+            draw.text((x0 + pad + f * (w - 2 * pad) - 3 * len(text), y0 + h - pad + 6), text, fill="black")
+        draw.text((x0 + pad, y0 + 8), f"{metric} by {key.rsplit('.', 1)[-1]}", fill="black")
+        draw.text((x0 + 2, y0 + pad - 12), f"{hi:.3g}", fill="black")
+        draw.text((x0 + 2, y0 + h - pad), f"{lo:.3g}", fill="black")
+    return image

@@ -68,12 +68,16 @@ def colour_output(query_half: torch.Tensor) -> np.ndarray:
 
 def predict_labels(model: SegGPT, prompt_images: list[torch.Tensor], prompt_labels: list[torch.Tensor],
                    query_image: torch.Tensor, num_labels: int, seg_type: Literal["semantic", "instance"] = "instance",
-                   ensemble: Ensemble = "feature", binary_threshold: float | None = None) -> torch.Tensor:
+                   ensemble: Ensemble = "feature", binary_threshold: float | None = None,
+                   palette: torch.Tensor | None = None) -> torch.Tensor:
     """K prompt images (3, h_k, w_k) uint8 with labels (h_k, w_k) in 0..num_labels (others: background) and a query
-    (3, H, W) -> labels (H, W) long. Labels are painted with `build_palette(num_labels)`; the prediction is decoded
-    by the nearest palette colour or, with `binary_threshold` and num_labels == 1, by `palette.binarize`."""
+    (3, H, W) -> labels (H, W) long. Labels are painted with `palette` ((num_labels + 1, 3) uint8, row 0 black;
+    default `build_palette(num_labels)`); the prediction is decoded by the nearest palette colour or, with
+    `binary_threshold` and num_labels == 1, by `palette.binarize`."""
     half = (model.img_size[0] // 2, model.img_size[1])
-    palette = build_palette(num_labels)
+    palette = build_palette(num_labels) if palette is None else palette
+    if palette.shape != (num_labels + 1, 3):
+        raise ValueError(f"palette: need {num_labels + 1} colours (black first), got shape {tuple(palette.shape)}")
     prompts = torch.stack([resize_image(p, half) for p in prompt_images])
     masks = torch.stack([paint(resize_labels(lab, half), palette) for lab in prompt_labels])
     rgb = predict_canvas(model, prompts, masks, resize_image(query_image, half), seg_type, ensemble)

@@ -18,6 +18,7 @@ import yaml
 
 from datamodules.sources import SOURCES
 from seggpt_lab.cli import entry, main
+from seggpt_lab.sweep import check, load
 from tests.conftest import REPO
 
 RECIPES = REPO / "recipes"
@@ -184,14 +185,16 @@ def test_there_are_sweeps():
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
-def test_sweep_command_runs_seggpt_lab_fit_on_a_recipe(path):
-    sweep = yaml.safe_load(path.read_text())
-    command = sweep["command"]
-    assert sweep["program"] == "seggpt-lab" and sweep["metric"]["name"].startswith("val/")
+def test_sweep_runs_seggpt_lab_fit_on_a_recipe_and_its_metric_is_logged(path, monkeypatch):
+    """What `seggpt-lab sweep` checks before any trial: W&B's schema, a `${program} fit` command on recipes that
+    exist, parameters that are CLI keys and a metric that a trial logs; and the file stays usable by `wandb agent`."""
+    monkeypatch.chdir(REPO)
+    config = load(path)
+    check(config, path)
+    command = config["command"]
     assert command[0] == "${env}" and command[-1] == "${args}"
     program = command.index("${program}")
     assert all(re.fullmatch(r"[A-Z_]+=\S*", arg) for arg in command[1:program])  # /usr/bin/env NAME=VALUE
-    assert command[program + 1] == "fit"
     configs = [command[i + 1] for i, arg in enumerate(command) if arg == "--config"]
     assert configs and all((REPO / config).is_file() for config in configs)
 
@@ -203,7 +206,7 @@ def test_sweep_parameter_is_a_cli_key(path, key, capsys, monkeypatch):
     sweep = yaml.safe_load(path.read_text())
     for value in sample_values(sweep["parameters"][key]):
         config = printed_config(capsys, *fixed_args(sweep["command"]), f"--{key}={value}")
-        assert lookup(config, key) == pytest.approx(value), (key, value)
+        assert lookup(config, key) == (value if isinstance(value, str) else pytest.approx(value)), (key, value)
 
 
 def test_misspelt_key_is_refused(capsys):

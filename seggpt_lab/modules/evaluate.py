@@ -53,18 +53,19 @@ def refuse_colour(evaluation: Evaluation) -> None:
                          "use model, oracle or empty")
 
 
-# (prompt images, prompt labels, query image, query truth) -> the query's predicted labels (H, W)
-PredictOne = Callable[[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor], torch.Tensor]
+# (prompt images, prompt labels, query image, query truth, the prompted category) -> the query's labels (H, W)
+PredictOne = Callable[[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor, int], torch.Tensor]
 
 
 def predict_swap(predict: PredictOne, query: SwapQuery) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A prompt-swap query's predictions (2, H, W), prompted by object 0 then 1, and the absent control's or None."""
     image, targets = query["query_image"], query["targets"]
-    preds = torch.stack([predict([query["prompt_images"][r]], [query["prompt_labels"][r]], image, targets[r])
-                         for r in (0, 1)])
+    preds = torch.stack([predict([query["prompt_images"][r]], [query["prompt_labels"][r]], image, targets[r],
+                                 query["objects"][r]) for r in (0, 1)])
     absent = None
     if "absent_image" in query:
-        absent = predict([query["absent_image"]], [query["absent_label"]], image, torch.zeros_like(targets[0]))
+        absent = predict([query["absent_image"]], [query["absent_label"]], image, torch.zeros_like(targets[0]),
+                         query["absent_object"])
     return preds, absent
 
 
@@ -139,13 +140,15 @@ class Evaluation(LightningModule):
 
     def predict_one(self, prompt_images: list[torch.Tensor], prompt_labels: list[torch.Tensor],
                     query_image: torch.Tensor, query_truth: torch.Tensor, num_labels: int,
-                    predictor: str | None = None, all_objects: torch.Tensor | None = None) -> torch.Tensor:
-        """The query's label map (H, W) from `predictor` (default: the configured one)."""
+                    predictor: str | None = None, all_objects: torch.Tensor | None = None,
+                    palette: torch.Tensor | None = None) -> torch.Tensor:
+        """The query's label map (H, W) from `predictor` (default: the configured one); `palette`: the model's
+        prompt colours and decoding palette, if not `build_palette(num_labels)`."""
         predictor = predictor or self.hparams.predictor
         if predictor != "model":
             return reference_labels(predictor, prompt_images, prompt_labels, query_image, query_truth, all_objects)
         return predict_labels(self.model, prompt_images, [clean(p) for p in prompt_labels], query_image, num_labels,
-                              self.hparams.seg_type, self.hparams.ensemble, self.binary_threshold
+                              self.hparams.seg_type, self.hparams.ensemble, self.binary_threshold, palette
                               ).to(query_truth.device)
 
     def save_picture(self, name: str, image: Image.Image) -> None:
@@ -168,11 +171,13 @@ class Evaluation(LightningModule):
         if hasattr(self.logger, "log_table"):
             self.logger.log_table(key=f"test/{csv_name}", columns=list(rows[0]), data=[list(r.values()) for r in rows])
 
-    def write_results(self, results: dict) -> None:
-        """results.json (rank 0), with the predictor and the ensemble that made the numbers."""
+    def write_results(self, results: dict, metrics: dict[str, float]) -> None:
+        """results.json (rank 0), with the predictor and the ensemble that made the numbers, and under `metrics` the
+        figures as logged (what `callbacks.TestAfterFit` hands to a training run)."""
         if self.global_rank == 0:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            summary = {"predictor": self.hparams.predictor, "ensemble": self.hparams.ensemble, **results}
+            summary = {"predictor": self.hparams.predictor, "ensemble": self.hparams.ensemble, **results,
+                       "metrics": metrics}
             (self.output_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
 
     def finish(self, results: dict[str, float], csv_name: str, info: dict[str, object] | None = None) -> None:
@@ -182,7 +187,7 @@ class Evaluation(LightningModule):
             self.log(f"test/{name}", value, rank_zero_only=True)
         self.write_rows(self.rows, csv_name)
         info = info or {}
-        self.write_results({**info, **results})
+        self.write_results({**info, **results}, {f"test/{k}": v for k, v in results.items()})
         if self.global_rank == 0:
             width = max((len(k) for k in [*results, *info]), default=0)
             lines = [f"  {k:<{width}}  {v}" for k, v in info.items()]
@@ -478,11 +483,10 @@ class PromptSwapEvaluation(Evaluation):
         self.blind = PromptSwap(class_ids, kinds, self.hparams.bootstrap)
 
     def test_step(self, query: SwapQuery, index: int) -> None:
-        preds, absent = predict_swap(lambda *a: self.predict_one(*a, num_labels=1), query)
+        preds, absent = predict_swap(lambda *a: self.predict_one(*a[:4], num_labels=1), query)
         update_swap(self.metric, query, preds, absent)
-        update_swap(self.blind, query, *predict_swap(
-            lambda *a: self.predict_one(*a, num_labels=1, predictor="all_objects", all_objects=query["all_objects"]),
-            query))
+        update_swap(self.blind, query, *predict_swap(lambda *a: self.predict_one(
+            *a[:4], num_labels=1, predictor="all_objects", all_objects=query["all_objects"]), query))
         self.rows += swap_rows(query, preds, absent)
         if index < self.hparams.num_pictures:
             self.save_picture(f"query-{index:05d}", swap_picture(query, preds))

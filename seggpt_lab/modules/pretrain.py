@@ -86,6 +86,9 @@ def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float = 0.0) ->
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+VAL_SWAP_FIGURES = ("S", "S_low", "A", "recall", "absent_painted")  # PromptSwap's figures that validation logs
+
+
 class PretrainModule(LightningModule):
     """Trains a SegGPT on `InContextBatch`es; see the module docstring.
 
@@ -229,6 +232,13 @@ class PretrainModule(LightningModule):
 
     # --- validation: one-shot episodes, and prompt-swap queries when the data module has them ---
 
+    @classmethod
+    def logged_metrics(cls, init_args: dict, config: dict) -> list[str]:
+        """The figures a run logs (`seggpt_lab.cli.logged_metrics`): training's, the data's rates, and validation's
+        (FewShotIoU's and, with prompt-swap queries, PromptSwap's). Skip counts (skipped/<source>) are not listed."""
+        return ["train/loss", "train/lr", "train/pairs_per_s", "data/partner_rate", "data/mixed_rate",
+                *(f"val/{k}" for k in ("mIoU", "FB-IoU", *VAL_SWAP_FIGURES))]
+
     def on_validation_epoch_start(self) -> None:
         data = self.trainer.datamodule
         class_ids = getattr(data, "class_ids", None) if data else None
@@ -239,7 +249,7 @@ class PretrainModule(LightningModule):
         self.val_swap = PromptSwap(kinds=data.swap_kinds).to(self.device) if getattr(data, "val_swaps", None) else None
 
     def _predict(self, images: list[torch.Tensor], labels: list[torch.Tensor], query: torch.Tensor,
-                 truth: torch.Tensor) -> torch.Tensor:
+                 truth: torch.Tensor, class_id: int | None = None) -> torch.Tensor:
         return predict_labels(self.model, images, [clean(p) for p in labels], query, 1,
                               self.hparams.val_seg_type).to(truth.device)
 
@@ -255,7 +265,7 @@ class PretrainModule(LightningModule):
         scores = {f"val/{k}": float(v) for k, v in self.val_metric.compute().items()}
         if self.val_swap is not None:
             swap = self.val_swap.compute()
-            scores.update({f"val/{k}": float(swap[k]) for k in ("S", "S_low", "A", "recall", "absent_painted")})
+            scores.update({f"val/{k}": float(swap[k]) for k in VAL_SWAP_FIGURES})
             self.val_swap.reset()
         # logged outside any dataloader's scope: one key each, whichever loader the last step came from
         for key, value in scores.items():

@@ -19,6 +19,7 @@ from seggpt_lab.metrics import FewShotIoU, PromptSwap
 from seggpt_lab.model import SegGPT
 from seggpt_lab.modules.contracts import PromptFollowingData, require
 from seggpt_lab.modules.evaluate import Evaluation, PredictorName, episode_row, predict_swap, swap_rows, update_swap
+from seggpt_lab.palette import fixed_color
 from seggpt_lab.pictures import episode_picture, swap_picture
 from seggpt_lab.prediction import Ensemble
 from seggpt_lab.references import ReferenceName
@@ -27,12 +28,23 @@ TRIVIAL = ("copy_prompt", "empty", "full")  # baselines that read no more of the
 SHOWN = ("copy_prompt", "colour")  # references whose swap S / A the printed table shows
 
 
+SWAP_FIGURES = ("S", "S_low", "S_high", "A", "mIoU", "recall", "absent_painted", "queries")  # PromptSwap's, logged
+
+
+def metric_name(set_name: str, predictor: str, first: str, figure: str) -> str:
+    """The logged name of a figure: test/<set>/<figure> for the evaluated predictor, test/<set>/<reference>/..."""
+    return f"test/{set_name}" + ("" if predictor == first else f"/{predictor}") + f"/{figure}"
+
+
 class PromptFollowingEvaluation(Evaluation):
     """Prompt-swap and one-shot scores of the model and of reference predictors, per shard set (module docstring).
 
     Args:
         references: reference predictors scored beside `predictor` on the same items.
         bootstrap: resamples for the interval of S.
+        prompt_colors: the colour of the model's prompt masks: "white" (one colour for any prompt, as in inference)
+            or "fixed" (each category its `palette.fixed_color`, as a model trained with fixed colours expects);
+            the prediction is decoded over black and that colour. README, "Ablations".
         model, checkpoint, predictor, ensemble, seg_type, output_dir, num_pictures: see `Evaluation`
             (`num_pictures` per set and part).
     """
@@ -40,13 +52,30 @@ class PromptFollowingEvaluation(Evaluation):
     def __init__(self, model: SegGPT | None = None, checkpoint: str | None = None, predictor: PredictorName = "model",
                  ensemble: Ensemble = "feature", seg_type: Literal["semantic", "instance"] = "semantic",
                  output_dir: str = "outputs/eval", num_pictures: int = 8,
-                 references: list[ReferenceName] | None = None, bootstrap: int = 1000) -> None:
+                 references: list[ReferenceName] | None = None, bootstrap: int = 1000,
+                 prompt_colors: Literal["white", "fixed"] = "white") -> None:
         super().__init__(model, checkpoint, predictor, ensemble, seg_type, output_dir, num_pictures)
         refs = list(references or [])
+        if prompt_colors not in ("white", "fixed"):
+            raise ValueError(f"model.prompt_colors must be 'white' or 'fixed', got {prompt_colors!r}")
         if predictor in refs or len(set(refs)) != len(refs):
             raise ValueError(f"model.references: list each reference once, apart from the predictor; got {refs}")
         self.predictors = [predictor, *refs]
         self.swap_rows: list[dict] = []
+
+    @classmethod
+    def logged_metrics(cls, init_args: dict, config: dict) -> list[str]:
+        """The names `on_test_epoch_end` logs for this configuration (`seggpt_lab.cli.logged_metrics`)."""
+        first = init_args.get("predictor", "model")
+        predictors = [first, *(init_args.get("references") or [])]
+        sets = [s["name"] for s in config["data"]["init_args"]["sets"]]
+        return [metric_name(s, p, first, k) for s in sets for p in predictors for k in (*SWAP_FIGURES, "one_shot_mIoU")]
+
+    def palette(self, class_id: int) -> torch.Tensor | None:
+        """The model's palette for a prompt of `class_id`: None (white, `build_palette(1)`) unless "fixed"."""
+        if self.hparams.prompt_colors == "white":
+            return None
+        return torch.tensor([(0, 0, 0), fixed_color(class_id)], dtype=torch.uint8)
 
     def setup(self, stage: str) -> None:
         data = require(self, PromptFollowingData)
@@ -69,7 +98,7 @@ class PromptFollowingEvaluation(Evaluation):
     def _swap(self, name: str, query: SwapQuery, index: int) -> None:
         for p in self.predictors:
             preds, absent = predict_swap(lambda *a, p=p: self.predict_one(
-                *a, num_labels=1, predictor=p, all_objects=query["all_objects"]), query)
+                *a[:4], num_labels=1, predictor=p, all_objects=query["all_objects"], palette=self.palette(a[4])), query)
             update_swap(self.metrics[f"{name}|swap|{p}"], query, preds, absent)
             if p == self.predictors[0]:
                 model_preds, model_absent = preds, absent
@@ -82,7 +111,8 @@ class PromptFollowingEvaluation(Evaluation):
         class_id = torch.tensor([episode["class_id"]], device=truth.device)
         for p in self.predictors:
             pred = self.predict_one(episode["prompt_images"], episode["prompt_labels"], episode["query_image"], truth,
-                                    1, predictor=p, all_objects=episode["all_objects"])
+                                    1, predictor=p, all_objects=episode["all_objects"],
+                                    palette=self.palette(episode["class_id"]))
             self.metrics[f"{name}|one_shot|{p}"].update(pred[None], truth[None], class_id)
             if p == self.predictors[0]:
                 model_pred = pred
@@ -106,16 +136,15 @@ class PromptFollowingEvaluation(Evaluation):
                     model = entry["one_shot_miou"][self.predictors[0]]
                     entry["miou_over_best_trivial"] = model / best if best else None
         # straight to the loggers: self.log would repeat every figure under each test loader
-        flat = {f"test/{name}" + ("" if p == self.predictors[0] else f"/{p}") + f"/{k}": v
-                for name, entry in sets.items() for p, figures in entry["prompt_following"].items()
-                for k, v in figures.items() if "/" not in k}
-        flat.update({f"test/{name}" + ("" if p == self.predictors[0] else f"/{p}") + "/one_shot_mIoU": v
+        flat = {metric_name(name, p, self.predictors[0], k): v for name, entry in sets.items()
+                for p, figures in entry["prompt_following"].items() for k, v in figures.items() if "/" not in k}
+        flat.update({metric_name(name, p, self.predictors[0], "one_shot_mIoU"): v
                      for name, entry in sets.items() for p, v in entry["one_shot_miou"].items()})
         for logger in self.loggers:
             logger.log_metrics(flat)
         self.write_rows(self.swap_rows, "swap_episodes")
         self.write_rows(self.rows, "one_shot_episodes")
-        self.write_results({"references": self.predictors[1:], "sets": sets})
+        self.write_results({"references": self.predictors[1:], "sets": sets}, flat)
         if self.global_rank == 0:
             print(self.table(sets))
 

@@ -26,6 +26,7 @@ from datamodules.masking import query_half_mask
 from datamodules.pairing import Pair
 from datamodules.pretrain import collate
 from datamodules.schema import SEM_VOID, Sample
+from seggpt_lab.palette import fixed_color
 
 RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 255, 0)
 
@@ -402,3 +403,27 @@ def test_recolor_permutes_and_inverts_channels_per_view():
     assert {tuple(int(v) for v in ex["image_canvas"][:, 5, 2])} <= {RED, BLUE}
     with pytest.raises(ValueError, match="recolor must lie in"):
         PairTransform(recolor=1.5)
+
+
+def test_fixed_coloring_gives_each_id_one_colour_in_every_example():
+    """coloring="fixed" (Painter): an id's colour is the same in every example, `palette.fixed_color` of its label
+    kind; the ids coloured and every other draw stay those of random colouring, whose colours vary."""
+    colours = {"random": {}, "fixed": {}}
+    for kind, task in (("sem", "semantic"), ("ins", "instance")):
+        pair = _pair(task)
+        for coloring, seen in colours.items():
+            transform = PairTransform(size=(64, 64), patch_size=8, coloring=coloring, on_device=True)
+            for s in range(12):
+                palette = transform(pair, np.random.default_rng(s))["palette"]
+                for i, *rgb in palette.tolist():
+                    seen.setdefault((kind, i), set()).add(tuple(rgb))
+            on_cpu = PairTransform(size=(64, 64), patch_size=8, coloring=coloring)(pair, np.random.default_rng(0))
+            painted = {tuple(c) for c in on_cpu["target_canvas"].reshape(3, -1).T.tolist()} - {(0, 0, 0)}
+            assert painted and painted <= {c for (k, _), found in seen.items() if k == kind for c in found}
+    for (kind, i), found in colours["fixed"].items():
+        assert found == {fixed_color(i, kind)}
+    assert colours["fixed"].keys() == colours["random"].keys()  # the same ids drawn
+    assert fixed_color(1, "sem") != fixed_color(1, "ins")
+    assert min(len(found) for found in colours["random"].values()) > 3
+    with pytest.raises(ValueError, match="coloring must be"):
+        PairTransform(coloring="painter")

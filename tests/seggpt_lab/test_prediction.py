@@ -8,7 +8,7 @@ from PIL import Image
 import seggpt_lab.prediction as prediction
 from seggpt_lab.canvas import resize_image, resize_labels, resize_prediction
 from seggpt_lab.model import seggpt_vit_tiny
-from seggpt_lab.palette import build_palette, paint
+from seggpt_lab.palette import build_palette, fixed_color, paint
 from seggpt_lab.prediction import predict_canvas, predict_labels, predict_with_prompt
 from seggpt_lab.prompts import prompt_from_examples
 
@@ -40,6 +40,28 @@ def test_predict_labels_paints_prompts_and_decodes_the_prediction(monkeypatch, e
     # prompt masks are painted with the palette: class 2 of the first prompt is (255, 255, 127)
     first = resize_labels(labels[0], (32, 32))
     assert torch.allclose(seen["masks"][0][:, first == 2], torch.tensor([1.0, 1.0, 127 / 255])[:, None])
+
+
+def test_predict_labels_paints_and_decodes_with_a_given_palette(monkeypatch):
+    """A palette other than build_palette (the fixed colour of a category): the prompt is painted in its colour and
+    the prediction decoded over black and it, so a white prediction far from it stays background."""
+    colour = fixed_color(7)
+    palette = torch.tensor([(0, 0, 0), colour], dtype=torch.uint8)
+    truth = torch.zeros(32, 32, dtype=torch.long)
+    truth[4:20, 6:30] = 1
+    seen = {}
+
+    def fake_canvas(model, prompts, masks, query, seg_type, ens):
+        seen["masks"] = masks
+        return paint(truth, palette)
+
+    monkeypatch.setattr(prediction, "predict_canvas", fake_canvas)
+    image = torch.zeros(3, 32, 32, dtype=torch.uint8)
+    pred = prediction.predict_labels(tiny_model(), [image], [truth], image, 1, palette=palette)
+    assert torch.equal(pred, truth)
+    assert torch.allclose(seen["masks"][0][:, truth == 1], torch.tensor(colour)[:, None] / 255)
+    with pytest.raises(ValueError, match="palette: need 2 colours"):
+        prediction.predict_labels(tiny_model(), [image], [truth], image, 1, palette=build_palette(2))
 
 
 def test_predict_labels_with_a_real_model_decodes_the_nearest_of_black_and_white():

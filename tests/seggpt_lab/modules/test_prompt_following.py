@@ -10,8 +10,10 @@ import pytest
 import yaml
 from PIL import Image
 
+import seggpt_lab.prediction as prediction
 from datamodules.synthetic import CATEGORIES, HELD_OUT
 from seggpt_lab.cli import main as cli_main
+from seggpt_lab.palette import fixed_color
 from tests.conftest import REPO
 from tests.seggpt_lab.modules.pretrain_runs import QUICKSTART, overrides
 
@@ -49,7 +51,7 @@ def eval_overrides(tmp_path: Path, checkpoint: Path, out: Path, **model) -> Path
     return path
 
 
-def test_make_demos_two_runs_train_then_score_the_model_beside_the_references(tmp_path: Path) -> None:
+def test_make_demos_two_runs_train_then_score_the_model_beside_the_references(tmp_path: Path, monkeypatch) -> None:
     run = tmp_path / "run"
     config = overrides(run, tmp_path / "shards" / "synthetic", 4)
     fit = yaml.safe_load(config.read_text())
@@ -108,10 +110,32 @@ def test_make_demos_two_runs_train_then_score_the_model_beside_the_references(tm
     with open(oracle / "one_shot_episodes.csv") as f:
         assert {float(r["iou"]) for r in csv.DictReader(f)} == {100.0}
 
+    # prompt_colors "fixed": the model's prompts painted in their category's fixed colour, decoded over black and it
+    painted = []
+
+    def echo_prompt(model, prompts, masks, query, seg_type, ensemble):  # predicts the prompt's mask as it was painted
+        painted.append({tuple(c) for c in (masks[0] * 255).round().long().flatten(1).T.tolist()} - {(0, 0, 0)})
+        return masks[0]
+
+    monkeypatch.setattr(prediction, "predict_canvas", echo_prompt)
+    fixed = tmp_path / "fixed"
+    cli_main(["test", "--config", EVAL, "--config", str(eval_overrides(
+        tmp_path, run / "checkpoints" / "last.ckpt", fixed, references=[], prompt_colors="fixed"))])
+    with open(fixed / "one_shot_episodes.csv") as f:
+        classes = [int(r["class_id"]) for r in csv.DictReader(f)]
+    assert set().union(*painted) <= {fixed_color(c) for c in range(1, 25)}
+    assert {fixed_color(c) for c in classes} <= set().union(*painted)
+    # a prediction in the prompt's colour decodes as the prompted category: the prompt's mask, as copy_prompt
+    copied = json.loads((out / "results.json").read_text())["sets"]
+    for name, entry in json.loads((fixed / "results.json").read_text())["sets"].items():
+        assert entry["one_shot_miou"]["model"] == pytest.approx(copied[name]["one_shot_miou"]["copy_prompt"], abs=1)
+
 
 def test_a_missing_checkpoint_or_a_repeated_reference_is_one_line(tmp_path: Path, capsys) -> None:
     from seggpt_lab.modules.prompt_following import PromptFollowingEvaluation
 
+    with pytest.raises(ValueError, match="prompt_colors must be 'white' or 'fixed'"):
+        PromptFollowingEvaluation(predictor="oracle", prompt_colors="red")
     with pytest.raises(ValueError, match="list each reference once, apart from the predictor"):
         PromptFollowingEvaluation(predictor="oracle", references=["colour", "oracle"])
     with pytest.raises(ValueError, match="no such checkpoint file"):
