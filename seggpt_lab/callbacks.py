@@ -100,7 +100,7 @@ class LossCurve(Callback):
         self.points = [tuple(p) for p in state_dict["points"]]
 
 
-class TestAfterFit(Callback):
+class EvaluateAfterFit(Callback):
     """When training ends, `seggpt-lab test --config CONFIG` on the checkpoint it wrote, and the evaluation's metrics
     (results.json's `metrics`: what a `seggpt-lab test` run logs) logged to this run at its last step, so that one
     `seggpt-lab fit` (a sweep's trial) reports held-out figures too. The test runs in a process of its own.
@@ -116,7 +116,7 @@ class TestAfterFit(Callback):
     def __init__(self, config: str, checkpoint: Literal["last", "best"] = "last", args: list[str] | None = None,
                  output_dir: str | None = None) -> None:
         if not Path(config).is_file():
-            raise FileNotFoundError(f"TestAfterFit: {config}: no such evaluation recipe")
+            raise FileNotFoundError(f"EvaluateAfterFit: {config}: no such evaluation recipe")
         self.config, self.checkpoint, self.args, self.output_dir = config, checkpoint, list(args or []), output_dir
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -125,15 +125,16 @@ class TestAfterFit(Callback):
         saver = trainer.checkpoint_callback
         path = getattr(saver, f"{self.checkpoint}_model_path", "") if saver else ""
         if not path:
-            raise ValueError(f"TestAfterFit: this run wrote no {self.checkpoint} checkpoint (a ModelCheckpoint with "
-                             f"{'save_last: true' if self.checkpoint == 'last' else 'a monitor'})")
+            need = "save_last: true" if self.checkpoint == "last" else "a monitor"
+            raise ValueError(f"EvaluateAfterFit: this run wrote no {self.checkpoint} checkpoint (a ModelCheckpoint "
+                             f"with {need})")
         out = Path(self.output_dir or Path(trainer.default_root_dir) / "test")
         command = [sys.executable, "-m", "seggpt_lab.cli", "test", *self.run_args(vars(self)),
                    f"--model.init_args.checkpoint={path}", f"--model.init_args.output_dir={out}",
                    f"--trainer.default_root_dir={out}"]
         env = {k: v for k, v in os.environ.items() if k != TRIAL_ENV}  # the test reports through this run
         if subprocess.run(command, env=env).returncode != 0:
-            raise RuntimeError(f"TestAfterFit: `{' '.join(command)}` failed (its output is above)")
+            raise RuntimeError(f"EvaluateAfterFit: `{' '.join(command)}` failed (its output is above)")
         metrics = json.loads((out / "results.json").read_text()).get("metrics", {})
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)

@@ -125,7 +125,7 @@ def class_of(entry: dict) -> type:
 def logged_metrics(config: dict) -> list[str] | None:
     """The metric names a run of the resolved `config` logs, as its classes declare them: the model class and any
     callback by a classmethod `logged_metrics(init_args, config)`, a callback that logs another run's metrics
-    (`TestAfterFit`) by `run_args(init_args)`, the arguments of that `seggpt-lab test`. None when the model class
+    (`EvaluateAfterFit`) by `run_args(init_args)`, the arguments of that `seggpt-lab test`. None when the model class
     declares none."""
     model = class_of(config["model"])
     if not hasattr(model, "logged_metrics"):

@@ -18,6 +18,7 @@ DIR/trials.csv) and DIR/sweep.png, the metric against each parameter (also logge
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import ctypes
 import json
@@ -152,16 +153,18 @@ class Sweep:
         else:
             self.trials = []
         for trial in self.trials:
-            if trial["status"] == "running":  # this runner died with it (the trial dies with its runner)
-                self.finish(trial, "failed", "the sweep stopped while it ran (killed or crashed); not run again")
+            if trial["status"] == "running":  # its runner died, and it with its runner: ended at its last output
+                log = folder / "trials" / trial["name"] / "output.log"
+                self.finish(trial, "failed", "the sweep stopped while it ran (killed or crashed); not run again",
+                            log.stat().st_mtime if log.is_file() else None)
 
     def save(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         state = {"file": str(self.path), "name": self.name, "config": self.config, "trials": self.trials}
         write_atomic(self.folder / STATE, (json.dumps(state, indent=1) + "\n").encode())
 
-    def finish(self, trial: dict, status: str, reason: str | None = None) -> None:
-        trial.update(status=status, reason=reason, ended=time.time())
+    def finish(self, trial: dict, status: str, reason: str | None = None, ended: float | None = None) -> None:
+        trial.update(status=status, reason=reason, ended=max(ended or time.time(), trial["started"]))
         self.save()
 
     @property
@@ -176,9 +179,10 @@ class Sweep:
         runs = []
         for trial in self.trials:
             history = read_history(self.folder / "trials" / trial["name"])
+            # by the fields' aliases, as W&B's API names them: sweeps 0.2 under pydantic 2 takes no other name
             runs.append(sweeps.SweepRun(name=trial["name"], state=sweeps.RunState(states[trial["status"]]),
                                         config={k: {"value": v} for k, v in trial["params"].items()},
-                                        history=history, summary_metrics=summary(history)))
+                                        sampledHistory=history, summaryMetrics=summary(history)))
         return runs
 
     def propose(self) -> dict | None:
@@ -246,13 +250,14 @@ def _tee(stream, sink, log: Path) -> None:
 
 
 def failure(log: Path) -> str:
-    """What ended a trial, from its output: the last error line (seggpt-lab's one line, an exception), else the
-    last line that is not W&B's closing chatter."""
+    """What ended a trial, from its output: the last one-line error of seggpt-lab (its own, or its evaluation's),
+    else the last exception, else the last line that is not W&B's closing chatter."""
     text = log.read_bytes()[-50000:].decode(errors="replace") if log.is_file() else ""
     lines = [x.strip() for x in re.sub(r"\x1b\[[0-9;]*m", "", text).replace("\r", "\n").splitlines() if x.strip()]
-    errors = [x for x in lines if re.match(r"(seggpt-lab: error:|[\w.]*(Error|Exception|Interrupt)\b)", x)]
+    ours = [x for x in lines if x.startswith("seggpt-lab: error:")]
+    raised = [x for x in lines if re.match(r"[\w.]*(Error|Exception|Interrupt)\b", x)]
     rest = [x for x in lines if not x.startswith("wandb:")]
-    return (errors or rest or ["no output"])[-1]
+    return (ours or raised or rest or ["no output"])[-1]
 
 
 def run_trial(sweep: Sweep, trial: dict) -> None:
@@ -285,7 +290,10 @@ def run_trial(sweep: Sweep, trial: dict) -> None:
                 print(f"[sweep {sweep.name}] {trial['name']}: early termination (hyperband)", flush=True)
     except BaseException as e:  # Ctrl-C or SIGTERM (`run`): the trial ends with the sweep, marked as such
         process.terminate()
-        process.wait()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
         sweep.finish(trial, "failed", f"the sweep was stopped ({type(e).__name__}) while it ran; not run again")
         raise
     tee.join()
@@ -304,9 +312,9 @@ def describe(params: dict) -> str:
     return " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in params.items())
 
 
-def trials_to_run(sweep: Sweep, count: int | None) -> Iterator[dict]:
+def trials_to_run(sweep: Sweep, count: int) -> Iterator[dict]:
     """New trials, each as the engine proposes it after the last has ended, until `count` trials exist in all."""
-    while count is None or len(sweep.trials) < count:
+    while len(sweep.trials) < count:
         params = sweep.propose()
         if params is None:
             return
@@ -318,25 +326,32 @@ def trials_to_run(sweep: Sweep, count: int | None) -> Iterator[dict]:
 
 
 def report(sweep: Sweep) -> list[dict]:
-    """The table (printed and trials.csv), best first, and sweep.png; both logged to W&B as the group's summary."""
+    """The table, best first: printed, and in trials.csv with every figure each trial reported; the metric's
+    spread per parameter value (by_parameter.csv); sweep.png. The table and the picture are logged to W&B too."""
     keys = list(sweep.config["parameters"])
-    rows = []
+    rows, figures = [], {}
     for t in sweep.best_first():
         minutes = (t["ended"] - t["started"]) / 60 if t.get("ended") else None
         rows.append({"trial": t["name"], "status": t["status"], sweep.metric: t.get("value"),
                      **{k: t["params"].get(k) for k in keys},
                      "minutes": None if minutes is None else round(minutes, 2), "reason": t.get("reason") or ""})
-    with open(sweep.folder / "trials.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["trial"])
-        writer.writeheader()
-        writer.writerows(rows)
-    short = {k: k.rsplit(".", 1)[-1] for k in rows[0]} if rows else {}
-    cells = [[short[k] for k in short]] + [[fmt(r[k]) for k in short] for r in rows]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))] if rows else []
+        figures[t["name"]] = summary(read_history(sweep.folder / "trials" / t["name"]))
+    names = sorted({k for f in figures.values() for k in f} - {"_step", sweep.metric})
+    write_csv(sweep.folder / "trials.csv", [{**r, **{k: figures[r["trial"]].get(k) for k in names}} for r in rows])
     print(f"\nsweep {sweep.name}: {len(rows)} trials, best first ({sweep.config['metric']['goal']} {sweep.metric})")
-    for c in cells:
-        print("  " + "  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)).rstrip())
+    if rows:
+        cells = [[k.rsplit(".", 1)[-1] for k in rows[0]]] + [[fmt(v) for v in r.values()] for r in rows]
+        widths = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
+        for c in cells:
+            print("  " + "  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)).rstrip())
     scored = [r for r in rows if r[sweep.metric] is not None]
+    by_value = by_parameter(scored, keys, sweep.metric)
+    if by_value:
+        print(f"\n  {sweep.metric} by parameter value: trials, mean, spread (sample std), range")
+        for r in by_value:
+            print(f"  {r['parameter'].rsplit('.', 1)[-1]} = {r['value']}: {r['trials']} trials, mean {fmt(r['mean'])}, "
+                  f"std {fmt(r['std'])}, {fmt(r['min'])} to {fmt(r['max'])}")
+        write_csv(sweep.folder / "by_parameter.csv", by_value)
     if scored:
         picture = sweep_plot([{k: r[k] for k in keys} for r in scored], [r[sweep.metric] for r in scored],
                              sweep.metric)
@@ -344,6 +359,30 @@ def report(sweep: Sweep) -> list[dict]:
         log_summary(sweep, rows, picture)
     print(f"  table: {sweep.folder / 'trials.csv'}; picture: {sweep.folder / 'sweep.png'}")
     return rows
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["trial"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def by_parameter(rows: list[dict], keys: list[str], metric: str, most: int = 10) -> list[dict]:
+    """The metric's mean, sample standard deviation and range per value of each parameter with `most` values or
+    fewer (over seeds, when the other parameter is a seed)."""
+    out = []
+    for key in keys:
+        values = sorted({json.dumps(r[key]) for r in rows})
+        if not 1 < len(values) <= most:
+            continue
+        for value in values:
+            scores = [r[metric] for r in rows if json.dumps(r[key]) == value]
+            mean = sum(scores) / len(scores)
+            std = math.sqrt(sum((x - mean) ** 2 for x in scores) / (len(scores) - 1)) if len(scores) > 1 else None
+            out.append({"parameter": key, "value": json.loads(value), "trials": len(scores), "mean": mean, "std": std,
+                        "min": min(scores), "max": max(scores)})
+    return out
 
 
 def fmt(value) -> str:
@@ -366,28 +405,51 @@ def log_summary(sweep: Sweep, rows: list[dict], picture) -> None:
                  "metric_by_parameter": wandb.Image(picture)})
 
 
+@contextlib.contextmanager
+def lock(folder: Path) -> Iterator[None]:
+    """This process's hold on the sweep's folder: two runners on one folder would each take the other's running
+    trial for a dead one. A POSIX record lock: the processes a run starts (trials, W&B's service) do not inherit it,
+    and it ends with the process, however that ends."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as handle:
+        try:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise SweepError(f"{folder}: another seggpt-lab sweep is running in this folder") from None
+        yield
+
+
 def run(path: Path, folder: Path, count: int | None) -> list[dict]:
     """The sweep to its end (`count` trials in all, else run_cap, else every grid point), then its report."""
-    sweep = Sweep(path, folder)
-    if not sweep.trials:
-        check(sweep.config, path)
-    cap = count or sweep.config.get("run_cap")
-    if cap is None and sweep.config["method"] != "grid":
-        raise SweepError(f"{path}: run_cap: a {sweep.config['method']} sweep needs run_cap or --count")
-    sweep.save()
-    done = sum(t["status"] in DONE for t in sweep.trials)
-    if done:
-        print(f"[sweep {sweep.name}] resuming in {folder}: {done} trials done", flush=True)
-    for trial in trials_to_run(sweep, cap):
-        total = "" if cap is None else f" of {cap}"
-        print(f"[sweep {sweep.name}] {trial['name']}{total}: {describe(trial['params'])}", flush=True)
-        run_trial(sweep, trial)
-        best = sweep.best_first()[0]
-        minutes = (trial["ended"] - trial["started"]) / 60
-        why = f" ({trial['reason']})" if trial["reason"] else ""
-        print(f"[sweep {sweep.name}] {trial['name']} {trial['status']} in {minutes:.1f} min: {sweep.metric} = "
-              f"{fmt(trial['value'])}{why}; best so far {best['name']} {fmt(best.get('value'))}", flush=True)
-    return report(sweep)
+    load(path)  # a bad file ends here, before the folder is made
+    with lock(folder):
+        sweep = Sweep(path, folder)
+        if not sweep.trials:
+            check(sweep.config, path)
+        cap = count or sweep.config.get("run_cap")
+        if cap is None and sweep.config["method"] != "grid":
+            raise SweepError(f"{path}: run_cap: a {sweep.config['method']} sweep needs run_cap or --count")
+        if cap is None:  # every point of the grid
+            cap = math.prod(len(p.get("values", [None])) for p in sweep.config["parameters"].values())
+        sweep.save()
+        done = sum(t["status"] in DONE for t in sweep.trials)
+        if done:
+            print(f"[sweep {sweep.name}] resuming in {folder}: {done} trials done", flush=True)
+        for trial in trials_to_run(sweep, cap):
+            timed = [(t["ended"] - t["started"]) / 60 for t in sweep.trials if t["status"] in DONE]
+            left = ""
+            if timed:  # this trial and those after it, at the mean pace so far
+                left = f" (about {sum(timed) / len(timed) * (cap - len(sweep.trials) + 1):.0f} min left)"
+            print(f"[sweep {sweep.name}] {trial['name']} of {cap}: {describe(trial['params'])}{left}", flush=True)
+            run_trial(sweep, trial)
+            best = sweep.best_first()[0]
+            minutes = (trial["ended"] - trial["started"]) / 60
+            why = f" ({trial['reason']})" if trial["reason"] else ""
+            print(f"[sweep {sweep.name}] {trial['name']} {trial['status']} in {minutes:.1f} min: {sweep.metric} = "
+                  f"{fmt(trial['value'])}{why}; best so far {best['name']} {fmt(best.get('value'))}", flush=True)
+        return report(sweep)
 
 
 def _terminate(signum, frame) -> None:
@@ -397,7 +459,8 @@ def _terminate(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="seggpt-lab sweep", description=__doc__.split("\n\n")[0])
     parser.add_argument("file", type=Path, help="a W&B sweep file (recipes/sweeps/*.yaml)")
-    parser.add_argument("--count", type=int, help="trials in all, resumed ones included (default: run_cap)")
+    parser.add_argument("--count", type=int,
+                        help="trials in all, resumed ones included (default: run_cap, or a grid's size)")
     parser.add_argument("--dir", type=Path, help="the sweep's folder (default: outputs/sweeps/<file name>)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
@@ -407,3 +470,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seggpt-lab sweep: error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

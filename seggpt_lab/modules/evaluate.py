@@ -173,7 +173,7 @@ class Evaluation(LightningModule):
 
     def write_results(self, results: dict, metrics: dict[str, float]) -> None:
         """results.json (rank 0), with the predictor and the ensemble that made the numbers, and under `metrics` the
-        figures as logged (what `callbacks.TestAfterFit` hands to a training run)."""
+        figures as logged (what `callbacks.EvaluateAfterFit` hands to a training run)."""
         if self.global_rank == 0:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             summary = {"predictor": self.hparams.predictor, "ensemble": self.hparams.ensemble, **results,

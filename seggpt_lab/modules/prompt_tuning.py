@@ -139,6 +139,11 @@ class PromptTuningModule(LightningModule):
     def configure_optimizers(self):
         return torch.optim.Adam([self.image, self.target], lr=self.hparams.lr)
 
+    @classmethod
+    def logged_metrics(cls, init_args: dict, config: dict) -> list[str]:
+        """The figures a run logs (`seggpt_lab.cli.logged_metrics`)."""
+        return ["train/loss", "val/mIoU"]
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         image, label = batch["image"], batch["label"]
         n = image.shape[0]

@@ -12,6 +12,8 @@ from PIL import Image
 
 import seggpt_lab.prediction as prediction
 from datamodules.synthetic import CATEGORIES, HELD_OUT
+from seggpt_lab.callbacks import EvaluateAfterFit
+from seggpt_lab.cli import logged_metrics, resolved_config
 from seggpt_lab.cli import main as cli_main
 from seggpt_lab.palette import fixed_color
 from tests.conftest import REPO
@@ -140,3 +142,28 @@ def test_a_missing_checkpoint_or_a_repeated_reference_is_one_line(tmp_path: Path
         PromptFollowingEvaluation(predictor="oracle", references=["colour", "oracle"])
     with pytest.raises(ValueError, match="no such checkpoint file"):
         cli_main(["test", "--config", EVAL, "--model.init_args.checkpoint", str(tmp_path / "none.ckpt")])
+
+
+def test_test_after_fit_scores_the_checkpoint_and_logs_the_evaluation_to_the_training_run(tmp_path: Path) -> None:
+    """EvaluateAfterFit: `seggpt-lab test` on the run's last checkpoint, in a process of its own, and results.json's
+    metrics in the training run's logger at its last step: what a sweep's trial reports."""
+    run = tmp_path / "run"
+    config = overrides(run, tmp_path / "shards" / "synthetic", 4)
+    fit = yaml.safe_load(config.read_text())
+    evaluation = eval_overrides(tmp_path, tmp_path / "unused.ckpt", tmp_path / "unused")
+    fit["trainer"]["callbacks"].append({"class_path": "seggpt_lab.callbacks.EvaluateAfterFit", "init_args": {
+        "config": EVAL, "args": ["--config", str(evaluation), "--model.init_args.references=[]"]}})
+    config.write_text(yaml.safe_dump(fit))
+    cli_main(["fit", "--config", QUICKSTART, "--config", str(config)])
+    results = json.loads((run / "test" / "results.json").read_text())
+    assert results["references"] == [] and results["metrics"]["test/heldout/S"] == \
+        results["sets"]["heldout"]["prompt_following"]["model"]["S"]
+    # the names a sweep checks its metric against: those this run logged, training's and the evaluation's
+    declared = logged_metrics(resolved_config(["fit", "--config", QUICKSTART, "--config", str(config)]))
+    assert set(results["metrics"]) == {k for k in declared if k.startswith("test/")}
+    with open(run / "csv" / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("test/heldout/S")]
+    assert len(rows) == 1 and int(rows[0]["step"]) == 4
+    assert float(rows[0]["test/seen/one_shot_mIoU"]) == pytest.approx(results["metrics"]["test/seen/one_shot_mIoU"])
+    with pytest.raises(FileNotFoundError, match="no such evaluation recipe"):
+        EvaluateAfterFit(config=str(tmp_path / "none.yaml"))

@@ -38,10 +38,11 @@ VOC_TO_COCO = {"aeroplane": "airplane", "diningtable": "dining table", "motorbik
 
 
 def result_keys(group_label: str | None) -> set[str]:
-    """results.json's keys: the scores, per distractor kind with groups, the category-blind oracle's beside."""
+    """results.json's keys: the scores, per distractor kind with groups, the category-blind oracle's beside, and
+    `metrics`, the scores as logged."""
     kinds = [f"{m}/{k}_{group_label}" for m in ("S", "A", "queries") for k in ("same", "other")] if group_label else []
-    return {"predictor", "ensemble", "S", "S_low", "S_high", "A", "mIoU", "recall", "absent_painted", "queries", *kinds,
-            *(f"blind_oracle/{m}" for m in ("S", "A", "mIoU", "recall", "absent_painted"))}
+    return {"predictor", "ensemble", "metrics", "S", "S_low", "S_high", "A", "mIoU", "recall", "absent_painted",
+            "queries", *kinds, *(f"blind_oracle/{m}" for m in ("S", "A", "mIoU", "recall", "absent_painted"))}
 
 
 def recipe_groups() -> dict[str, str]:
@@ -248,6 +249,8 @@ def test_synthetic_recipe(predictor: str, tmp_path: Path) -> None:
     results = run("eval_prompt_swap_synthetic.yaml", index, tmp_path / "out", predictor, "--model.init_args.bootstrap",
                   "50")
     assert set(results) == result_keys("shape")
+    assert results["metrics"] == {f"test/{k}": v for k, v in results.items() if k not in ("predictor", "ensemble",
+                                                                                          "metrics")}
     kinds = [spec.kind for spec in dm.dataset.plan]
     assert (results["queries/same_shape"], results["queries/other_shape"]) == (kinds.count(0), kinds.count(1))
     if predictor == "model":
