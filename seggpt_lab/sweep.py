@@ -139,9 +139,9 @@ def check(config: dict, path: Path) -> None:
 class Sweep:
     """One sweep folder: its state file, its trials and the engine's next proposal."""
 
-    def __init__(self, path: Path, folder: Path) -> None:
+    def __init__(self, path: Path, folder: Path, config: dict | None = None) -> None:
         self.path, self.folder = path, folder
-        self.config = load(path)
+        self.config = load(path) if config is None else config
         self.name = self.config.get("name") or path.stem
         state = folder / STATE
         if state.is_file():
@@ -423,9 +423,9 @@ def lock(folder: Path) -> Iterator[None]:
 
 def run(path: Path, folder: Path, count: int | None) -> list[dict]:
     """The sweep to its end (`count` trials in all, else run_cap, else every grid point), then its report."""
-    load(path)  # a bad file ends here, before the folder is made
+    config = load(path)  # a bad file ends here, before the folder is made
     with lock(folder):
-        sweep = Sweep(path, folder)
+        sweep = Sweep(path, folder, config)
         if not sweep.trials:
             check(sweep.config, path)
         cap = count or sweep.config.get("run_cap")
