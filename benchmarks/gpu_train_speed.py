@@ -6,7 +6,9 @@ Stages, in order of importance, each skipped once the time budget (--budget seco
    counted by `torch.utils.flop_counter` on the explicit ("eager") attention path, forward and backward.
 2. Attention alone, one ViT-L layer's shapes (1568 tokens, 16 heads of 64): each way to add the decomposed
    relative-position bias (`RelPosAttention.attn_impl`) against the fp32 explicit reference (relative error
-   of the output and of the gradients) and timed forward + backward; a bias-free flash call is the floor.
+   of the output and of the gradients) and timed forward + backward; a bias-free flash call is the floor, and
+   the fused "triton" kernel alone on the same q, k, v is timed beside it (the target: within 2x), for each
+   of its tilings; the fastest tiling is kept for the stages after.
 3. The training step of `PretrainModule` outside Lightning: uint8 canvases normalised on the GPU, forward under
    bf16 autocast (Lightning's `bf16-mixed`), masked smooth-l1, backward, AdamW; per `attn_impl`, eager and with
    regional `torch.compile` (each block compiled; the 24 blocks share one compiled graph). MFU is the model's
@@ -38,8 +40,10 @@ from torch.nn.attention import SDPBackend
 from torch.utils.flop_counter import FlopCounterMode
 
 import seggpt_lab.model as model_module
+import seggpt_lab.relpos_attention as fused_module
 from seggpt_lab.canvas import InContextBatch, model_inputs
 from seggpt_lab.model import ATTN_IMPLS, RelPosAttention, SegGPT, masked_smooth_l1
+from seggpt_lab.relpos_attention import interpreting, relpos_attention
 
 RESULTS: dict = {}
 OUT: list[str] = []  # the --out path, rewritten after every measurement so that a killed run keeps its numbers
@@ -214,6 +218,8 @@ def attention_stage(clock: Clock, device: torch.device, config: dict, canvases: 
     flash = clock.time(lambda: F.scaled_dot_product_attention(q, q, q).sum().backward(), 2, 5)
     log("attention/ms/bias-free sdpa", flash * 1e3, f"attention fwd+bwd, {canvases} canvases: "
         f"bias-free sdpa {flash * 1e3:7.2f} ms (the floor: no bias at all)")
+    if "triton" in impls:
+        fused_tilings_stage(clock, q, h, w, flash)
     for impl in impls:
         if impl == "flex" and device.type == "cpu":
             continue
@@ -225,6 +231,29 @@ def attention_stage(clock: Clock, device: torch.device, config: dict, canvases: 
                 f"{seconds * 1e3:7.2f} ms (layer incl. qkv/proj), peak {peak_gib():.1f} GiB")
         except Exception as error:  # noqa: BLE001
             log(f"attention/ms/{impl}", repr(error), f"attention {impl}: FAILED {error!r}")
+
+
+def fused_tilings_stage(clock: Clock, q: torch.Tensor, h: int, w: int, floor: float) -> None:
+    """The fused kernel alone (no qkv/proj) on the floor's q, k, v and two bias tables, forward + backward, per
+    tiling (queries per program, keys per tile, warps); the fastest stays set in `seggpt_lab.relpos_attention`."""
+    tables = [torch.randn(*q.shape[:3], s, device=q.device, dtype=q.dtype, requires_grad=True) for s in (h, w)]
+    scale = q.shape[-1] ** -0.5
+    tilings = [(64, 64, 4), (128, 64, 8), (64, 128, 4), (128, 128, 8), (64, 32, 4), (128, 32, 4)]
+    times = {}
+    for tiling in tilings if q.device.type == "cuda" else tilings[:1]:
+        fused_module.BLOCK_M, fused_module.KEYS_PER_TILE, fused_module.NUM_WARPS = tiling
+        try:
+            times[tiling] = clock.time(lambda: relpos_attention(q, q, q, *tables, scale).sum().backward(), 2, 5)
+        except Exception as error:  # noqa: BLE001 - a tiling that does not fit (shared memory) is reported
+            log(f"attention/fused/{tiling}", repr(error).splitlines()[0][:200], f"fused kernel {tiling}: FAILED")
+            continue
+        log(f"attention/fused/{tiling}", times[tiling] * 1e3, f"attention fwd+bwd, fused kernel alone, "
+            f"queries/keys/warps {tiling}: {times[tiling] * 1e3:7.2f} ms, {times[tiling] / floor:.2f}x the floor")
+    if times:
+        best = min(times, key=times.get)
+        fused_module.BLOCK_M, fused_module.KEYS_PER_TILE, fused_module.NUM_WARPS = best
+        log("attention/fused/best", {"tiling": best, "ms": times[best] * 1e3, "x_floor": times[best] / floor},
+            f"fused kernel: best tiling {best}, {times[best] / floor:.2f}x the bias-free floor (target <= 2x)")
 
 
 def augmented_kernels_stage(clock: Clock, device: torch.device, config: dict, canvases: int) -> None:
@@ -321,7 +350,7 @@ def main() -> None:
     parser.add_argument("--ckpt-sweep", type=int, nargs="*", default=[64, 128], help="batches with checkpointing")
     parser.add_argument("--compiled", type=int, nargs="*", default=[16, 32], help="batches with torch.compile")
     parser.add_argument("--compile-seconds", type=float, default=200, help="time one compiled batch size needs")
-    parser.add_argument("--impls", nargs="*", default=["sdpa", "augmented", "flex"])
+    parser.add_argument("--impls", nargs="*", default=["sdpa", "augmented", "flex", "triton"])
     parser.add_argument("--out", default=None, help="write every number to this JSON file")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes on CPU: checks the script only")
     args = parser.parse_args()
@@ -330,7 +359,8 @@ def main() -> None:
         device = torch.device("cpu")
         config = {"img_size": (64, 32), "patch_size": 8, "embed_dim": 64, "depth": 4, "num_heads": 4,
                   "merge_index": 1, "feature_indices": (1, 3), "decoder_embed_dim": 8, "pretrain_img_size": 32}
-        args.impls = [i for i in args.impls if i != "flex"]
+        # no FlexAttention backward on CPU; the fused kernel only in Triton's interpreter (TRITON_INTERPRET=1)
+        args.impls = [i for i in args.impls if i != "flex" and (i != "triton" or interpreting())]
         args.batch, args.sweep, args.ckpt_sweep, args.compiled, matmul_n, canvases = 2, [4], [4], [], 512, 4
     else:
         device = torch.device("cuda")
@@ -361,6 +391,8 @@ def main() -> None:
     if not ranked:
         raise SystemExit("no training configuration ran")
     best = ranked[0]
+    auto = "sdpa" if device.type == "cpu" else model_module.AUTO_ACCELERATOR_IMPL
+    log("train/fastest_impl", best, f"fastest attention for training: {best} (attn_impl='auto' uses {auto} here)")
     inference_stage(clock, device, config, best, (1, 8, 32) if device.type == "cuda" else (1, 2))
     free()
     for size in args.ckpt_sweep:  # memory is what checkpointing buys: eager steps show it without compiling

@@ -21,6 +21,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import flex_attention
 from torch.utils.checkpoint import checkpoint
 
+from seggpt_lab.relpos_attention import relpos_attention
+
 EnsembleMode = Literal["official", "huggingface"]
 
 
@@ -52,7 +54,10 @@ AUGMENTED_BACKENDS: list[SDPBackend] = [SDPBackend.CUDNN_ATTENTION, SDPBackend.F
                                         SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 AUGMENTED_PAD_VALUES = True
 
-AttnImpl = Literal["auto", "sdpa", "augmented", "flex", "eager"]
+# what attn_impl="auto" uses off CPU: the fastest measured training step (BENCHMARKS.md, section 5)
+AUTO_ACCELERATOR_IMPL = "augmented"
+
+AttnImpl = Literal["auto", "sdpa", "augmented", "flex", "triton", "eager"]
 ATTN_IMPLS = get_args(AttnImpl)
 
 
@@ -71,11 +76,12 @@ def _compiled_flex_attention():
 
 class RelPosAttention(Attention):
     """timm's SAM attention (official names) adding the decomposed relative bias rel_h[i, ky] + rel_w[i, kx]
-    (MViTv2; official add_decomposed_rel_pos) one of four ways, `attn_impl`: "sdpa" (a float mask, in chunks on
+    (MViTv2; official add_decomposed_rel_pos) one of five ways, `attn_impl`: "sdpa" (a float mask, in chunks on
     CPU small enough for the allocator to recycle), "augmented" (rel_h[i], rel_w[i] appended to the query and the
     one-hot codes of (ky, kx) to the key: q' k'^T = q k^T / sqrt(d) + bias for any bias-free kernel), "flex"
-    (a FlexAttention score_mod) or "eager" (the explicit reference); "auto" is "sdpa" on CPU, "augmented"
-    elsewhere, the fastest of each (BENCHMARKS.md, sections 1 and 5)."""
+    (a FlexAttention score_mod), "triton" (our fused kernel that reads the two small tables, `relpos_attention`;
+    CUDA only) or "eager" (the explicit reference); "auto" is "sdpa" on CPU, "augmented" elsewhere, the fastest
+    of each (BENCHMARKS.md, sections 1 and 5)."""
 
     attn_impl: str = "auto"
 
@@ -91,11 +97,15 @@ class RelPosAttention(Attention):
         dropout = self.attn_drop.p if self.training else 0.0
         impl = check_attn_impl(self.attn_impl)  # also when set on the attribute directly
         if impl == "auto":
-            impl = "sdpa" if x.device.type == "cpu" else "augmented"
+            impl = "sdpa" if x.device.type == "cpu" else AUTO_ACCELERATOR_IMPL
         if impl == "augmented":
             x = self._augmented(q, k, v, rel_h.flatten(2, 3), rel_w.flatten(2, 3), h, w, dropout)
         elif impl == "flex":
             x = self._flex(q, k, v, rel_h.flatten(2, 3), rel_w.flatten(2, 3), w)
+        elif impl == "triton":
+            if dropout > 0:
+                raise ValueError("attn_impl='triton' has no attention dropout; use 'augmented' or 'sdpa'")
+            x = relpos_attention(q, k, v, rel_h.flatten(2, 3), rel_w.flatten(2, 3), self.scale)
         elif impl == "sdpa":
             x = self._sdpa(q, k, v, rel_h, rel_w, dropout)
         else:  # "eager"

@@ -9,8 +9,8 @@ from pathlib import Path
 from tests.conftest import REPO
 
 PACKAGES = ("seggpt_lab", "datamodules")
-CORE = ("seggpt_lab.atomic", "seggpt_lab.model", "seggpt_lab.checkpoint", "seggpt_lab.canvas", "seggpt_lab.palette",
-        "seggpt_lab.metrics")
+CORE = ("seggpt_lab.atomic", "seggpt_lab.model", "seggpt_lab.relpos_attention", "seggpt_lab.checkpoint",
+        "seggpt_lab.canvas", "seggpt_lab.palette", "seggpt_lab.metrics")
 
 
 def module_name(path: Path) -> str:
