@@ -112,56 +112,78 @@ class _RelPosAttention(torch.autograd.Function):
 
 
 if triton is not None:
-    # Shared by the three kernels: program (tile, b * n + head); query block offs_m; a key tile of ROWS padded key
-    # rows, position t -> key (ky0 + t // BLOCK_W, t % BLOCK_W). Dims are masked, padded keys get -inf scores.
+    # Each program works on one (b, head), bn = b * n + head, and one query block (forward, dQ) or one key tile
+    # (dK, dV). A key tile is ROWS padded key rows: tile position t is key (ky0 + t // BLOCK_W, t % BLOCK_W).
+    # Padded keys and queries past L are masked; padded keys score -inf.
+
+    @triton.jit
+    def _rows(base, offs, stride, valid, offs_d, D):
+        """Rows `offs` of an (L, D) matrix at `base` (row stride `stride`), zero where not valid."""
+        return tl.load(base + offs[:, None] * stride + offs_d[None, :], mask=valid[:, None] & (offs_d < D)[None, :],
+                       other=0.0)
+
+    @triton.jit
+    def _key_tile(ky0, offs_t, h, w, BLOCK_W: tl.constexpr):
+        """Key row, token index and validity of each position of the tile that starts at key row ky0."""
+        ky, kx = ky0 + offs_t // BLOCK_W, offs_t % BLOCK_W
+        return ky, ky * w + kx, (ky < h) & (kx < w)
+
+    @triton.jit
+    def _rel_w_tile(rel_w_ptr, offs_m, m_valid, offs_t, w, BLOCK_W: tl.constexpr):
+        """rel_w[i, t % BLOCK_W] of a query block, float32: the same for every key tile."""
+        kx = offs_t % BLOCK_W
+        return tl.load(rel_w_ptr + offs_m[:, None] * w + kx[None, :], mask=m_valid[:, None] & (kx < w)[None, :],
+                       other=0.0).to(tl.float32)
 
     @triton.jit
     def _scores(q, k, rel_h_ptr, rel_w_tile, offs_m, m_valid, ky, key_valid, h, scale, PRECISION: tl.constexpr):
-        """scale * q k^T + rel_h[i, ky] + rel_w[i, kx] of a query block and a key tile, float32, -inf off the grid;
-        rel_w_tile (BLOCK_M, keys) is the same for every tile."""
+        """scale * q k^T + rel_h[i, ky] + rel_w[i, kx] of a query block and a key tile, float32, -inf off the grid."""
         bias_h = tl.load(rel_h_ptr + offs_m[:, None] * h + ky[None, :], mask=m_valid[:, None] & key_valid[None, :],
                          other=0.0)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale + bias_h.to(tl.float32) + rel_w_tile
         return tl.where(key_valid[None, :], s, float("-inf"))
 
     @triton.jit
+    def _score_grads(q, k, v, do, lse, delta, rel_h_ptr, rel_w_tile, offs_m, m_valid, ky, key_valid, h, scale,
+                     PRECISION: tl.constexpr):
+        """The backward's recomputed probabilities P and dS = P * (dP - delta) of a query block and a key tile;
+        both zero on padded keys and on queries past L."""
+        s = _scores(q, k, rel_h_ptr, rel_w_tile, offs_m, m_valid, ky, key_valid, h, scale, PRECISION)
+        p = tl.where(m_valid[:, None], tl.exp(s - lse[:, None]), 0.0)
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+        return p, p * (dp - delta[:, None])
+
+    @triton.jit
     def _forward_kernel(Q, K, V, REL_H, REL_W, OUT, LSE, sqb, sqn, sql, skb, skn, skl, svb, svn, svl, sob, son, sol,
                         n, L, D, h, w, scale, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
                         BLOCK_D: tl.constexpr, BLOCK_W: tl.constexpr, ROWS: tl.constexpr):
+        """Output and log-sum-exp of one query block: online softmax over the key tiles."""
         pid_m, bn = tl.program_id(0), tl.program_id(1)
-        b, head = bn // n, bn % n
+        b, head = (bn // n).to(tl.int64), bn % n
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         offs_d = tl.arange(0, BLOCK_D)
         offs_t = tl.arange(0, ROWS * BLOCK_W)
-        m_valid, d_valid = offs_m < L, offs_d < D
-        kx = offs_t % BLOCK_W
+        m_valid = offs_m < L
+        k_base, v_base = K + b * skb + head * skn, V + b * svb + head * svn
         rel_h_ptr = REL_H + bn.to(tl.int64) * L * h
-        q = tl.load(Q + b.to(tl.int64) * sqb + head * sqn + offs_m[:, None] * sql + offs_d[None, :],
-                    mask=m_valid[:, None] & d_valid[None, :], other=0.0)
-        rel_w_tile = tl.load(REL_W + bn.to(tl.int64) * L * w + offs_m[:, None] * w + kx[None, :],
-                             mask=m_valid[:, None] & (kx < w)[None, :], other=0.0).to(tl.float32)
+        q = _rows(Q + b * sqb + head * sqn, offs_m, sql, m_valid, offs_d, D)
+        rel_w_tile = _rel_w_tile(REL_W + bn.to(tl.int64) * L * w, offs_m, m_valid, offs_t, w, BLOCK_W)
         m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
         l_i = tl.zeros((BLOCK_M,), tl.float32)
         acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
         for ky0 in range(0, h, ROWS):
-            ky = ky0 + offs_t // BLOCK_W
-            key_valid = (ky < h) & (kx < w)
-            offs_n = ky * w + kx
-            kd_valid = key_valid[:, None] & d_valid[None, :]
-            k = tl.load(K + b.to(tl.int64) * skb + head * skn + offs_n[:, None] * skl + offs_d[None, :],
-                        mask=kd_valid, other=0.0)
+            ky, offs_n, key_valid = _key_tile(ky0, offs_t, h, w, BLOCK_W)
+            k = _rows(k_base, offs_n, skl, key_valid, offs_d, D)
+            v = _rows(v_base, offs_n, svl, key_valid, offs_d, D)
             s = _scores(q, k, rel_h_ptr, rel_w_tile, offs_m, m_valid, ky, key_valid, h, scale, PRECISION)
             m_new = tl.maximum(m_i, tl.max(s, 1))
             p = tl.exp(s - m_new[:, None])
             alpha = tl.exp(m_i - m_new)
-            v = tl.load(V + b.to(tl.int64) * svb + head * svn + offs_n[:, None] * svl + offs_d[None, :],
-                        mask=kd_valid, other=0.0)
             l_i = l_i * alpha + tl.sum(p, 1)
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
             m_i = m_new
-        out = acc / l_i[:, None]
-        tl.store(OUT + b.to(tl.int64) * sob + head * son + offs_m[:, None] * sol + offs_d[None, :],
-                 out.to(OUT.dtype.element_ty), mask=m_valid[:, None] & d_valid[None, :])
+        tl.store(OUT + b * sob + head * son + offs_m[:, None] * sol + offs_d[None, :],
+                 (acc / l_i[:, None]).to(OUT.dtype.element_ty), mask=m_valid[:, None] & (offs_d < D)[None, :])
         tl.store(LSE + bn.to(tl.int64) * L + offs_m, m_i + tl.log(l_i), mask=m_valid)
 
     @triton.jit
@@ -169,95 +191,74 @@ if triton is not None:
                               sob, son, sol, DK, DV, n, L, D, h, w, scale, PRECISION: tl.constexpr,
                               BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_W: tl.constexpr,
                               ROWS: tl.constexpr):
-        """dK, dV of one key tile (ROWS key rows), over all query blocks."""
+        """dK = scale * dS^T Q and dV = P^T dO of one key tile, over all query blocks."""
         pid_k, bn = tl.program_id(0), tl.program_id(1)
-        b, head = bn // n, bn % n
+        b, head = (bn // n).to(tl.int64), bn % n
         offs_d = tl.arange(0, BLOCK_D)
         offs_t = tl.arange(0, ROWS * BLOCK_W)
-        d_valid = offs_d < D
-        kx = offs_t % BLOCK_W
-        ky = pid_k * ROWS + offs_t // BLOCK_W
-        key_valid = (ky < h) & (kx < w)
-        offs_n = ky * w + kx
-        kd_valid = key_valid[:, None] & d_valid[None, :]
-        k = tl.load(K + b.to(tl.int64) * skb + head * skn + offs_n[:, None] * skl + offs_d[None, :],
-                    mask=kd_valid, other=0.0)
-        v = tl.load(V + b.to(tl.int64) * svb + head * svn + offs_n[:, None] * svl + offs_d[None, :],
-                    mask=kd_valid, other=0.0)
-        rel_h_ptr = REL_H + bn.to(tl.int64) * L * h
+        ky, offs_n, key_valid = _key_tile(pid_k * ROWS, offs_t, h, w, BLOCK_W)
+        q_base, do_base = Q + b * sqb + head * sqn, DO + b * sob + head * son
+        rel_h_ptr, rel_w_ptr = REL_H + bn.to(tl.int64) * L * h, REL_W + bn.to(tl.int64) * L * w
+        k = _rows(K + b * skb + head * skn, offs_n, skl, key_valid, offs_d, D)
+        v = _rows(V + b * svb + head * svn, offs_n, svl, key_valid, offs_d, D)
         dk = tl.zeros((ROWS * BLOCK_W, BLOCK_D), tl.float32)
         dv = tl.zeros((ROWS * BLOCK_W, BLOCK_D), tl.float32)
         for m0 in range(0, L, BLOCK_M):
             offs_m = m0 + tl.arange(0, BLOCK_M)
             m_valid = offs_m < L
-            md_valid = m_valid[:, None] & d_valid[None, :]
-            q = tl.load(Q + b.to(tl.int64) * sqb + head * sqn + offs_m[:, None] * sql + offs_d[None, :],
-                        mask=md_valid, other=0.0)
-            do = tl.load(DO + b.to(tl.int64) * sob + head * son + offs_m[:, None] * sol + offs_d[None, :],
-                         mask=md_valid, other=0.0)
+            q = _rows(q_base, offs_m, sql, m_valid, offs_d, D)
+            do = _rows(do_base, offs_m, sol, m_valid, offs_d, D)
             lse = tl.load(LSE + bn.to(tl.int64) * L + offs_m, mask=m_valid, other=0.0)
             delta = tl.load(DELTA + bn.to(tl.int64) * L + offs_m, mask=m_valid, other=0.0)
-            rel_w_tile = tl.load(REL_W + bn.to(tl.int64) * L * w + offs_m[:, None] * w + kx[None, :],
-                                 mask=m_valid[:, None] & (kx < w)[None, :], other=0.0).to(tl.float32)
-            s = _scores(q, k, rel_h_ptr, rel_w_tile, offs_m, m_valid, ky, key_valid, h, scale, PRECISION)
-            p = tl.where(m_valid[:, None], tl.exp(s - lse[:, None]), 0.0)
+            rel_w_tile = _rel_w_tile(rel_w_ptr, offs_m, m_valid, offs_t, w, BLOCK_W)
+            p, ds = _score_grads(q, k, v, do, lse, delta, rel_h_ptr, rel_w_tile, offs_m, m_valid, ky, key_valid, h,
+                                 scale, PRECISION)
             dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PRECISION)
-            dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
-            ds = p * (dp - delta[:, None])
             dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION)
-        # dK and dV are contiguous (B, n, L, d)
-        base = bn.to(tl.int64) * L * D + offs_n[:, None] * D + offs_d[None, :]
-        tl.store(DK + base, (dk * scale).to(DK.dtype.element_ty), mask=kd_valid)
-        tl.store(DV + base, dv.to(DV.dtype.element_ty), mask=kd_valid)
+        # dK and dV are contiguous (B, n, L, D)
+        out = bn.to(tl.int64) * L * D + offs_n[:, None] * D + offs_d[None, :]
+        mask = key_valid[:, None] & (offs_d < D)[None, :]
+        tl.store(DK + out, (dk * scale).to(DK.dtype.element_ty), mask=mask)
+        tl.store(DV + out, dv.to(DV.dtype.element_ty), mask=mask)
 
     @triton.jit
     def _backward_queries_kernel(Q, K, V, REL_H, REL_W, DO, LSE, DELTA, sqb, sqn, sql, skb, skn, skl, svb, svn,
                                  svl, sob, son, sol, DQ, D_REL_H, D_REL_W, n, L, D, h, w, scale,
                                  PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
                                  BLOCK_W: tl.constexpr, ROWS: tl.constexpr):
-        """dQ and the bias tables' gradients of one query block, over all key tiles: d rel_h[i, ky] sums dS over
-        key row ky, d rel_w[i, kx] over key column kx. The program owns its queries' rows, so no atomics."""
+        """dQ = scale * dS K and the bias tables' gradients of one query block, over all key tiles: d rel_h[i, ky]
+        sums dS over key row ky, d rel_w[i, kx] over key column kx. The program owns its queries' rows of both
+        tables, so no atomics."""
         pid_m, bn = tl.program_id(0), tl.program_id(1)
-        b, head = bn // n, bn % n
+        b, head = (bn // n).to(tl.int64), bn % n
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         offs_d = tl.arange(0, BLOCK_D)
         offs_t = tl.arange(0, ROWS * BLOCK_W)
-        m_valid, d_valid = offs_m < L, offs_d < D
-        md_valid = m_valid[:, None] & d_valid[None, :]
-        kx = offs_t % BLOCK_W
-        rel_h_ptr = REL_H + bn.to(tl.int64) * L * h
-        q = tl.load(Q + b.to(tl.int64) * sqb + head * sqn + offs_m[:, None] * sql + offs_d[None, :],
-                    mask=md_valid, other=0.0)
-        do = tl.load(DO + b.to(tl.int64) * sob + head * son + offs_m[:, None] * sol + offs_d[None, :],
-                     mask=md_valid, other=0.0)
+        offs_r = tl.arange(0, ROWS)
+        m_valid = offs_m < L
+        k_base, v_base = K + b * skb + head * skn, V + b * svb + head * svn
+        rel_h_ptr, d_rel_h_ptr = REL_H + bn.to(tl.int64) * L * h, D_REL_H + bn.to(tl.int64) * L * h
+        q = _rows(Q + b * sqb + head * sqn, offs_m, sql, m_valid, offs_d, D)
+        do = _rows(DO + b * sob + head * son, offs_m, sol, m_valid, offs_d, D)
         lse = tl.load(LSE + bn.to(tl.int64) * L + offs_m, mask=m_valid, other=0.0)
         delta = tl.load(DELTA + bn.to(tl.int64) * L + offs_m, mask=m_valid, other=0.0)
-        rel_w_tile = tl.load(REL_W + bn.to(tl.int64) * L * w + offs_m[:, None] * w + kx[None, :],
-                             mask=m_valid[:, None] & (kx < w)[None, :], other=0.0).to(tl.float32)
+        rel_w_tile = _rel_w_tile(REL_W + bn.to(tl.int64) * L * w, offs_m, m_valid, offs_t, w, BLOCK_W)
         dq = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
         d_rel_w = tl.zeros((BLOCK_M, BLOCK_W), tl.float32)
-        offs_r = tl.arange(0, ROWS)
         for ky0 in range(0, h, ROWS):
-            ky = ky0 + offs_t // BLOCK_W
-            key_valid = (ky < h) & (kx < w)
-            offs_n = ky * w + kx
-            kd_valid = key_valid[:, None] & d_valid[None, :]
-            k = tl.load(K + b.to(tl.int64) * skb + head * skn + offs_n[:, None] * skl + offs_d[None, :],
-                        mask=kd_valid, other=0.0)
-            v = tl.load(V + b.to(tl.int64) * svb + head * svn + offs_n[:, None] * svl + offs_d[None, :],
-                        mask=kd_valid, other=0.0)
-            s = _scores(q, k, rel_h_ptr, rel_w_tile, offs_m, m_valid, ky, key_valid, h, scale, PRECISION)
-            p = tl.where(m_valid[:, None], tl.exp(s - lse[:, None]), 0.0)
-            dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
-            ds = p * (dp - delta[:, None])  # zero on padded keys (p = 0 there)
+            ky, offs_n, key_valid = _key_tile(ky0, offs_t, h, w, BLOCK_W)
+            k = _rows(k_base, offs_n, skl, key_valid, offs_d, D)
+            v = _rows(v_base, offs_n, svl, key_valid, offs_d, D)
+            _, ds = _score_grads(q, k, v, do, lse, delta, rel_h_ptr, rel_w_tile, offs_m, m_valid, ky, key_valid, h,
+                                 scale, PRECISION)
             dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
-            ds_rows = tl.reshape(ds, (BLOCK_M, ROWS, BLOCK_W))
+            ds_rows = tl.reshape(ds, (BLOCK_M, ROWS, BLOCK_W))  # (query, key row, key column)
             rows = ky0 + offs_r
-            tl.store(D_REL_H + bn.to(tl.int64) * L * h + offs_m[:, None] * h + rows[None, :],
-                     tl.sum(ds_rows, 2).to(D_REL_H.dtype.element_ty), mask=m_valid[:, None] & (rows < h)[None, :])
+            tl.store(d_rel_h_ptr + offs_m[:, None] * h + rows[None, :], tl.sum(ds_rows, 2).to(D_REL_H.dtype.element_ty),
+                     mask=m_valid[:, None] & (rows < h)[None, :])
             d_rel_w += tl.sum(ds_rows, 1)
         tl.store(DQ + bn.to(tl.int64) * L * D + offs_m[:, None] * D + offs_d[None, :],
-                 (dq * scale).to(DQ.dtype.element_ty), mask=md_valid)
+                 (dq * scale).to(DQ.dtype.element_ty), mask=m_valid[:, None] & (offs_d < D)[None, :])
         offs_c = tl.arange(0, BLOCK_W)
         tl.store(D_REL_W + bn.to(tl.int64) * L * w + offs_m[:, None] * w + offs_c[None, :],
                  d_rel_w.to(D_REL_W.dtype.element_ty), mask=m_valid[:, None] & (offs_c < w)[None, :])

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from seggpt_lab.relpos_attention import BLOCK_M, interpreting, relpos_attention
-from tests.seggpt_lab.test_model import _eager_and
+from tests.seggpt_lab.test_model import _eager_and, assert_agrees_with_eager
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -86,19 +86,7 @@ def test_16_bit_operands_agree_with_the_float32_reference_within_their_precision
 
 
 def test_model_with_the_fused_kernel_equals_the_eager_model_forward_and_backward():
-    reference, model, args = _eager_and("triton")
-    reference, model = reference.to(DEVICE), model.to(DEVICE)
-    args = tuple(a.to(DEVICE) for a in args)
-    outputs, grads = [], []
-    for m in (reference, model):
-        out = m(*args)
-        (out * torch.linspace(-1, 1, out.numel(), device=DEVICE).view_as(out)).sum().backward()
-        outputs.append(out.detach())
-        grads.append({n: p.grad for n, p in m.named_parameters()})
-    torch.testing.assert_close(outputs[1], outputs[0], rtol=0, atol=1e-5)
-    for name in ("blocks.0.attn.rel_pos_h", "blocks.0.attn.rel_pos_w", "blocks.3.attn.qkv.weight"):
-        assert grads[0][name].abs().max() > 0
-        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-5)
+    assert_agrees_with_eager("triton", DEVICE)
 
 
 def test_mismatched_bias_tables_are_refused_in_one_line():

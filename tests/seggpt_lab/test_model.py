@@ -107,19 +107,24 @@ def _eager_and(impl: str):
     return reference, model, (image, target, torch.rand(2, reference.num_patches) < 0.5, torch.tensor([0, 1]))
 
 
-@pytest.mark.parametrize("impl", ["sdpa", "augmented"])
-def test_attention_implementations_agree_with_the_eager_reference_forward_and_backward(impl):
+def assert_agrees_with_eager(impl: str, device: torch.device | str = "cpu") -> None:
+    """A tiny model with attention `impl` gives the eager model's output and parameter gradients."""
     reference, model, args = _eager_and(impl)
     outputs, grads = [], []
-    for m in (reference, model):
-        out = m(*args)
-        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+    for m in (reference.to(device), model.to(device)):
+        out = m(*(a.to(device) for a in args))
+        (out * torch.linspace(-1, 1, out.numel(), device=device).view_as(out)).sum().backward()
         outputs.append(out.detach())
         grads.append({n: p.grad for n, p in m.named_parameters()})
     torch.testing.assert_close(outputs[1], outputs[0], rtol=0, atol=1e-5)
     for name in ("blocks.0.attn.rel_pos_h", "blocks.0.attn.rel_pos_w", "blocks.3.attn.qkv.weight"):
         assert grads[0][name].abs().max() > 0
         torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "augmented"])
+def test_attention_implementations_agree_with_the_eager_reference_forward_and_backward(impl):
+    assert_agrees_with_eager(impl)
 
 
 def test_flex_attention_agrees_with_the_eager_reference():
