@@ -62,6 +62,8 @@ class PromptSwap(Metric):
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
+    FIGURES = ("S", "S_low", "S_high", "A", "mIoU", "recall", "absent_painted", "queries")  # compute()'s, and per kind
+    KIND_FIGURES = ("S", "A", "queries")  # "S/<kind>" etc., with more than one kind
 
     def __init__(self, class_ids: Sequence[int] | None = None, kinds: Sequence[str] = ("all",), bootstrap: int = 1000,
                  seed: int = 0, ignore_index: int = IGNORE_LABEL, **kwargs) -> None:

@@ -86,7 +86,7 @@ def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float = 0.0) ->
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-VAL_SWAP_FIGURES = ("S", "S_low", "A", "recall", "absent_painted")  # PromptSwap's figures that validation logs
+VAL_SWAP_FIGURES = ("S", "S_low", "A", "recall", "absent_painted")  # the PromptSwap.FIGURES validation logs
 
 
 class PretrainModule(LightningModule):

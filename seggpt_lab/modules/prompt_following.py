@@ -28,9 +28,6 @@ TRIVIAL = ("copy_prompt", "empty", "full")  # baselines that read no more of the
 SHOWN = ("copy_prompt", "colour")  # references whose swap S / A the printed table shows
 
 
-SWAP_FIGURES = ("S", "S_low", "S_high", "A", "mIoU", "recall", "absent_painted", "queries")  # PromptSwap's, logged
-
-
 def metric_name(set_name: str, predictor: str, first: str, figure: str) -> str:
     """The logged name of a figure: test/<set>/<figure> for the evaluated predictor, test/<set>/<reference>/..."""
     return f"test/{set_name}" + ("" if predictor == first else f"/{predictor}") + f"/{figure}"
@@ -69,7 +66,8 @@ class PromptFollowingEvaluation(Evaluation):
         first = init_args.get("predictor", "model")
         predictors = [first, *(init_args.get("references") or [])]
         sets = [s["name"] for s in config["data"]["init_args"]["sets"]]
-        return [metric_name(s, p, first, k) for s in sets for p in predictors for k in (*SWAP_FIGURES, "one_shot_mIoU")]
+        figures = (*PromptSwap.FIGURES, "one_shot_mIoU")
+        return [metric_name(s, p, first, k) for s in sets for p in predictors for k in figures]
 
     def palette(self, class_id: int) -> torch.Tensor | None:
         """The model's palette for a prompt of `class_id`: None (white, `build_palette(1)`) unless "fixed"."""

@@ -64,6 +64,10 @@ def test_a_prompt_blind_predictor_scores_exactly_zero(blind: str) -> None:
     assert scores["S"] == 0.0 and scores["S/same"] == 0.0 and scores["S/other"] == 0.0
     assert scores["A"] == 0.0  # both roles can never be right at once
     assert scores["queries"] == 40 and scores["queries/same"] == 20
+    # the declared names, which the modules log, are exactly compute()'s
+    per_kind = {f"{f}/{k}" for f in PromptSwap.KIND_FIGURES for k in ("same", "other")}
+    assert set(scores) == {*PromptSwap.FIGURES, *per_kind}
+    assert set(run(PromptSwap(), queries, predict)) == set(PromptSwap.FIGURES)
 
 
 def test_a_perfect_predictor_and_one_that_paints_the_other_object() -> None:
