@@ -9,8 +9,10 @@ import argparse
 import os
 import sys
 
+from datamodules import remote
 from datamodules.contact_sheet import inspect
 from datamodules.convert import BadSampleError, convert
+from datamodules.remote import NetworkError
 from datamodules.schema import SampleError
 from datamodules.sources import SOURCES, get_source
 
@@ -26,7 +28,8 @@ def main(args: list[str] | None = None) -> int:
     conv.add_argument("source", choices=list(SOURCES), metavar="SOURCE", help=", ".join(SOURCES))
     conv.add_argument("--root", help="the dataset as unpacked from its official download (not for synthetic)")
     conv.add_argument("--split", required=True, help="split to convert; each source lists its own")
-    conv.add_argument("--out", required=True, help="shard root DIR")
+    conv.add_argument("--out", required=True, help="shard root: a folder, or object storage (s3://bucket/prefix; "
+                      "credentials and endpoint from AWS_* variables, see README)")
     conv.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default 1000)")
     conv.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
     conv.add_argument("--skip-bad", action="store_true", help="skip unreadable samples and list them in the index")
@@ -43,10 +46,10 @@ def main(args: list[str] | None = None) -> int:
             source = get_source(opts.source)(opts.root, opts.split)
             index = convert(source, opts.out, opts.shard_size, opts.workers, opts.skip_bad, opts.limit)
             print(f"{index['num_samples']} samples in {len(index['shards'])} shards, {len(index['skipped'])} skipped "
-                  f"-> {os.path.join(opts.out, opts.source)}")
+                  f"-> {remote.join(opts.out, opts.source)}")
         else:
             inspect(opts.folder, opts.num, opts.seed, opts.out)
-    except (SampleError, BadSampleError, FileNotFoundError, ValueError) as e:
+    except (SampleError, BadSampleError, FileNotFoundError, ValueError, NetworkError) as e:
         print(f"seggpt-lab-data: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -3,10 +3,11 @@
 Writes `OUT/<source>/<split>-%06d.tar`, a stats file `<split>-%06d.json` beside each shard, and
 `<split>-index.json` (shard names, sample counts, per-class image and pixel counts, skipped items,
 licence note). Worker processes read and encode samples; the main process writes the tars in item
-order, so the output does not depend on the number of workers. Each shard is written under a
-temporary name and renamed when complete, its stats file first: a re-run keeps every shard whose
-stats file and tar both exist for the same items and redoes the rest. Tar headers carry fixed
-owners and times, so the same input gives byte-identical shards.
+order, so the output does not depend on the number of workers. OUT may be a local folder or object
+storage (`s3://bucket/prefix`); each file appears under its final name complete or not at all
+(`remote.Output`: renamed from a temporary name, or uploaded whole), a shard's stats file first: a
+re-run keeps every shard whose stats file and tar both exist for the same items and redoes the rest.
+Tar headers carry fixed owners and times, so the same input gives byte-identical shards.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing as mp
-import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,9 +24,10 @@ import numpy as np
 import webdataset as wds
 from tqdm import tqdm
 
+from datamodules import remote
+from datamodules.remote import Output
 from datamodules.schema import SCHEMA_VERSION, SEM_VOID, Sample, SampleError, encode_sample
 from datamodules.sources.base import Source
-from seggpt_lab.atomic import write_atomic
 
 # tar member times: fixed for byte-identical shards; an int, because a float gives every member a pax header,
 # which doubles the time a reader spends parsing headers
@@ -41,8 +42,8 @@ def shard_name(split: str, index: int) -> str:
     return f"{split}-{index:06d}.tar"
 
 
-def index_path(folder: Path, split: str) -> Path:
-    return folder / f"{split}-index.json"
+def index_name(split: str) -> str:
+    return f"{split}-index.json"
 
 
 def _dumps(obj: Any) -> bytes:
@@ -90,12 +91,16 @@ def _fingerprint(items: Sequence[Any]) -> str:
     return hashlib.sha1(json.dumps([str(i) for i in items]).encode()).hexdigest()
 
 
-def _done(folder: Path, split: str, index: int, items: Sequence[Any]) -> dict | None:
+def _stats_name(split: str, index: int) -> str:
+    return shard_name(split, index).removesuffix(".tar") + ".json"
+
+
+def _done(output: Output, split: str, index: int, items: Sequence[Any]) -> dict | None:
     """The stats of shard `index` if a previous run finished it for the same items, else None."""
-    stats_path = (folder / shard_name(split, index)).with_suffix(".json")
-    if not stats_path.exists() or not (folder / shard_name(split, index)).exists():
+    stats_name = _stats_name(split, index)
+    if not output.exists(stats_name) or not output.exists(shard_name(split, index)):
         return None
-    stats = json.loads(stats_path.read_text())
+    stats = json.loads(output.read_text(stats_name))
     return stats if stats.get("items") == _fingerprint(items) else None
 
 
@@ -115,7 +120,8 @@ def convert(source: Source, out: str | Path, shard_size: int = 1000, workers: in
 
     Args:
         source: the dataset split to convert.
-        out: the shard root; shards go to `out/<source name>/`.
+        out: the shard root, a local folder or object storage (`s3://bucket/prefix`); shards go to
+            `out/<source name>/`.
         shard_size: samples per shard.
         workers: processes that read and encode samples (1: in this process).
         skip_bad: skip items that cannot be read and list them in the index, instead of stopping.
@@ -127,32 +133,34 @@ def convert(source: Source, out: str | Path, shard_size: int = 1000, workers: in
     items = list(source.items())[:limit]
     if not items:
         raise SampleError(source.root, f"no {source.name} items found for split {source.split!r}")
-    folder = Path(out) / source.name
-    folder.mkdir(parents=True, exist_ok=True)
-    chunks = [items[i:i + shard_size] for i in range(0, len(items), shard_size)]
-    stats: list[dict | None] = [_done(folder, source.split, k, chunk) for k, chunk in enumerate(chunks)]
-    todo = [k for k, s in enumerate(stats) if s is None]
-    todo_items = [item for k in todo for item in chunks[k]]
-
-    bar = tqdm(total=len(items), initial=len(items) - len(todo_items), unit="img", disable=not progress,
-               desc=f"{source.name} {source.split}")
-    results = _results(source, todo_items, workers)
+    output = Output(remote.join(out, source.name))
     try:
-        for k in todo:
-            stats[k] = _write_shard(folder, source.split, k, chunks[k], results, skip_bad, bar)
-    finally:
-        bar.close()
-        results.close()
+        chunks = [items[i:i + shard_size] for i in range(0, len(items), shard_size)]
+        stats: list[dict | None] = [_done(output, source.split, k, chunk) for k, chunk in enumerate(chunks)]
+        todo = [k for k, s in enumerate(stats) if s is None]
+        todo_items = [item for k in todo for item in chunks[k]]
 
-    index = _index(source, [s for s in stats if s is not None])
-    write_atomic(index_path(folder, source.split), _dumps(index))
+        bar = tqdm(total=len(items), initial=len(items) - len(todo_items), unit="img", disable=not progress,
+                   desc=f"{source.name} {source.split}")
+        results = _results(source, todo_items, workers)
+        try:
+            for k in todo:
+                stats[k] = _write_shard(output, source.split, k, chunks[k], results, skip_bad, bar)
+        finally:
+            bar.close()
+            results.close()
+
+        index = _index(source, [s for s in stats if s is not None])
+        output.write(index_name(source.split), _dumps(index))
+    finally:
+        output.close()
     return index
 
 
-def _write_shard(folder: Path, split: str, k: int, chunk: Sequence[Any], results: Iterator[Result], skip_bad: bool,
-                 bar: tqdm) -> dict:
-    path = folder / shard_name(split, k)
-    tmp = path.with_name(path.name + ".tmp")
+def _write_shard(output: Output, split: str, k: int, chunk: Sequence[Any], results: Iterator[Result],
+                 skip_bad: bool, bar: tqdm) -> dict:
+    name = shard_name(split, k)
+    tmp = output.stage(name)
     images: Counter[int] = Counter()
     pixels: Counter[int] = Counter()
     keys, skipped = [], []
@@ -177,10 +185,10 @@ def _write_shard(folder: Path, split: str, k: int, chunk: Sequence[Any], results
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    shard = {"name": path.name, "samples": len(keys), "items": _fingerprint(chunk), "skipped": skipped,
+    shard = {"name": name, "samples": len(keys), "items": _fingerprint(chunk), "skipped": skipped,
              "class_images": dict(sorted(images.items())), "class_pixels": dict(sorted(pixels.items()))}
-    write_atomic(path.with_suffix(".json"), _dumps(shard))  # stats first: a tar never exists without them
-    os.replace(tmp, path)
+    output.write(_stats_name(split, k), _dumps(shard))  # stats first: a tar never exists without them
+    output.publish(name)
     return json.loads(_dumps(shard))  # as a later run will read it back (string class ids)
 
 

@@ -24,10 +24,12 @@ import webdataset as wds
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
+from datamodules import remote
 from datamodules.augment import PairTransform, UnfinishedBatch, check_scale, finish_batch
 from datamodules.fewshot import FewShotEpisodes, image_classes, plan_episodes
 from datamodules.pairing import Pair, PairSampler, source_of
 from datamodules.prompt_swap import PromptSwapQueries, object_areas, plan_swaps
+from datamodules.remote import Network
 from datamodules.schema import IMAGE_ERRORS, SEM_VOID, InvalidSample, Sample, SampleError
 from datamodules.shards import (
     EpochLoader,
@@ -82,20 +84,22 @@ class ShardSource:
 
     @property
     def label(self) -> str:
-        return self.name or Path(self.path.split("{")[0].rstrip("/")).name or self.path
+        return self.name or remote.basename(self.path.split("{")[0].rstrip("/")) or self.path
 
-    def is_url(self) -> bool:
-        return "{" in self.path or "://" in self.path or self.path.startswith("pipe:")
+    def is_pattern(self) -> bool:
+        """A webdataset URL pattern, a shard or a `pipe:` command, read without an index."""
+        return "{" in self.path or self.path.endswith(".tar") or self.path.startswith("pipe:")
 
-    def index_file(self) -> Path:
-        path = Path(self.path)
-        return path if path.suffix == ".json" else path / f"{self.split}-index.json"
+    def index_file(self) -> str:
+        """The split's index: `path` itself when it names a .json file, else `path/<split>-index.json`."""
+        return self.path if self.path.endswith(".json") else remote.join(self.path, f"{self.split}-index.json")
 
-    def urls(self) -> list[str]:
-        """The shard URLs, checked: a one-line error naming the path when nothing is there."""
-        if self.is_url():
+    def urls(self, network: Network = Network()) -> list[str]:
+        """The shard URLs, checked: a one-line error naming the path when nothing is there (a remote shard that has
+        gone is found, and skipped, when read)."""
+        if self.is_pattern():
             urls = wds.shardlists.expand_urls(self.path)
-            local = [u for u in urls if "://" not in u and not u.startswith("pipe:")]
+            local = [u for u in urls if not remote.is_remote(u) and not u.startswith("pipe:")]
             missing = [u for u in local if not Path(u).is_file()]
             if not urls or missing:
                 raise FileNotFoundError(f"source {self.label}: the pattern {self.path} matches no shard"
@@ -103,12 +107,12 @@ class ShardSource:
                                            else ""))
             return urls
         index = self.index_file()
-        if not index.is_file():
+        if not remote.exists(index, network):
             raise FileNotFoundError(f"source {self.label}: {index} does not exist; convert the dataset first "
                                     f"(seggpt-lab-data convert SOURCE --split {self.split} --out ...) or give "
                                     "`convert` in the source's config")
         urls = shard_urls(index)
-        missing = [u for u in urls if not Path(u).is_file()]
+        missing = [] if remote.is_remote(index) else [u for u in urls if not Path(u).is_file()]
         if not urls or missing:
             raise FileNotFoundError(f"source {self.label}: {index} lists {len(urls)} shards"
                                     + (f", {len(missing)} missing (first {missing[0]})" if missing else ""))
@@ -116,22 +120,23 @@ class ShardSource:
 
     def sizes(self) -> dict[str, int]:
         """{shard: sample count} from the index, to count what a damaged shard loses; {} for a URL pattern."""
-        return {} if self.is_url() else shard_sizes(self.index_file())
+        return {} if self.is_pattern() else shard_sizes(self.index_file())
 
     def ensure_converted(self) -> None:
-        """Run the `convert` spec when the split's index is missing; shards made with another spec (recorded in
-        `<split>-convert.json`) are refused with a one-line error, so a changed setting cannot go unnoticed."""
-        if self.convert is None or self.is_url():
+        """Run the `convert` spec when the split's index is missing (into a local folder or object storage); shards
+        made with another spec (recorded in `<split>-convert.json`) are refused with a one-line error, so a changed
+        setting cannot go unnoticed."""
+        if self.convert is None or self.is_pattern():
             return
-        record = Path(self.path) / f"{self.split}-convert.json"
-        if self.index_file().is_file():
-            if not record.is_file():  # converted by hand, or before specs were recorded: nothing to compare
+        record = remote.join(self.path, f"{self.split}-convert.json")
+        if remote.exists(self.index_file()):
+            if not remote.exists(record):  # converted by hand, or before specs were recorded: nothing to compare
                 log.warning("source %s: %s holds %s shards without a record of how they were made; they are used "
                             "as if made with %s (delete the folder to convert again)", self.label, self.path,
                             self.split, json.dumps(self.convert))
-            elif json.loads(record.read_text()) != self.convert:
+            elif json.loads(remote.read_text(record)) != self.convert:
                 raise ValueError(f"source {self.label}: {self.path} holds {self.split} shards converted with "
-                                 f"{record.read_text()}, not {json.dumps(self.convert)}; delete the folder to "
+                                 f"{remote.read_text(record)}, not {json.dumps(self.convert)}; delete the folder to "
                                  "convert again, or point path elsewhere")
             return
         from datamodules.convert import convert
@@ -141,12 +146,15 @@ class ShardSource:
         name = spec.pop("source", None)
         if name is None:
             raise ValueError(f"source {self.label}: `convert` needs a `source` key (a seggpt-lab-data source name)")
-        folder = Path(self.path)
-        if folder.name != name:
+        if remote.basename(self.path) != name:
             raise ValueError(f"source {self.label}: converted shards land in OUT/{name}; set path to .../{name}")
-        log.info("converting %s (%s) into %s", name, self.split, folder)
-        convert(get_source(name)(spec.pop("root", None), self.split, **spec), folder.parent)
-        record.write_text(json.dumps(self.convert))
+        log.info("converting %s (%s) into %s", name, self.split, self.path)
+        convert(get_source(name)(spec.pop("root", None), self.split, **spec), remote.parent(self.path))
+        output = remote.Output(self.path)
+        try:
+            output.write(remote.basename(record), json.dumps(self.convert).encode())
+        finally:
+            output.close()
 
 
 @dataclass
@@ -160,6 +168,7 @@ class _Stream:
     skips: SkipCounter = field(default_factory=SkipCounter)
     sizes: dict[str, int] = field(default_factory=dict)  # {shard: sample count}, from the index
     scale: tuple[float, float] | None = None  # the source's crop area range (None: the transform's)
+    network: Network = field(default_factory=Network)  # retries, timeouts, shards in flight of remote shards
 
 
 class PretrainStream(SeededStream):
@@ -173,7 +182,8 @@ class PretrainStream(SeededStream):
         # every source its own seed: the same base seed would shuffle equal-sized sources alike
         # lazy labels: a pair colours one of a sample's maps, and the partner buffer holds samples, not decoded maps
         self.samples = MixedStream([sample_stream(s.urls, seed + 1 + i, resampled=True, shuffle=shuffle,
-                                                  handler=s.skips, rank=rank, sizes=s.sizes, lazy_labels=True)
+                                                  handler=s.skips, rank=rank, sizes=s.sizes, lazy_labels=True,
+                                                  network=s.network)
                                     for i, s in enumerate(streams)], [s.weight for s in streams], seed, rank)
 
     def stream(self, seed: int, worker: int, epoch: int) -> Iterator[InContextBatch | UnfinishedBatch]:
@@ -247,6 +257,7 @@ class PretrainStream(SeededStream):
         stats.update({f"data/{k}": v for k, v in counts.items()})
         for s in self.streams:
             reasons = {f"skipped/{s.name}/{reason}": n for reason, n in s.skips.counts.items()}
+            stats[f"read/{s.name}"] = s.skips.seen
             stats[f"skipped/{s.name}"] = sum(reasons.values())
             stats.update(reasons)
         return {"worker": worker, **stats}
@@ -301,6 +312,8 @@ class PretrainDataModule(LightningDataModule):
         max_skip_rate: stop with an error naming the source when more than this share of its samples is corrupt;
             fewer are skipped and counted (`skipped/<source>`); samples with nothing to colour are not judged.
         skip_rate_min_samples: samples a worker reads from a source before its skip rate is judged.
+        network: how shards on object storage or HTTP(S) are read: retries with back-off, timeouts, shards in flight
+            per worker (`remote.Network`); a shard that still fails is skipped (`skipped/<source>/network`).
     """
 
     def __init__(
@@ -323,6 +336,7 @@ class PretrainDataModule(LightningDataModule):
         pin_memory: bool = False,
         max_skip_rate: float = 0.1,
         skip_rate_min_samples: int = 200,
+        network: Network = Network(),
     ) -> None:
         super().__init__()
         if not sources:
@@ -341,7 +355,7 @@ class PretrainDataModule(LightningDataModule):
         if seed is None:  # Lightning's global seed (seed_everything), as its own worker seeding takes it
             self.hparams.seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
         self.sources, self.val = list(sources), val
-        self.transform, self.sampler = transform, sampler
+        self.transform, self.sampler, self.network = transform, sampler, network
         self.dataset: PretrainStream | None = None
         self.val_dataset: FewShotEpisodes | None = None
         self.val_swaps: PromptSwapQueries | None = None
@@ -359,13 +373,14 @@ class PretrainDataModule(LightningDataModule):
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         self._check_model()
         hp = self.hparams
-        streams = [_Stream(s.label, rank_shards(s.urls(), rank, world), s.weight, s.task,
-                           SkipCounter(s.label, hp.max_skip_rate, hp.skip_rate_min_samples), s.sizes(), s.scale)
+        streams = [_Stream(s.label, rank_shards(s.urls(self.network), rank, world), s.weight, s.task,
+                           SkipCounter(s.label, hp.max_skip_rate, hp.skip_rate_min_samples), s.sizes(), s.scale,
+                           self.network)
                    for s in self.sources]
         self.dataset = PretrainStream(streams, self.transform, self.sampler, hp.batch_size, hp.seed, rank, hp.shuffle,
                                       hp.mix_prob, hp.mix_pairs)
         if self.val is not None:
-            reader = ShardReader(self.val.index_file())
+            reader = ShardReader(self.val.index_file(), self.network)
             present = image_classes(reader, hp.val_classes, hp.val_min_pixels)
             plan, _ = plan_episodes(present, 1, hp.val_episodes, "class_uniform", hp.seed, hp.val_classes)
             self.val_dataset = FewShotEpisodes(reader, plan)

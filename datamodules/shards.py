@@ -7,6 +7,7 @@ key. The training streams (`SampleStream`, `MixedStream`, `pretrain.PretrainStre
 from __future__ import annotations
 
 import functools
+import io
 import json
 import logging
 import random
@@ -15,15 +16,17 @@ import struct
 import tarfile
 import zlib
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import ExitStack
+from collections.abc import Callable, Iterable, Iterator
+from itertools import chain
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from datamodules import remote
+from datamodules.remote import Network, NetworkError
 from datamodules.schema import IMAGE_ERRORS, InvalidSample, Sample, decode_sample, validate
 
 log = logging.getLogger(__name__)
@@ -40,24 +43,49 @@ def find_indexes(folder: str | Path) -> list[Path]:
 
 
 def read_index(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())
+    """An index, from a local path or a URL (`remote`)."""
+    return json.loads(remote.read_text(path))
 
 
 def shard_urls(index_file: str | Path) -> list[str]:
-    """Paths of the shards an index lists, in order."""
-    index_file = Path(index_file)
-    return [str(index_file.parent / s["name"]) for s in read_index(index_file)["shards"]]
+    """Paths (or URLs, beside a remote index) of the shards an index lists, in order."""
+    folder = remote.parent(index_file)
+    return [remote.join(folder, s["name"]) for s in read_index(index_file)["shards"]]
 
 
 def shard_sizes(index_file: str | Path) -> dict[str, int]:
     """{shard path: sample count} from an index, for a stream to count the samples a damaged shard lost."""
-    index_file = Path(index_file)
-    return {str(index_file.parent / s["name"]): int(s["samples"]) for s in read_index(index_file)["shards"]}
+    folder = remote.parent(index_file)
+    return {remote.join(folder, s["name"]): int(s["samples"]) for s in read_index(index_file)["shards"]}
+
+
+def open_shards(urls: Iterable[str], network: Network = Network(),
+                handler: Callable[[str, Exception], bool] | None = None) -> Iterator[dict[str, Any]]:
+    """Shard URLs -> `{"url", "stream"}` for webdataset's tar stage: local files and `pipe:` commands opened by
+    webdataset, remote shards downloaded (`remote.prefetch`: retried, `in_flight` at a time). A shard that does not
+    open goes to `handler(url, exception)`: True goes on with the next, False stops; without one, it raises."""
+    urls = iter(urls)
+    first = next(urls, None)
+    if first is None:
+        return
+    urls = chain([first], urls)
+    opened = remote.prefetch(urls, network) if remote.is_remote(first) else ((url, None) for url in urls)
+    for url, data in opened:
+        try:
+            if isinstance(data, Exception):
+                raise data
+            stream = wds.gopen(url) if data is None else io.BytesIO(data)
+        except Exception as exn:
+            if handler is not None and handler(url, exn):
+                continue
+            raise
+        yield {"url": url, "stream": stream}
 
 
 def iter_raw(index_file: str | Path) -> Iterator[dict[str, bytes]]:
     """Every sample of one split, in shard order, as undecoded tar members."""
-    yield from wds.WebDataset(shard_urls(index_file), shardshuffle=False, empty_check=False)
+    shards = open_shards(shard_urls(index_file))
+    yield from wds.tariterators.group_by_keys(wds.tariterators.tar_file_expander(shards))
 
 
 def iter_samples(index_file: str | Path) -> Iterator[Sample]:
@@ -71,19 +99,24 @@ Location = tuple[str, int, int]  # (shard path, payload offset, payload size)
 
 
 class ShardReader:
-    """Random access by key to a local shard set (`<split>-index.json`): tar headers scanned once, then each read
-    seeks to the members it needs, so a reader is cheap to pickle into DataLoader workers."""
+    """Random access by key to a shard set (`<split>-index.json`), local or remote: tar headers scanned once (a remote
+    shard downloaded for it), then each read fetches the span of the members it needs (a remote one in a ranged
+    request), so a reader is cheap to pickle into DataLoader workers."""
 
-    def __init__(self, index_file: str | Path) -> None:
-        self.index_file = Path(index_file)
-        if not self.index_file.is_file():
+    def __init__(self, index_file: str | Path, network: Network = Network()) -> None:
+        self.index_file, self.network = index_file if remote.is_remote(index_file) else Path(index_file), network
+        if not remote.exists(self.index_file, network):
             raise FileNotFoundError(f"{self.index_file}: no such index file; convert a source first "
                                     "(seggpt-lab-data convert SOURCE --out ...)")
         self.members: dict[str, dict[str, Location]] = {}
         for shard in shard_urls(self.index_file):
-            if not Path(shard).is_file():
+            if remote.is_remote(shard):
+                tar = tarfile.open(fileobj=io.BytesIO(remote.read_bytes(shard, network)), mode="r:")
+            elif Path(shard).is_file():
+                tar = tarfile.open(shard, "r:")  # uncompressed: iterating seeks from header to header
+            else:
                 raise FileNotFoundError(f"{shard}: shard listed in {self.index_file} is missing")
-            with tarfile.open(shard, "r:") as tar:  # uncompressed: iterating seeks from header to header
+            with tar:
                 for info in tar:
                     match = _MEMBER.match(info.name)
                     if not info.isfile() or match is None:
@@ -108,16 +141,22 @@ class ShardReader:
             raise KeyError(f"{key}: no such sample in {self.index_file}") from None
 
     def _read(self, key: str, exts: list[str]) -> dict[str, bytes]:
+        """The members `exts` of one sample: per shard, one read (or ranged request) of the span holding them."""
         locations = self._locations(key)
+        spans: dict[str, list[tuple[str, int, int]]] = {}
+        for ext in exts:
+            shard, offset, size = locations[ext]
+            spans.setdefault(shard, []).append((ext, offset, size))
         raw = {"__key__": key}
-        with ExitStack() as stack:
-            files: dict[str, BinaryIO] = {}
-            for ext in exts:
-                shard, offset, size = locations[ext]
-                if shard not in files:
-                    files[shard] = stack.enter_context(open(shard, "rb"))
-                files[shard].seek(offset)
-                raw[ext] = files[shard].read(size)
+        for shard, members in spans.items():
+            lo, hi = min(m[1] for m in members), max(m[1] + m[2] for m in members)
+            if remote.is_remote(shard):
+                data = remote.read_bytes(shard, self.network, lo, hi)
+            else:
+                with open(shard, "rb") as f:
+                    f.seek(lo)
+                    data = f.read(hi - lo)
+            raw.update({ext: data[offset - lo: offset - lo + size] for ext, offset, size in members})
         return raw
 
     def meta(self, key: str) -> dict:
@@ -165,8 +204,9 @@ class TooManySkips(RuntimeError):
 
 
 def skip_reason(exn: BaseException) -> str:
-    """The name a skip is counted under: the broken rule for `InvalidSample`, else the exception's type."""
-    return exn.reason if isinstance(exn, InvalidSample) else type(exn).__name__
+    """The name a skip is counted under: the broken rule for `InvalidSample`, `network` for a remote shard that could
+    not be read (`remote.NetworkError`), else the exception's type."""
+    return exn.reason if isinstance(exn, InvalidSample | NetworkError) else type(exn).__name__
 
 
 # skips that are not corruption: a sample with nothing to colour, crops that left no label in view. They are
@@ -217,7 +257,11 @@ class SkipCounter:
                                                            self.total, reason, f": {detail}" if detail else "")
         if self.seen < self.min_samples:
             return
-        if self.corrupt > self.max_rate * self.seen:
+        if self.corrupt > self.max_rate * self.seen and 2 * self.counts[NetworkError.reason] > self.corrupt:
+            problem = (f"{self.corrupt} of the {self.seen} samples were lost, most to network failures, more than "
+                       f"max_skip_rate {self.max_rate:g}")
+            advice = "check the server, the network and the shard URLs, or raise data.max_skip_rate"
+        elif self.corrupt > self.max_rate * self.seen:
             problem = (f"{self.corrupt} of the {self.seen} samples read were corrupt, more than max_skip_rate "
                        f"{self.max_rate:g}")
             advice = "check or re-convert its shards, or raise data.max_skip_rate"
@@ -284,12 +328,14 @@ class SampleStream(SeededStream):
     """Decoded `Sample`s from one rank's shards, a webdataset pipeline built per worker and pass (`sample_stream`)."""
 
     def __init__(self, urls: list[str], seed: int, rank: int, resampled: bool, shuffle: int,
-                 handler: SkipCounter, sizes: dict[str, int] | None = None, lazy_labels: bool = False) -> None:
+                 handler: SkipCounter, sizes: dict[str, int] | None = None, lazy_labels: bool = False,
+                 network: Network = Network()) -> None:
         super().__init__(seed, rank)
         if not urls:
             raise ValueError("sample_stream: no shard URLs for this rank (see rank_shards)")
         self.urls = list(urls)
         self.resampled, self.shuffle, self.handler, self.lazy_labels = resampled, shuffle, handler, lazy_labels
+        self.network = network
         self.sizes = {u: sizes[u] for u in self.urls if u in sizes} if sizes else {}
 
     def pipeline(self, seed: int) -> wds.DataPipeline:
@@ -308,9 +354,18 @@ class SampleStream(SeededStream):
         )
 
     def _tar_samples(self, shards: Iterator[dict[str, str]]) -> Iterator[dict[str, Any]]:
-        """webdataset's tar stage, shard by shard, counting what a shard lost: a tar cut at a member boundary just
-        ends, and only its index (`sizes`) knows what is missing."""
-        for shard in shards:
+        """webdataset's tar stage, shard by shard (`open_shards`), counting what a shard lost: a tar cut at a member
+        boundary just ends, and only its index (`sizes`) knows what is missing; a remote shard that could not be read
+        loses all its samples, under `network`, and a shard that does not open all of its own."""
+
+        def unopened(url: str, exn: Exception) -> bool:
+            if not isinstance(exn, DATA_ERRORS):
+                raise exn
+            detail = str(exn) if str(exn).startswith(url) else f"{url}: {exn}"  # a NetworkError names its URL
+            self.handler.skip(skip_reason(exn), detail, after_read=False, count=self.sizes.get(url, 1))
+            return True
+
+        for shard in open_shards((s["url"] for s in shards), self.network, unopened):
             read, errors = 0, 0
 
             def handler(exn: Exception) -> bool:
@@ -318,7 +373,8 @@ class SampleStream(SeededStream):
                 errors += 1
                 return self.handler(exn)
 
-            for raw in wds.tariterators.tarfile_samples(iter([shard]), handler=handler):
+            files = wds.tariterators.tar_file_expander(iter([shard]), handler=handler)
+            for raw in wds.tariterators.group_by_keys(files, handler=handler):
                 read += 1
                 yield raw
             lost = self.sizes.get(shard["url"], 0) - read - errors  # the errors were counted as skips already
@@ -347,7 +403,7 @@ def read_sample(raw: dict[str, bytes], lazy: bool = False) -> Sample:
 
 def sample_stream(urls: list[str], seed: int, resampled: bool = True, shuffle: int = 1000,
                   handler: SkipCounter | None = None, rank: int = 0, sizes: dict[str, int] | None = None,
-                  lazy_labels: bool = False) -> SampleStream:
+                  lazy_labels: bool = False, network: Network = Network()) -> SampleStream:
     """The one webdataset pipeline: shards -> worker split -> tar -> shuffle -> decode to `Sample`.
 
     Args:
@@ -359,9 +415,10 @@ def sample_stream(urls: list[str], seed: int, resampled: bool = True, shuffle: i
         rank: the global rank, for seeding only.
         sizes: {shard: sample count} (`shard_sizes`), to count a damaged shard's samples that never came out ("lost").
         lazy_labels: keep label maps PNG-encoded until `Sample.label` decodes (and checks) one.
+        network: retries, timeouts and shards in flight for remote shards (`remote.Network`).
     """
-    return SampleStream(urls, seed, rank, resampled, shuffle, handler or SkipCounter(Path(urls[0]).parent.name),
-                        sizes, lazy_labels)
+    return SampleStream(urls, seed, rank, resampled, shuffle,
+                        handler or SkipCounter(remote.basename(remote.parent(urls[0]))), sizes, lazy_labels, network)
 
 
 class MixedStream(SeededStream):

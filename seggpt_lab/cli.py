@@ -143,12 +143,13 @@ def logged_metrics(config: dict) -> list[str] | None:
 def entry() -> None:
     """Console-script wrapper: run the CLI and exit 0 (main's return value is the CLI object, not a status).
 
-    A bad input (a missing file, a wrong value: FileNotFoundError, ValueError, whose messages here name the file or
-    the key) ends with one line on stderr and exit status 2 instead of a traceback; SEGGPT_LAB_TRACEBACK=1 shows it.
+    A bad input (a missing file, a wrong value, a server that does not answer: FileNotFoundError, ValueError,
+    ConnectionError, whose messages here name the file, the key or the URL) ends with one line on stderr and exit
+    status 2 instead of a traceback; SEGGPT_LAB_TRACEBACK=1 shows it.
     """
     try:
         main()
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, ConnectionError) as e:
         if os.environ.get("SEGGPT_LAB_TRACEBACK"):
             raise
         # jsonargparse reports a class that refused its arguments as "Does not validate against any of the Union
@@ -156,7 +157,7 @@ def entry() -> None:
         chain = [e]
         while (cause := chain[-1].__cause__ or chain[-1].__context__) is not None and cause not in chain:
             chain.append(cause)
-        inner = [c for c in chain if isinstance(c, FileNotFoundError | ValueError) and str(c).strip()]
+        inner = [c for c in chain if isinstance(c, FileNotFoundError | ValueError | ConnectionError) and str(c).strip()]
         message = str(inner[-1] if inner else e).strip().splitlines()[0]
         print(f"seggpt-lab: error: {message} (SEGGPT_LAB_TRACEBACK=1 for the traceback)", file=sys.stderr)
         raise SystemExit(2) from None

@@ -227,7 +227,7 @@ class PretrainModule(LightningModule):
         semantic = total.get("pairs/self", 0) + total.get("pairs/partner", 0) + total.get("pairs/fallback", 0)
         logged = {"data/partner_rate": total.get("pairs/partner", 0) / max(semantic, 1),
                   "data/mixed_rate": total.get("data/mixed", 0) / max(total.get("data/examples", 0), 1)}
-        logged.update({k: v for k, v in total.items() if k.startswith("skipped/")})
+        logged.update({k: v for k, v in total.items() if k.startswith(("skipped/", "read/"))})
         self.log_dict({k: float(v) for k, v in logged.items()}, batch_size=size, rank_zero_only=True)
 
     # --- validation: one-shot episodes, and prompt-swap queries when the data module has them ---
@@ -235,7 +235,8 @@ class PretrainModule(LightningModule):
     @classmethod
     def logged_metrics(cls, init_args: dict, config: dict) -> list[str]:
         """The figures a run logs (`seggpt_lab.cli.logged_metrics`): training's, the data's rates, and validation's
-        (FewShotIoU's and, with prompt-swap queries, PromptSwap's). Skip counts (skipped/<source>) are not listed."""
+        (FewShotIoU's and, with prompt-swap queries, PromptSwap's). Per-source counts (read/<source>: samples read,
+        skipped/<source>[/<reason>]: samples skipped) are not listed."""
         return ["train/loss", "train/lr", "train/pairs_per_s", "data/partner_rate", "data/mixed_rate",
                 *(f"val/{k}" for k in ("mIoU", "FB-IoU", *VAL_SWAP_FIGURES))]
 

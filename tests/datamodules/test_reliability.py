@@ -216,12 +216,12 @@ def _fuzz(folder: Path, seed: int, flips: int) -> None:
         shard.write_bytes(bytes(data))
 
 
-def _fit(config: Path, timeout: float) -> subprocess.CompletedProcess:
+def _fit(config: Path, timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """`seggpt-lab fit --config CONFIG` in its own process group, all of which is killed when it overruns (a hang
-    fails the test, and leaves no DDP rank behind)."""
+    fails the test, and leaves no DDP rank behind); `env`: variables added to its environment."""
     proc = subprocess.Popen([sys.executable, "-m", "seggpt_lab.cli", "fit", "--config", str(config)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ONE_THREAD,
-                            start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**ONE_THREAD, **(env or {})}, start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

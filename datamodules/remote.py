@@ -1,0 +1,280 @@
+"""Shards on object storage and HTTP(S): `s3://bucket/prefix/...`, `https://host/...` (any fsspec protocol).
+
+Remote shards are read through fsspec (s3fs for S3, aiohttp for HTTP) in ranged requests of `Network.block_size`,
+each retried with exponential back-off, so a connection dropped mid-shard costs one block's request, not the shard.
+A request that still fails after `Network.retries` raises `NetworkError`, which the streams count as a skip
+(`skipped/<source>/network`) before they go on with the next shard. A worker keeps `Network.in_flight` shards in
+memory: the one it reads and the next ones, downloaded meanwhile by threads.
+
+Credentials and the endpoint come from the clients' usual places, never from a recipe: for S3, botocore's
+`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_PROFILE` (~/.aws), `AWS_ENDPOINT_URL` (a
+non-AWS server: MinIO, SeaweedFS, Ceph), `AWS_DEFAULT_REGION`; any other s3fs or HTTP option from fsspec's
+configuration (`FSSPEC_S3_<OPTION>` variables, or JSON files in `FSSPEC_CONFIG_DIR`).
+
+`Output` is where `seggpt-lab-data convert` writes: each file appears under its final name complete or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+import shutil
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import fsspec
+
+from seggpt_lab.atomic import write_atomic
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def is_remote(path: str | Path) -> bool:
+    """A URL that fsspec opens (`s3://`, `https://`, `gs://`...), not a local path, `file://` or a `pipe:` command."""
+    return isinstance(path, str) and "://" in path.split("{")[0] and not path.startswith(("file://", "pipe:"))
+
+
+def join(folder: str | Path, name: str) -> str:
+    """`folder/name`: a URL joined with '/', a local path as `Path` joins it."""
+    return f"{folder.rstrip('/')}/{name}" if is_remote(folder) else str(Path(folder) / name)
+
+
+def parent(path: str | Path) -> str:
+    """The folder of a file's path or URL."""
+    return posixpath.dirname(path.rstrip("/")) if is_remote(path) else str(Path(path).parent)
+
+
+def basename(path: str | Path) -> str:
+    return posixpath.basename(path.rstrip("/")) if is_remote(path) else Path(path).name
+
+
+@dataclass(frozen=True)
+class Network:
+    """How remote shards are read.
+
+    Args:
+        retries: tries of a request after its first failure (a dropped connection, a timeout, a 5xx answer, a
+            missing object); then it counts as a `network` skip.
+        backoff: seconds before the first retry, doubled before each next one, at most `max_backoff`.
+        max_backoff: the longest wait between two tries.
+        timeout: seconds to connect, and seconds without a byte before a read counts as stalled.
+        block_size: bytes per ranged request: what a dropped connection costs.
+        in_flight: shards a DataLoader worker holds, each in memory: the one it reads, the others downloading.
+    """
+
+    retries: int = 4
+    backoff: float = 0.5
+    max_backoff: float = 8.0
+    timeout: float = 30.0
+    block_size: int = 16 * 2**20
+    in_flight: int = 2
+
+    def __post_init__(self) -> None:
+        if self.retries < 0 or self.backoff < 0 or self.max_backoff < self.backoff or self.timeout <= 0 \
+                or self.block_size < 1 or self.in_flight < 1:
+            raise ValueError(f"network: need retries >= 0, 0 <= backoff <= max_backoff, timeout > 0, block_size >= 1 "
+                             f"and in_flight >= 1, got {self}")
+
+    def waits(self) -> Iterator[float]:
+        """The back-off before each retry."""
+        for k in range(self.retries):
+            yield min(self.backoff * 2**k, self.max_backoff)
+
+
+class NetworkError(ConnectionError):
+    """A remote request that failed every try; counted as a skip under `reason`."""
+
+    reason = "network"
+
+
+def _transient() -> tuple[type[BaseException], ...]:
+    """What one failed request raises: OSError (connection, timeout, FileNotFoundError for a missing object, s3fs's
+    translated 5xx answers), EOFError (a short body) and the HTTP client's own errors."""
+    errors: list[type[BaseException]] = [OSError, EOFError]
+    try:
+        import aiohttp  # fsspec's HTTP client, and the transport under s3fs
+
+        errors.append(aiohttp.ClientError)
+    except ImportError:
+        pass
+    try:
+        import botocore.exceptions as boto  # s3fs's client: the errors it does not translate to OSError
+
+        errors += [boto.ClientError, boto.HTTPClientError, boto.IncompleteReadError, boto.ResponseStreamingError]
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+TRANSIENT = _transient()
+
+
+def filesystem(url: str, network: Network = Network()) -> tuple[Any, str]:
+    """(fsspec filesystem, path in it) for `url`, with `network`'s timeouts; the retries are ours alone (`retrying`),
+    so the clients' own are turned off: theirs would multiply ours."""
+    protocol = url.split("://", 1)[0]
+    options: dict[str, Any] = {}
+    if protocol in ("s3", "s3a"):
+        options["config_kwargs"] = {"connect_timeout": network.timeout, "read_timeout": network.timeout,
+                                    "retries": {"total_max_attempts": 1, "mode": "standard"}}
+    elif protocol in ("http", "https"):
+        import aiohttp
+
+        options["client_kwargs"] = {"timeout": aiohttp.ClientTimeout(total=None, sock_connect=network.timeout,
+                                                                     sock_read=network.timeout)}
+    fs, path = fsspec.core.url_to_fs(url, **options)
+    if hasattr(fs, "retries"):  # s3fs retries some errors itself, 5 times by default
+        fs.retries = 1
+    return fs, path
+
+
+def retrying(what: str, url: str, network: Network, request: Callable[[], T]) -> T:
+    """`request()`, tried again after each `TRANSIENT` failure with exponential back-off, `network.retries` times;
+    then `NetworkError`, one line naming the URL and the last failure."""
+    waits = network.waits()
+    while True:
+        try:
+            return request()
+        except TRANSIENT as e:
+            wait = next(waits, None)
+            first = str(e).splitlines()[0] if str(e) else ""
+            if wait is None:
+                raise NetworkError(f"{url}: {what} failed {network.retries + 1} times (the last: "
+                                   f"{type(e).__name__}{': ' + first if first else ''})") from e
+            log.info("%s: %s failed (%s: %s); trying again in %.1f s", url, what, type(e).__name__, first, wait)
+            time.sleep(wait)
+
+
+def read_bytes(url: str, network: Network = Network(), start: int | None = None, end: int | None = None) -> bytes:
+    """Bytes [start, end) of a remote object (all of it by default) in `block_size` ranged requests, each retried."""
+    fs, path = filesystem(url, network)
+    if start is None or end is None:
+        size = retrying("reading its size", url, network, lambda: fs.size(path))
+        start, end = start or 0, size if end is None else end
+    blocks = []
+    for lo in range(start, end, network.block_size):
+        hi = min(lo + network.block_size, end)
+        blocks.append(retrying(f"reading bytes {lo}-{hi}", url, network,
+                               lambda lo=lo, hi=hi: _exactly(fs.cat_file(path, start=lo, end=hi), hi - lo)))
+    return b"".join(blocks)
+
+
+def _exactly(data: bytes, size: int) -> bytes:
+    if len(data) != size:  # a body cut short without an error, or an object replaced meanwhile
+        raise EOFError(f"got {len(data)} of {size} bytes")
+    return data
+
+
+def read_text(path: str | Path, network: Network = Network()) -> str:
+    """A small file's text, local or remote; a missing one raises FileNotFoundError at once (no retries)."""
+    if not is_remote(path):
+        return Path(path).read_text()
+    fs, fs_path = filesystem(path, network)
+    try:
+        return retrying("reading", path, network, lambda: _no_retry_if_missing(fs.cat_file, fs_path)).decode()
+    except _Missing:
+        raise FileNotFoundError(f"{path}: no such object") from None
+
+
+class _Missing(Exception):
+    pass
+
+
+def _no_retry_if_missing(fn: Callable[..., T], *args: Any) -> T:
+    try:
+        return fn(*args)
+    except FileNotFoundError as e:
+        raise _Missing from e
+
+
+def exists(path: str | Path, network: Network = Network()) -> bool:
+    if not is_remote(path):
+        return Path(path).exists()
+    fs, fs_path = filesystem(path, network)
+    return retrying("checking", path, network, lambda: fs.exists(fs_path))
+
+
+def prefetch(urls: Iterable[str], network: Network) -> Iterator[tuple[str, bytes | NetworkError]]:
+    """(url, its bytes) in `urls`' order, downloaded `network.in_flight - 1` shards ahead of the one handed out;
+    (url, NetworkError) for one that could not be read. Stops the downloads still running when closed."""
+    pool = ThreadPoolExecutor(max(network.in_flight - 1, 1), thread_name_prefix="shard-download")
+    pending: deque[tuple[str, Future]] = deque()
+    urls = iter(urls)
+    try:
+        while True:
+            while len(pending) < network.in_flight and (url := next(urls, None)) is not None:
+                pending.append((url, pool.submit(read_bytes, url, network)))
+            if not pending:
+                return
+            url, future = pending.popleft()
+            try:
+                yield url, future.result()
+            except NetworkError as e:
+                yield url, e
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+class Output:
+    """A folder that `convert` writes, where each file appears under its final name complete or not at all.
+
+    A file is written to `stage(name)` first, then `publish(name)` puts it in place: a local folder renames it (atomic
+    on one file system); a remote one uploads it whole from a local staging folder, and an S3 object, put at once or
+    in a multipart upload, is only visible once complete. HTTP(S) servers take no uploads here.
+    """
+
+    def __init__(self, folder: str | Path, network: Network = Network()) -> None:
+        self.folder, self.network = str(folder), network
+        if is_remote(self.folder):
+            if self.folder.split("://", 1)[0] in ("http", "https"):
+                raise ValueError(f"{self.folder}: convert writes to a local folder or to object storage (s3://...), "
+                                 "not to an HTTP server")
+            self._staging = Path(tempfile.mkdtemp(prefix="seggpt-lab-convert-"))
+        else:
+            Path(self.folder).mkdir(parents=True, exist_ok=True)
+            self._staging = None
+
+    def path(self, name: str) -> str:
+        return join(self.folder, name)
+
+    def stage(self, name: str) -> Path:
+        """The local file to write `name` to before `publish`."""
+        if self._staging is None:
+            return Path(self.folder) / f"{name}.tmp"
+        return self._staging / name
+
+    def publish(self, name: str) -> None:
+        staged = self.stage(name)
+        if self._staging is None:
+            os.replace(staged, Path(self.folder) / name)
+            return
+        fs, path = filesystem(self.path(name), self.network)
+        retrying("uploading", self.path(name), self.network, lambda: fs.put_file(str(staged), path))
+        staged.unlink()
+
+    def write(self, name: str, data: bytes) -> None:
+        """A small file (an index, a shard's stats) whole; a local one also synced to disk (`write_atomic`)."""
+        if self._staging is None:
+            write_atomic(self.path(name), data)
+            return
+        self.stage(name).write_bytes(data)
+        self.publish(name)
+
+    def exists(self, name: str) -> bool:
+        return exists(self.path(name), self.network)
+
+    def read_text(self, name: str) -> str:
+        return read_text(self.path(name), self.network)
+
+    def close(self) -> None:
+        """Remove the staging folder (and what a failed write left there)."""
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
