@@ -6,10 +6,11 @@ A request that still fails after `Network.retries` raises `NetworkError`, which 
 (`skipped/<source>/network`) before they go on with the next shard. A worker keeps `Network.in_flight` shards in
 memory: the one it reads and the next ones, downloaded meanwhile by threads.
 
-Credentials and the endpoint come from the clients' usual places, never from a recipe: for S3, botocore's
-`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_PROFILE` (~/.aws), `AWS_ENDPOINT_URL` (a
-non-AWS server: MinIO, SeaweedFS, Ceph), `AWS_DEFAULT_REGION`; any other s3fs or HTTP option from fsspec's
-configuration (`FSSPEC_S3_<OPTION>` variables, or JSON files in `FSSPEC_CONFIG_DIR`).
+Credentials come from the clients' usual places, never from a recipe: for S3, botocore's `AWS_ACCESS_KEY_ID`,
+`AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_PROFILE` (~/.aws), `AWS_DEFAULT_REGION`. The endpoint of a non-AWS
+server (MinIO, SeaweedFS, Ceph) comes from `AWS_ENDPOINT_URL` or the config key `Network.endpoint_url`; any other
+s3fs or HTTP option from fsspec's configuration (`FSSPEC_S3_<OPTION>` variables, or JSON files in
+`FSSPEC_CONFIG_DIR`).
 
 `Output` is where `seggpt-lab-data convert` writes: each file appears under its final name complete or not at all.
 """
@@ -68,6 +69,8 @@ class Network:
         timeout: seconds to connect, and seconds without a byte before a read counts as stalled.
         block_size: bytes per ranged request: what a dropped connection costs.
         in_flight: shards a DataLoader worker holds, each in memory: the one it reads, the others downloading.
+        endpoint_url: the S3 server (MinIO, SeaweedFS, Ceph...); None: `AWS_ENDPOINT_URL`, else AWS. Credentials are
+            never set here: they come from the environment (see the module docstring).
     """
 
     retries: int = 4
@@ -76,6 +79,7 @@ class Network:
     timeout: float = 30.0
     block_size: int = 16 * 2**20
     in_flight: int = 2
+    endpoint_url: str | None = None
 
     def __post_init__(self) -> None:
         if self.retries < 0 or self.backoff < 0 or self.max_backoff < self.backoff or self.timeout <= 0 \
@@ -123,6 +127,8 @@ def filesystem(url: str, network: Network = Network()) -> tuple[Any, str]:
     protocol = url.split("://", 1)[0]
     options: dict[str, Any] = {}
     if protocol in ("s3", "s3a"):
+        if network.endpoint_url:
+            options["endpoint_url"] = network.endpoint_url
         options["config_kwargs"] = {"connect_timeout": network.timeout, "read_timeout": network.timeout,
                                     "retries": {"total_max_attempts": 1, "mode": "standard"}}
     elif protocol in ("http", "https"):

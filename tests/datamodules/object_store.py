@@ -143,7 +143,8 @@ class Fault:
 
     kind: "drop" (send the status, the headers and `after` bytes of the body, then close the connection), "stall"
     (send the headers, then nothing for `seconds_stalled`, then close), "503" (answer 503 Slow Down at once),
-    "reset" (close the connection without forwarding the request: an upload that never arrives).
+    "reset" (close the connection without forwarding the request: an upload that never arrives), "slow" (a link
+    with `latency` seconds before the first byte and `rate` bytes/s: the answer is delivered whole, paced).
     """
 
     kind: str
@@ -152,6 +153,8 @@ class Fault:
     seconds: float | None = None
     after: int = 0
     seconds_stalled: float = 0.0
+    latency: float = 0.0
+    rate: float = float("inf")
     hits: int = 0
     added: float = field(default_factory=time.monotonic)
 
@@ -260,6 +263,14 @@ class FaultProxy:
         if method != "HEAD":
             request.send_header("Content-Length", str(len(data)))
         request.end_headers()
+        if fault is not None and fault.kind == "slow":
+            self._record(method, path, "slow")
+            time.sleep(fault.latency)
+            chunk = 1 << 16
+            for start in range(0, len(data) if method != "HEAD" else 0, chunk):
+                request.wfile.write(data[start:start + chunk])
+                time.sleep(min(chunk, len(data) - start) / fault.rate)
+            return
         if fault is None or method == "HEAD":
             self._record(method, path, str(answer.status))
             request.wfile.write(data if method != "HEAD" else b"")

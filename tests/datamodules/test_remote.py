@@ -27,6 +27,7 @@ from datamodules import remote
 from datamodules.augment import PairTransform
 from datamodules.cli import main as data_main
 from datamodules.convert import BadSampleError, convert
+from datamodules.fewshot import FewShotDataModule
 from datamodules.pairing import PairSampler
 from datamodules.pretrain import PretrainDataModule, ShardSource
 from datamodules.remote import Network, NetworkError
@@ -111,6 +112,19 @@ def test_remote_shards_read_like_local_ones(protocol: str, store: SeaweedFS, loc
         got, want = reader.sample(key), reference.sample(key)
         assert got.image == want.image and got.meta == want.meta == reader.meta(key)
         assert np.array_equal(got.sem, want.sem) and np.array_equal(got.ins, want.ins)
+
+
+def test_an_evaluation_datamodule_reads_a_remote_index(store: SeaweedFS, local: Path, uploaded: str,
+                                                       endpoint) -> None:
+    """One-shot episodes (the evaluation recipes' FewShotDataModule) from the HTTP filer: those of the local index."""
+    episodes = [FewShotDataModule(index, episodes=6, sampling="class_uniform")
+                for index in (f"{store.http_url}/small/synthetic/val-index.json", str(local / "val-index.json"))]
+    for data in episodes:
+        data.setup("test")
+    assert episodes[0].class_ids == episodes[1].class_ids
+    for got, want in zip(episodes[0].dataset, episodes[1].dataset, strict=True):
+        assert got.keys() == want.keys() and got["key"] == want["key"]
+        assert all(np.array_equal(np.asarray(got[k]), np.asarray(want[k])) for k in got if k != "key"), got["key"]
 
 
 def test_a_missing_remote_index_or_bad_credentials_end_in_one_line(store: SeaweedFS, uploaded: str, endpoint,
