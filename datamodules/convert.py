@@ -25,7 +25,7 @@ import webdataset as wds
 from tqdm import tqdm
 
 from datamodules import remote
-from datamodules.remote import Output
+from datamodules.remote import Network, Output
 from datamodules.schema import SCHEMA_VERSION, SEM_VOID, Sample, SampleError, encode_sample
 from datamodules.sources.base import Source
 
@@ -115,7 +115,8 @@ def _results(source: Source, items: Sequence[Any], workers: int) -> Iterator[Res
 
 
 def convert(source: Source, out: str | Path, shard_size: int = 1000, workers: int = 1, skip_bad: bool = False,
-            limit: int | None = None, progress: bool = True) -> dict:
+            limit: int | None = None, progress: bool = True,
+            network: Network = Network()) -> dict:
     """Convert one split of `source`; returns the index (also written to `<split>-index.json`).
 
     Args:
@@ -127,13 +128,14 @@ def convert(source: Source, out: str | Path, shard_size: int = 1000, workers: in
         skip_bad: skip items that cannot be read and list them in the index, instead of stopping.
         limit: convert only the first `limit` items.
         progress: show a progress bar.
+        network: retries and timeouts of the uploads, the S3 endpoint, when `out` is remote.
     """
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     items = list(source.items())[:limit]
     if not items:
         raise SampleError(source.root, f"no {source.name} items found for split {source.split!r}")
-    output = Output(remote.join(out, source.name))
+    output = Output(remote.join(out, source.name), network)
     try:
         chunks = [items[i:i + shard_size] for i in range(0, len(items), shard_size)]
         stats: list[dict | None] = [_done(output, source.split, k, chunk) for k, chunk in enumerate(chunks)]

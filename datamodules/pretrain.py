@@ -111,32 +111,34 @@ class ShardSource:
             raise FileNotFoundError(f"source {self.label}: {index} does not exist; convert the dataset first "
                                     f"(seggpt-lab-data convert SOURCE --split {self.split} --out ...) or give "
                                     "`convert` in the source's config")
-        urls = shard_urls(index)
+        urls = shard_urls(index, network)
         missing = [] if remote.is_remote(index) else [u for u in urls if not Path(u).is_file()]
         if not urls or missing:
             raise FileNotFoundError(f"source {self.label}: {index} lists {len(urls)} shards"
                                     + (f", {len(missing)} missing (first {missing[0]})" if missing else ""))
         return urls
 
-    def sizes(self) -> dict[str, int]:
+    def sizes(self, network: Network = Network()) -> dict[str, int]:
         """{shard: sample count} from the index, to count what a damaged shard loses; {} for a URL pattern."""
-        return {} if self.is_pattern() else shard_sizes(self.index_file())
+        return {} if self.is_pattern() else shard_sizes(self.index_file(), network)
 
-    def ensure_converted(self) -> None:
+    def ensure_converted(self, network: Network = Network()) -> None:
         """Run the `convert` spec when the split's index is missing (into a local folder or object storage); shards
         made with another spec (recorded in `<split>-convert.json`) are refused with a one-line error, so a changed
         setting cannot go unnoticed."""
         if self.convert is None or self.is_pattern():
             return
         record = remote.join(self.path, f"{self.split}-convert.json")
-        if remote.exists(self.index_file()):
-            if not remote.exists(record):  # converted by hand, or before specs were recorded: nothing to compare
+        if remote.exists(self.index_file(), network):
+            # no record: converted by hand, or before specs were recorded; nothing to compare
+            recorded = remote.read_text(record, network) if remote.exists(record, network) else None
+            if recorded is None:
                 log.warning("source %s: %s holds %s shards without a record of how they were made; they are used "
                             "as if made with %s (delete the folder to convert again)", self.label, self.path,
                             self.split, json.dumps(self.convert))
-            elif json.loads(remote.read_text(record)) != self.convert:
+            elif json.loads(recorded) != self.convert:
                 raise ValueError(f"source {self.label}: {self.path} holds {self.split} shards converted with "
-                                 f"{remote.read_text(record)}, not {json.dumps(self.convert)}; delete the folder to "
+                                 f"{recorded}, not {json.dumps(self.convert)}; delete the folder to "
                                  "convert again, or point path elsewhere")
             return
         from datamodules.convert import convert
@@ -149,8 +151,9 @@ class ShardSource:
         if remote.basename(self.path) != name:
             raise ValueError(f"source {self.label}: converted shards land in OUT/{name}; set path to .../{name}")
         log.info("converting %s (%s) into %s", name, self.split, self.path)
-        convert(get_source(name)(spec.pop("root", None), self.split, **spec), remote.parent(self.path))
-        output = remote.Output(self.path)
+        convert(get_source(name)(spec.pop("root", None), self.split, **spec), remote.parent(self.path),
+                network=network)
+        output = remote.Output(self.path, network)
         try:
             output.write(remote.basename(record), json.dumps(self.convert).encode())
         finally:
@@ -365,7 +368,7 @@ class PretrainDataModule(LightningDataModule):
 
     def prepare_data(self) -> None:
         for source in [*self.sources, *([self.val] if self.val else [])]:
-            source.ensure_converted()
+            source.ensure_converted(self.network)
 
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is not None:
@@ -374,7 +377,8 @@ class PretrainDataModule(LightningDataModule):
         self._check_model()
         hp = self.hparams
         streams = [_Stream(s.label, rank_shards(s.urls(self.network), rank, world), s.weight, s.task,
-                           SkipCounter(s.label, hp.max_skip_rate, hp.skip_rate_min_samples), s.sizes(), s.scale,
+                           SkipCounter(s.label, hp.max_skip_rate, hp.skip_rate_min_samples), s.sizes(self.network),
+                           s.scale,
                            self.network)
                    for s in self.sources]
         self.dataset = PretrainStream(streams, self.transform, self.sampler, hp.batch_size, hp.seed, rank, hp.shuffle,

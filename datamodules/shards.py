@@ -42,21 +42,21 @@ def find_indexes(folder: str | Path) -> list[Path]:
     return found
 
 
-def read_index(path: str | Path) -> dict:
-    """An index, from a local path or a URL (`remote`)."""
-    return json.loads(remote.read_text(path))
+def read_index(path: str | Path, network: Network = Network()) -> dict:
+    """An index, from a local path or a URL (read as `network` says)."""
+    return json.loads(remote.read_text(path, network))
 
 
-def shard_urls(index_file: str | Path) -> list[str]:
+def shard_urls(index_file: str | Path, network: Network = Network()) -> list[str]:
     """Paths (or URLs, beside a remote index) of the shards an index lists, in order."""
     folder = remote.parent(index_file)
-    return [remote.join(folder, s["name"]) for s in read_index(index_file)["shards"]]
+    return [remote.join(folder, s["name"]) for s in read_index(index_file, network)["shards"]]
 
 
-def shard_sizes(index_file: str | Path) -> dict[str, int]:
+def shard_sizes(index_file: str | Path, network: Network = Network()) -> dict[str, int]:
     """{shard path: sample count} from an index, for a stream to count the samples a damaged shard lost."""
     folder = remote.parent(index_file)
-    return {remote.join(folder, s["name"]): int(s["samples"]) for s in read_index(index_file)["shards"]}
+    return {remote.join(folder, s["name"]): int(s["samples"]) for s in read_index(index_file, network)["shards"]}
 
 
 def open_shards(urls: Iterable[str], network: Network = Network(),
@@ -109,7 +109,7 @@ class ShardReader:
             raise FileNotFoundError(f"{self.index_file}: no such index file; convert a source first "
                                     "(seggpt-lab-data convert SOURCE --out ...)")
         self.members: dict[str, dict[str, Location]] = {}
-        for shard in shard_urls(self.index_file):
+        for shard in shard_urls(self.index_file, network):
             if remote.is_remote(shard):
                 tar = tarfile.open(fileobj=io.BytesIO(remote.read_bytes(shard, network)), mode="r:")
             elif Path(shard).is_file():

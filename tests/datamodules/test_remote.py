@@ -177,6 +177,26 @@ def test_convert_to_s3_leaves_each_object_complete_or_absent(store: SeaweedFS, e
     assert _digests(_objects(store, "squares-run/squares")) == _digests(local)
 
 
+def test_a_source_converts_itself_into_object_storage(store: SeaweedFS, endpoint,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`convert` in a source's config, its path on S3, the endpoint given as the config key `network.endpoint_url`
+    (no AWS_ENDPOINT_URL): converted on first use, its spec recorded; another spec is refused in one line."""
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    s3fs.S3FileSystem.clear_instance_cache()
+    network = Network(endpoint_url=store.s3_url)
+    path, spec = f"s3://{BUCKET}/on-demand/synthetic", {"source": "synthetic", "samples": 12, "size": 32}
+    data = PretrainDataModule([ShardSource(path, convert=spec)], PairTransform(size=(32, 32), patch_size=8),
+                              PairSampler(), num_workers=0, network=network)
+    data.prepare_data()
+    assert sorted(_objects(store, "on-demand/synthetic")) == ["train-000000.json", "train-000000.tar",
+                                                              "train-convert.json", "train-index.json"]
+    data.setup("fit")
+    assert data.dataset.streams[0].urls == [f"{path}/train-000000.tar"]
+    with pytest.raises(ValueError, match=r"holds train shards converted with .*\"samples\": 12.*, not .*"
+                                         r"\"samples\": 13"):
+        ShardSource(path, convert={**spec, "samples": 13}).ensure_converted(network)
+
+
 # --- faults: bounded retries with back-off, then a counted skip ---
 
 
