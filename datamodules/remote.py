@@ -184,21 +184,21 @@ def read_text(path: str | Path, network: Network = Network()) -> str:
     if not is_remote(path):
         return Path(path).read_text()
     fs, fs_path = filesystem(path, network)
+
+    def once() -> bytes:
+        try:
+            return fs.cat_file(fs_path)
+        except FileNotFoundError as e:  # not transient: out of `retrying`'s reach, re-raised below
+            raise _Missing from e
+
     try:
-        return retrying("reading", path, network, lambda: _no_retry_if_missing(fs.cat_file, fs_path)).decode()
+        return retrying("reading", path, network, once).decode()
     except _Missing:
         raise FileNotFoundError(f"{path}: no such object") from None
 
 
 class _Missing(Exception):
     pass
-
-
-def _no_retry_if_missing(fn: Callable[..., T], *args: Any) -> T:
-    try:
-        return fn(*args)
-    except FileNotFoundError as e:
-        raise _Missing from e
 
 
 def exists(path: str | Path, network: Network = Network()) -> bool:

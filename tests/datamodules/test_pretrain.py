@@ -200,18 +200,21 @@ def test_stream_is_deterministic_by_seed_and_pass(shards: Path) -> None:
     assert torch.equal(next(iter(resumed))["image_canvas"], second_pass["image_canvas"])
 
 
+class RankTrainer:
+    """What `PretrainDataModule.setup` reads of a trainer: rank `rank` of 2."""
+
+    world_size = 2
+
+    def __init__(self, rank: int) -> None:
+        self.global_rank = rank
+
+
 def test_ranks_get_disjoint_shards_and_equal_batches(shards: Path) -> None:
-    class Trainer:  # what setup reads of a trainer
-        world_size = 2
-
-        def __init__(self, rank: int) -> None:
-            self.global_rank = rank
-
     urls, counts = [], []
     for rank in (0, 1):
         data = PretrainDataModule([ShardSource(str(shards))], _transform(), PairSampler(), batch_size=2, num_workers=0,
                                   batches_per_epoch=3)
-        data.trainer = Trainer(rank)
+        data.trainer = RankTrainer(rank)
         data.setup("fit")
         urls.append(set(data.dataset.streams[0].urls))
         counts.append(len(list(data.train_dataloader())))

@@ -36,6 +36,7 @@ from datamodules.sources.synthetic import Synthetic
 from tests.conftest import REPO
 from tests.datamodules.object_store import BUCKET, Fault, FaultProxy, SeaweedFS, shard_get, weed_binary
 from tests.datamodules.test_convert import Squares
+from tests.datamodules.test_pretrain import RankTrainer
 from tests.datamodules.test_reliability import ONE_THREAD, _fit, _tiny_config
 
 # quick to give up: the faults below are injected, not waited out
@@ -135,6 +136,10 @@ def test_a_missing_remote_index_or_bad_credentials_end_in_one_line(store: Seawee
         data.setup("fit")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
     s3fs.S3FileSystem.clear_instance_cache()
+    wrong = PretrainDataModule([ShardSource(uploaded)], PairTransform(), PairSampler(), network=FAST)
+    with pytest.raises(NetworkError, match=r"^s3://shards/small/synthetic/train-index.json: checking failed 3 times "
+                                           r"\(the last: PermissionError: Forbidden\)$"):
+        wrong.setup("fit")
     with pytest.raises(NetworkError, match=r"^s3://shards/small/synthetic/train-index.json: reading failed 3 times "
                                            r"\(the last: PermissionError"):
         remote.read_text(f"{uploaded}/train-index.json", FAST)
@@ -266,17 +271,11 @@ def test_network_skips_past_max_skip_rate_stop_with_one_line_naming_the_source(s
 
 
 def test_ranks_get_disjoint_remote_shards_and_equal_batches(uploaded: str, endpoint) -> None:
-    class Trainer:  # what setup reads of a trainer
-        world_size = 2
-
-        def __init__(self, rank: int) -> None:
-            self.global_rank = rank
-
     urls, counts = [], []
     for rank in (0, 1):
         data = PretrainDataModule([ShardSource(uploaded)], PairTransform(size=(32, 32), patch_size=8, on_device=True),
                                   PairSampler(), batch_size=2, num_workers=1, batches_per_epoch=4, network=FAST)
-        data.trainer = Trainer(rank)
+        data.trainer = RankTrainer(rank)
         data.setup("fit")
         urls.append(set(data.dataset.streams[0].urls))
         counts.append(len(list(data.train_dataloader())))  # a DataLoader worker process reads over the network
