@@ -8,16 +8,18 @@ exactly one DataLoader worker's work) reading:
 - local: the folder on disk;
 - s3, http: the server's S3 gateway and its HTTP filer over loopback (what the remote path itself costs: ranged
   requests, whole shards in memory, the TLS-free client stack);
-- s3 over a WAN link, in_flight k: through a proxy, in its own process, that holds each answer `--latency` seconds
+- s3 over a slow link, in_flight k: through a proxy, in its own process, that holds each answer `--latency` seconds
   before the first byte and then delivers `--rate` MB/s per connection (S3 from another region, or a busy
-  gateway), with k shards in flight per worker (the one read and k - 1 downloading).
+  gateway), with k ranged requests of `--block-mb` running ahead of the reader (and the next shard's first k
+  opened meanwhile; 0: every block asked for when needed).
 
 Settings alternate in rounds of `--batches` batches, each after a warm-up batch, and the median of each setting's
 ratio to local disk over the rounds is reported, so load on the machine affects all alike. The smallest `in_flight`
-within 5% of local disk is the number of shards in flight that keeps a worker busy on that link.
+within 5% of local disk keeps a worker busy on that link; with it, the data in flight per shard stream in MB and
+in shards.
 
-    python benchmarks/remote_data_speed.py [--samples 240] [--shard-size 40] [--batches 8] [--rounds 3]
-        [--latency 0.05] [--rate 20] [--in-flight 1 2 3]
+    python benchmarks/remote_data_speed.py [--samples 240] [--shard-size 120] [--batches 8] [--rounds 3]
+        [--latency 0.05] [--rate 20] [--block-mb 4.19] [--in-flight 0 1 2]
 """
 
 from __future__ import annotations
@@ -75,14 +77,16 @@ class Pipeline:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=240)
-    parser.add_argument("--shard-size", type=int, default=40)
+    parser.add_argument("--shard-size", type=int, default=120)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--shuffle", type=int, default=100, help="shuffle buffer (filled before the timing)")
     parser.add_argument("--batches", type=int, default=8, help="batches per setting and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--latency", type=float, default=0.05, help="seconds before the first byte, per request")
     parser.add_argument("--rate", type=float, default=20.0, help="MB/s per connection")
-    parser.add_argument("--in-flight", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--block-mb", type=float, default=Network.block_size / 1e6,
+                        help="MB per ranged request (network.block_size; default: its default)")
+    parser.add_argument("--in-flight", type=int, nargs="+", default=[0, 1, 2])
     opts = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -101,12 +105,12 @@ def main() -> None:
         try:
             settings: dict[str, Pipeline] = {}
             for name, path, endpoint, in_flight in [
-                ("local disk", str(folder), None, 2),
-                ("s3, loopback", s3, store.s3_url, 2),
-                ("http, loopback", f"{store.http_url}/bench/synthetic", None, 2),
+                ("local disk", str(folder), None, Network.in_flight),
+                ("s3, loopback", s3, store.s3_url, Network.in_flight),
+                ("http, loopback", f"{store.http_url}/bench/synthetic", None, Network.in_flight),
                 *((f"s3 over the link, in_flight {k}", s3, proxy_url, k) for k in opts.in_flight),
             ]:
-                network = Network(in_flight=in_flight, endpoint_url=endpoint)
+                network = Network(in_flight=in_flight, endpoint_url=endpoint, block_size=int(opts.block_mb * 1e6))
                 settings[name] = Pipeline(path, opts.batch_size, opts.shuffle, network)
             rates: dict[str, list[float]] = {name: [] for name in settings}
             for _ in range(opts.rounds):
@@ -119,15 +123,19 @@ def main() -> None:
           f"batch {opts.batch_size}, shuffle buffer {opts.shuffle}; one worker (the main process), 1 compute thread; "
           f"median of {opts.rounds} "
           f"rounds of {opts.batches} batches; link: {opts.latency * 1000:.0f} ms to the first byte, "
-          f"{opts.rate:g} MB/s per connection")
+          f"{opts.rate:g} MB/s per connection; requests of {opts.block_mb:.2f} MB")
     local = rates["local disk"]
     busy = None
     for name, values in rates.items():
         ratio = statistics.median(v / lo for v, lo in zip(values, local, strict=True))
         print(f"  {name:34s} {statistics.median(values):6.1f} pairs/s   {ratio:5.2f} x local disk")
         if name.startswith("s3 over the link") and busy is None and ratio >= 0.95:
-            busy = name.rsplit(" ", 1)[1]
-    print(f"shards in flight that keep a worker busy on this link: {busy or f'more than {max(opts.in_flight)}'}")
+            busy = int(name.rsplit(" ", 1)[1])
+    if busy is None:
+        print(f"no in_flight up to {max(opts.in_flight)} keeps a worker busy on this link")
+    else:
+        print(f"in_flight that keeps a worker busy on this link: {busy} requests of {opts.block_mb:.2f} MB ahead, "
+              f"{busy * opts.block_mb:.1f} MB = {busy * opts.block_mb / shard_mb:.2f} shards in flight per stream")
 
 
 if __name__ == "__main__":

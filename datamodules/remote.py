@@ -1,10 +1,11 @@
 """Shards on object storage and HTTP(S): `s3://bucket/prefix/...`, `https://host/...` (any fsspec protocol).
 
-Remote shards are read through fsspec (s3fs for S3, aiohttp for HTTP) in ranged requests of `Network.block_size`,
-each retried with exponential back-off, so a connection dropped mid-shard costs one block's request, not the shard.
-A request that still fails after `Network.retries` raises `NetworkError`, which the streams count as a skip
-(`skipped/<source>/network`) before they go on with the next shard. A worker keeps `Network.in_flight` shards in
-memory: the one it reads and the next ones, downloaded meanwhile by threads.
+Remote shards are streamed through fsspec (s3fs for S3, aiohttp for HTTP) in ranged requests of
+`Network.block_size`, each retried with exponential back-off, so a connection dropped mid-shard costs one block's
+request, not the shard; `Network.in_flight` requests per shard stream run ahead of the reader, in threads, so the
+reader rarely waits, and a stream holds at most that many blocks in memory, whatever the shard's size. A request
+that still fails after `Network.retries` tries raises `NetworkError`, which the streams count as a skip
+(`skipped/<source>/network`, for the samples of the shard not read yet) before they go on with the next shard.
 
 Credentials come from the clients' usual places, never from a recipe: for S3, botocore's `AWS_ACCESS_KEY_ID`,
 `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_PROFILE` (~/.aws), `AWS_DEFAULT_REGION`. The endpoint of a non-AWS
@@ -17,6 +18,7 @@ s3fs or HTTP option from fsspec's configuration (`FSSPEC_S3_<OPTION>` variables,
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import posixpath
@@ -67,8 +69,11 @@ class Network:
         backoff: seconds before the first retry, doubled before each next one, at most `max_backoff`.
         max_backoff: the longest wait between two tries.
         timeout: seconds to connect, and seconds without a byte before a read counts as stalled.
-        block_size: bytes per ranged request: what a dropped connection costs.
-        in_flight: shards a DataLoader worker holds, each in memory: the one it reads, the others downloading.
+        block_size: bytes per ranged request: what a dropped connection costs, and the unit of memory.
+        in_flight: ranged requests a shard stream keeps running ahead of its reader, and the next shard's first
+            ones, asked for while this one is read (0: each block is asked for when it is needed). A stream holds up
+            to 2 x in_flight + 1 blocks, and a DataLoader worker reads one shard per source at a time:
+            sources x (2 x in_flight + 1) x block_size bytes per worker at most.
         endpoint_url: the S3 server (MinIO, SeaweedFS, Ceph...); None: `AWS_ENDPOINT_URL`, else AWS. Credentials are
             never set here: they come from the environment (see the module docstring).
     """
@@ -77,15 +82,15 @@ class Network:
     backoff: float = 0.5
     max_backoff: float = 8.0
     timeout: float = 30.0
-    block_size: int = 16 * 2**20
+    block_size: int = 4 * 2**20
     in_flight: int = 2
     endpoint_url: str | None = None
 
     def __post_init__(self) -> None:
         if self.retries < 0 or self.backoff < 0 or self.max_backoff < self.backoff or self.timeout <= 0 \
-                or self.block_size < 1 or self.in_flight < 1:
+                or self.block_size < 1 or self.in_flight < 0:
             raise ValueError(f"network: need retries >= 0, 0 <= backoff <= max_backoff, timeout > 0, block_size >= 1 "
-                             f"and in_flight >= 1, got {self}")
+                             f"and in_flight >= 0, got {self}")
 
     def waits(self) -> Iterator[float]:
         """The back-off before each retry."""
@@ -165,18 +170,20 @@ def read_bytes(url: str, network: Network = Network(), start: int | None = None,
     if start is None or end is None:
         size = retrying("reading its size", url, network, lambda: fs.size(path))
         start, end = start or 0, size if end is None else end
-    blocks = []
-    for lo in range(start, end, network.block_size):
-        hi = min(lo + network.block_size, end)
-        blocks.append(retrying(f"reading bytes {lo}-{hi}", url, network,
-                               lambda lo=lo, hi=hi: _exactly(fs.cat_file(path, start=lo, end=hi), hi - lo)))
-    return b"".join(blocks)
+    return b"".join(_read_range(fs, path, url, network, lo, min(lo + network.block_size, end))
+                    for lo in range(start, end, network.block_size))
 
 
-def _exactly(data: bytes, size: int) -> bytes:
-    if len(data) != size:  # a body cut short without an error, or an object replaced meanwhile
-        raise EOFError(f"got {len(data)} of {size} bytes")
-    return data
+def _read_range(fs: Any, path: str, url: str, network: Network, lo: int, hi: int) -> bytes:
+    """Bytes [lo, hi) in one ranged request, retried; a body cut short without an error counts as a failure."""
+
+    def request() -> bytes:
+        data = fs.cat_file(path, start=lo, end=hi)
+        if len(data) != hi - lo:  # a body cut short without an error, or an object replaced meanwhile
+            raise EOFError(f"got {len(data)} of {hi - lo} bytes")
+        return data
+
+    return retrying(f"reading bytes {lo}-{hi}", url, network, request)
 
 
 def read_text(path: str | Path, network: Network = Network()) -> str:
@@ -208,24 +215,80 @@ def exists(path: str | Path, network: Network = Network()) -> bool:
     return retrying("checking", path, network, lambda: fs.exists(fs_path))
 
 
-def prefetch(urls: Iterable[str], network: Network) -> Iterator[tuple[str, bytes | NetworkError]]:
-    """(url, its bytes) in `urls`' order, downloaded `network.in_flight - 1` shards ahead of the one handed out;
-    (url, NetworkError) for one that could not be read. Stops the downloads still running when closed."""
-    pool = ThreadPoolExecutor(max(network.in_flight - 1, 1), thread_name_prefix="shard-download")
-    pending: deque[tuple[str, Future]] = deque()
+class RemoteShard(io.RawIOBase):
+    """A remote object as a file read front to back (a shard, for webdataset's tar stage): `block_size` ranged
+    requests, each retried (`retrying`), `in_flight` of them requested ahead on `pool`. A block that cannot be read
+    raises `NetworkError` from `read`; the size is asked for at once, so a missing object raises here."""
+
+    def __init__(self, url: str, network: Network, pool: ThreadPoolExecutor) -> None:
+        super().__init__()
+        self.url, self.network, self.pool = url, network, pool
+        self.fs, self.path = filesystem(url, network)
+        self.size = retrying("reading its size", url, network, lambda: self.fs.size(self.path))
+        self.blocks: deque[Future] = deque()
+        self.requested = 0  # bytes asked for so far
+        self.block, self.offset = memoryview(b""), 0  # the block being read, and where in it
+        self._request(self.network.in_flight)
+
+    def _request(self, ahead: int) -> None:
+        """Ask for the next blocks until `ahead` are pending (or the object ends)."""
+        while len(self.blocks) < ahead and self.requested < self.size:
+            lo = self.requested
+            hi = min(lo + self.network.block_size, self.size)
+            self.blocks.append(self.pool.submit(_read_range, self.fs, self.path, self.url, self.network, lo, hi))
+            self.requested = hi
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.offset == len(self.block):
+            self._request(1)
+            if not self.blocks:
+                return 0
+            future = self.blocks.popleft()
+            self._request(self.network.in_flight)  # the next blocks are asked for before this one is waited on
+            self.block, self.offset = memoryview(future.result()), 0
+        n = min(len(buffer), len(self.block) - self.offset)
+        buffer[:n] = self.block[self.offset:self.offset + n]
+        self.offset += n
+        return n
+
+    def close(self) -> None:
+        for future in self.blocks:
+            future.cancel()
+        self.blocks.clear()
+        super().close()
+
+
+def open_remote(urls: Iterable[str], network: Network) -> Iterator[tuple[str, RemoteShard | NetworkError]]:
+    """(url, `RemoteShard`) for each of `urls`, read one at a time over one thread pool, the next one opened (and its
+    first blocks asked for) while this one is read, unless `in_flight` is 0; (url, NetworkError) for one that could
+    not be opened. Each shard is closed when the next is asked for."""
+    pool = ThreadPoolExecutor(max(network.in_flight, 1) + 1, thread_name_prefix="shard-blocks")
     urls = iter(urls)
+
+    def opening() -> tuple[str, Future] | None:
+        url = next(urls, None)
+        return None if url is None else (url, pool.submit(RemoteShard, url, network, pool))
+
+    following = opening()
     try:
-        while True:
-            while len(pending) < network.in_flight and (url := next(urls, None)) is not None:
-                pending.append((url, pool.submit(read_bytes, url, network)))
-            if not pending:
-                return
-            url, future = pending.popleft()
+        while following is not None:
+            url, shard = following
+            following = opening() if network.in_flight else None
             try:
-                yield url, future.result()
+                shard = shard.result()
             except NetworkError as e:
                 yield url, e
-    finally:
+            else:
+                try:
+                    yield url, shard
+                finally:
+                    shard.close()
+            if following is None and not network.in_flight:
+                following = opening()
+    finally:  # a request still running ends by itself (its timeout bounds it); nobody waits for it
         pool.shutdown(wait=False, cancel_futures=True)
 
 

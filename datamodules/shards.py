@@ -7,7 +7,6 @@ key. The training streams (`SampleStream`, `MixedStream`, `pretrain.PretrainStre
 from __future__ import annotations
 
 import functools
-import io
 import json
 import logging
 import random
@@ -62,19 +61,19 @@ def shard_sizes(index_file: str | Path, network: Network = Network()) -> dict[st
 def open_shards(urls: Iterable[str], network: Network = Network(),
                 handler: Callable[[str, Exception], bool] | None = None) -> Iterator[dict[str, Any]]:
     """Shard URLs -> `{"url", "stream"}` for webdataset's tar stage: local files and `pipe:` commands opened by
-    webdataset, remote shards downloaded (`remote.prefetch`: retried, `in_flight` at a time). A shard that does not
-    open goes to `handler(url, exception)`: True goes on with the next, False stops; without one, it raises."""
+    webdataset, remote shards streamed in retried blocks (`remote.RemoteShard`). A shard that does not open goes
+    to `handler(url, exception)`: True goes on with the next, False stops; without one, it raises."""
     urls = iter(urls)
     first = next(urls, None)
     if first is None:
         return
     urls = chain([first], urls)
-    opened = remote.prefetch(urls, network) if remote.is_remote(first) else ((url, None) for url in urls)
-    for url, data in opened:
+    opened = remote.open_remote(urls, network) if remote.is_remote(first) else ((url, None) for url in urls)
+    for url, stream in opened:
         try:
-            if isinstance(data, Exception):
-                raise data
-            stream = wds.gopen(url) if data is None else io.BytesIO(data)
+            if isinstance(stream, Exception):
+                raise stream
+            stream = stream or wds.gopen(url)
         except Exception as exn:
             if handler is not None and handler(url, exn):
                 continue
@@ -100,7 +99,7 @@ Location = tuple[str, int, int]  # (shard path, payload offset, payload size)
 
 class ShardReader:
     """Random access by key to a shard set (`<split>-index.json`), local or remote: tar headers scanned once (a remote
-    shard downloaded for it), then each read fetches the span of the members it needs (a remote one in a ranged
+    shard streamed past), then each read fetches the span of the members it needs (a remote one in a ranged
     request), so a reader is cheap to pickle into DataLoader workers."""
 
     def __init__(self, index_file: str | Path, network: Network = Network()) -> None:
@@ -109,13 +108,16 @@ class ShardReader:
             raise FileNotFoundError(f"{self.index_file}: no such index file; convert a source first "
                                     "(seggpt-lab-data convert SOURCE --out ...)")
         self.members: dict[str, dict[str, Location]] = {}
-        for shard in shard_urls(self.index_file, network):
-            if remote.is_remote(shard):
-                tar = tarfile.open(fileobj=io.BytesIO(remote.read_bytes(shard, network)), mode="r:")
-            elif Path(shard).is_file():
-                tar = tarfile.open(shard, "r:")  # uncompressed: iterating seeks from header to header
-            else:
-                raise FileNotFoundError(f"{shard}: shard listed in {self.index_file} is missing")
+        urls = shard_urls(self.index_file, network)
+        if remote.is_remote(self.index_file):  # streamed: the offsets come from the headers as they pass
+            tars = ((s["url"], tarfile.open(fileobj=s["stream"], mode="r|")) for s in open_shards(urls, network))
+        else:
+            for shard in urls:
+                if not Path(shard).is_file():
+                    raise FileNotFoundError(f"{shard}: shard listed in {self.index_file} is missing")
+            # uncompressed: iterating seeks from header to header
+            tars = ((shard, tarfile.open(shard, "r:")) for shard in urls)
+        for shard, tar in tars:
             with tar:
                 for info in tar:
                     match = _MEMBER.match(info.name)
@@ -355,8 +357,8 @@ class SampleStream(SeededStream):
 
     def _tar_samples(self, shards: Iterator[dict[str, str]]) -> Iterator[dict[str, Any]]:
         """webdataset's tar stage, shard by shard (`open_shards`), counting what a shard lost: a tar cut at a member
-        boundary just ends, and only its index (`sizes`) knows what is missing; a remote shard that could not be read
-        loses all its samples, under `network`, and a shard that does not open all of its own."""
+        boundary just ends, and only its index (`sizes`) knows what is missing; a remote shard that stops answering
+        loses the samples not read yet, under `network`, and a shard that does not open all of its own."""
 
         def unopened(url: str, exn: Exception) -> bool:
             if not isinstance(exn, DATA_ERRORS):
@@ -366,19 +368,27 @@ class SampleStream(SeededStream):
             return True
 
         for shard in open_shards((s["url"] for s in shards), self.network, unopened):
-            read, errors = 0, 0
+            read, errors, failure = 0, 0, None
 
             def handler(exn: Exception) -> bool:
-                nonlocal errors
+                nonlocal errors, failure
+                if isinstance(exn, NetworkError):  # the rest of a remote shard is out of reach: counted below
+                    failure = exn
+                    return False
                 errors += 1
                 return self.handler(exn)
 
             files = wds.tariterators.tar_file_expander(iter([shard]), handler=handler)
             for raw in wds.tariterators.group_by_keys(files, handler=handler):
+                if failure is not None:  # the sample the failure cut short, flushed as the shard ended: in `lost`
+                    break
                 read += 1
                 yield raw
             lost = self.sizes.get(shard["url"], 0) - read - errors  # the errors were counted as skips already
-            if lost > 0:
+            if failure is not None:
+                detail = str(failure.args[0]).split(" @ ")[0]  # without what webdataset's stages appended
+                self.handler.skip(failure.reason, detail, after_read=False, count=max(lost, 1))
+            elif lost > 0:
                 self.handler.skip("lost", f"{lost} samples of {shard['url']} never came out of the tar",
                                   after_read=False, count=lost)
 

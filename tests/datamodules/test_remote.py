@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import random
 import re
 import subprocess
 import sys
@@ -37,7 +38,7 @@ from tests.conftest import REPO
 from tests.datamodules.object_store import BUCKET, Fault, FaultProxy, SeaweedFS, shard_get, weed_binary
 from tests.datamodules.test_convert import Squares
 from tests.datamodules.test_pretrain import RankTrainer
-from tests.datamodules.test_reliability import ONE_THREAD, _fit, _tiny_config
+from tests.datamodules.test_reliability import ONE_THREAD, _fit, _synthetic, _tiny_config, _write
 
 # quick to give up: the faults below are injected, not waited out
 FAST = Network(retries=2, backoff=0.1, max_backoff=0.4, timeout=1.0, block_size=16384)
@@ -235,17 +236,29 @@ def test_each_request_fault_is_retried_with_backoff(store: SeaweedFS, local: Pat
 
 
 def test_an_unreadable_shard_is_skipped_and_counted_as_network(store: SeaweedFS, uploaded: str, endpoint) -> None:
+    """Shard 2 never answers in full: its 10 samples are skipped. Shard 3 stops answering after its first block: the
+    samples read before are kept, the rest counted. Shard 4 drops once: retried, nothing lost."""
     urls = shard_urls(f"{uploaded}/train-index.json")
     with FaultProxy(f"127.0.0.1:{store.s3_port}") as proxy:
         endpoint(proxy.url)
         proxy.add(Fault("drop", shard_get("train-000002"), times=None, after=1000))
-        proxy.add(Fault("drop", shard_get("train-000004"), times=1, after=1000))  # recovered
+        proxy.add(Fault("drop", shard_get("train-000004"), times=1, after=1000))
+        third = shard_get("train-000003")
+
+        def cut_after_the_first_block(method: str, path: str) -> None:
+            if third(method, path) and proxy.count("206", third) == 1:  # the first block came through
+                proxy.add(Fault("drop", third, times=None, after=1000))
+
+        proxy.on_request.append(cut_after_the_first_block)
         counter = SkipCounter("small")
         stream = sample_stream(urls, seed=0, resampled=False, shuffle=0, handler=counter, network=FAST,
                                sizes=shard_sizes(f"{uploaded}/train-index.json"))
         keys = [s.key for s in stream]
-    assert counter.counts == {"network": 10} and counter.seen == 60  # all 10 samples of shard 2, nothing else
-    assert len(keys) == 50 and not any(k.startswith("synthetic__train-00002") for k in keys)
+    from_third = sum(k.startswith("synthetic__train-00003") for k in keys)
+    assert 0 < from_third < 10  # what the first block held
+    assert counter.counts == {"network": 10 + 10 - from_third} and counter.seen == 60, counter.counts
+    assert len(keys) == 40 + from_third and not any(k.startswith("synthetic__train-00002") for k in keys)
+    assert sum(k.startswith("synthetic__train-00004") for k in keys) == 10
 
 
 def test_network_skips_past_max_skip_rate_stop_with_one_line_naming_the_source(store: SeaweedFS, uploaded: str,
@@ -404,3 +417,23 @@ def test_ddp_two_ranks_train_from_the_server(store: SeaweedFS, quickstart: str, 
         steps = max(int(float(r["step"])) for r in csv.DictReader(f) if r.get("train/loss"))
     assert steps >= 29 - 5
     print(f"\nDDP from S3: 30 steps on 2 ranks in {time.perf_counter() - start:.1f} s")
+
+
+@pytest.mark.slow
+def test_ddp_rank_with_unreadable_remote_shards_fails_both_ranks(store: SeaweedFS, tmp_path: Path) -> None:
+    """test_reliability's DDP test with its shards on the server: two shards over 2 gloo ranks, rank 1's garbage; both
+    processes end, with the source named, well before any collective's timeout."""
+    good = _synthetic(20)
+    folder = _write(tmp_path / "half", "train", [good[:10], good[10:]])
+    (folder / "train-000001.tar").write_bytes(bytes(random.Random(0).randrange(256) for _ in range(40000)))
+    out = tmp_path / "run"
+    config = _tiny_config(out, [{"path": store.upload(folder, "ddp-corrupt/half")}], steps=50, strategy="ddp",
+                          devices=2)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["data"]["init_args"].update(skip_rate_min_samples=20, batches_per_epoch=10)
+    config.write_text(yaml.safe_dump(cfg))
+    result = _fit(config, timeout=180, env=store.env)
+    assert result.returncode != 0
+    assert re.search(r"\[rank1\]: \S*TooManySkips: source half: \d+ of the \d+ samples read were corrupt",
+                     result.stderr), result.stderr[-3000:]
+    assert "[rank0]:" in result.stderr
