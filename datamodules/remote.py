@@ -2,10 +2,11 @@
 
 Remote shards are streamed through fsspec (s3fs for S3, aiohttp for HTTP) in ranged requests of
 `Network.block_size`, each retried with exponential back-off, so a connection dropped mid-shard costs one block's
-request, not the shard; `Network.in_flight` requests per shard stream run ahead of the reader, in threads, so the
-reader rarely waits, and a stream holds at most that many blocks in memory, whatever the shard's size. A request
-that still fails after `Network.retries` tries raises `NetworkError`, which the streams count as a skip
-(`skipped/<source>/network`, for the samples of the shard not read yet) before they go on with the next shard.
+request, not the shard; `Network.in_flight` requests per shard stream run ahead of the reader, in threads, and the
+next shard is opened meanwhile, so the reader rarely waits, and a stream holds a few blocks in memory, whatever the
+shard's size. A request that still fails after `Network.retries` retries raises `NetworkError`, which the streams
+count as a skip (`skipped/<source>/network`, for the samples of the shard not read yet) before they go on with the
+next shard.
 
 Credentials come from the clients' usual places, never from a recipe: for S3, botocore's `AWS_ACCESS_KEY_ID`,
 `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_PROFILE` (~/.aws), `AWS_DEFAULT_REGION`. The endpoint of a non-AWS
