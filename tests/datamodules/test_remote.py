@@ -302,8 +302,8 @@ def test_ranks_get_disjoint_remote_shards_and_equal_batches(uploaded: str, endpo
 
 @pytest.fixture(scope="module")
 def quickstart(store: SeaweedFS, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The quickstart's scenes (fewer of them), 20 to a shard, on the S3 server: its sources' `convert` spec, written
-    with `convert --out s3://...`."""
+    """The quickstart's scenes (its sources' `convert` spec, fewer scenes), 20 to a shard, converted straight into the
+    S3 server (`convert(..., out="s3://...")`)."""
     spec = yaml.safe_load((REPO / "recipes" / "quickstart.yaml").read_text())["data"]["init_args"]
     scenes = {k: v for k, v in spec["sources"][0]["convert"].items() if k not in ("source", "samples")}
     with pytest.MonkeyPatch.context() as env:
