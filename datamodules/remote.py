@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
+import botocore.exceptions as boto
 import fsspec
 
 from seggpt_lab.atomic import write_atomic
@@ -105,26 +107,11 @@ class NetworkError(ConnectionError):
     reason = "network"
 
 
-def _transient() -> tuple[type[BaseException], ...]:
-    """What one failed request raises: OSError (connection, timeout, FileNotFoundError for a missing object, s3fs's
-    translated 5xx answers), EOFError (a short body) and the HTTP client's own errors."""
-    errors: list[type[BaseException]] = [OSError, EOFError]
-    try:
-        import aiohttp  # fsspec's HTTP client, and the transport under s3fs
-
-        errors.append(aiohttp.ClientError)
-    except ImportError:
-        pass
-    try:
-        import botocore.exceptions as boto  # s3fs's client: the errors it does not translate to OSError
-
-        errors += [boto.ClientError, boto.HTTPClientError, boto.IncompleteReadError, boto.ResponseStreamingError]
-    except ImportError:
-        pass
-    return tuple(errors)
-
-
-TRANSIENT = _transient()
+# What one failed request raises: OSError (connection, timeout, FileNotFoundError for a missing object, s3fs's
+# translated 5xx answers), EOFError (a short body), and the errors of the clients under fsspec that are not OSErrors:
+# aiohttp's (HTTP, and the transport under s3fs) and botocore's (s3fs's client) that s3fs does not translate.
+TRANSIENT = (OSError, EOFError, aiohttp.ClientError, boto.ClientError, boto.HTTPClientError, boto.IncompleteReadError,
+             boto.ResponseStreamingError)
 
 
 def filesystem(url: str, network: Network = Network()) -> tuple[Any, str]:
@@ -138,8 +125,6 @@ def filesystem(url: str, network: Network = Network()) -> tuple[Any, str]:
         options["config_kwargs"] = {"connect_timeout": network.timeout, "read_timeout": network.timeout,
                                     "retries": {"total_max_attempts": 1, "mode": "standard"}}
     elif protocol in ("http", "https"):
-        import aiohttp
-
         options["client_kwargs"] = {"timeout": aiohttp.ClientTimeout(total=None, sock_connect=network.timeout,
                                                                      sock_read=network.timeout)}
     fs, path = fsspec.core.url_to_fs(url, **options)
@@ -277,7 +262,8 @@ def open_remote(urls: Iterable[str], network: Network) -> Iterator[tuple[str, Re
     try:
         while following is not None:
             url, shard = following
-            following = opening() if network.in_flight else None
+            if network.in_flight:  # the next shard opens while this one is read
+                following = opening()
             try:
                 shard = shard.result()
             except NetworkError as e:
@@ -287,7 +273,7 @@ def open_remote(urls: Iterable[str], network: Network) -> Iterator[tuple[str, Re
                     yield url, shard
                 finally:
                     shard.close()
-            if following is None and not network.in_flight:
+            if not network.in_flight:
                 following = opening()
     finally:  # a request still running ends by itself (its timeout bounds it); nobody waits for it
         pool.shutdown(wait=False, cancel_futures=True)

@@ -259,14 +259,14 @@ class SkipCounter:
                                                            self.total, reason, f": {detail}" if detail else "")
         if self.seen < self.min_samples:
             return
-        if self.corrupt > self.max_rate * self.seen and 2 * self.counts[NetworkError.reason] > self.corrupt:
-            problem = (f"{self.corrupt} of the {self.seen} samples were lost, most to network failures, more than "
-                       f"max_skip_rate {self.max_rate:g}")
-            advice = "check the server, the network and the shard URLs, or raise data.max_skip_rate"
-        elif self.corrupt > self.max_rate * self.seen:
-            problem = (f"{self.corrupt} of the {self.seen} samples read were corrupt, more than max_skip_rate "
-                       f"{self.max_rate:g}")
-            advice = "check or re-convert its shards, or raise data.max_skip_rate"
+        if self.corrupt > self.max_rate * self.seen:
+            if 2 * self.counts[NetworkError.reason] > self.corrupt:
+                problem = f"{self.corrupt} of the {self.seen} samples were lost, most to network failures"
+                advice = "check the server, the network and the shard URLs, or raise data.max_skip_rate"
+            else:
+                problem = f"{self.corrupt} of the {self.seen} samples read were corrupt"
+                advice = "check or re-convert its shards, or raise data.max_skip_rate"
+            problem += f", more than max_skip_rate {self.max_rate:g}"
         elif self.streak >= self.min_samples:
             problem, advice = f"the last {self.streak} samples were all skipped", "check its shards, labels and task"
         else:
